@@ -1,0 +1,60 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+TEMPLATE := cdk.out/EventRegistration.template.json
+SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean
+
+help:
+	@echo "make run            serve the whole pipeline on 127.0.0.1:3000 (DynamoDB Local, local engine)"
+	@echo "make test           every test tier (unit, property, integration, infrastructure) + lint"
+	@echo "make test-thorough  the same with many more hypothesis examples"
+	@echo "make synth          write cdk.out/ (no Docker, no AWS account)"
+	@echo "make lint           ruff and mypy"
+
+$(STAMP): requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: $(STAMP) $(NODE_STAMP)
+
+$(TEMPLATE): $(STAMP) $(SOURCES) cdk.json
+	$(PY) -m infrastructure.app
+
+synth: $(TEMPLATE)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy lambdas infrastructure workflows
+
+typecheck: lint
+
+test: deps $(TEMPLATE) lint
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n 2 --dist loadgroup
+
+test-fast: deps $(TEMPLATE)
+	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -n 2 --dist loadgroup -m "not integration"
+
+test-thorough: deps $(TEMPLATE)
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -n 2 --dist loadgroup
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

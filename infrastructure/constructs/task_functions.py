@@ -1,0 +1,152 @@
+"""One Lambda function per workflow task, each with its own least-privilege role."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infrastructure import names
+
+# Repository-relative location of the Lambda code asset (handlers plus the shared package).
+LAMBDA_ASSET_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
+
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+ARCHITECTURE = lambda_.Architecture.X86_64
+
+# Powertools for AWS Lambda (Python) v3, public layer published by AWS in every
+# commercial region. The layer's version number is not the library's version: check
+# which Powertools release a layer version holds (`aws lambda get-layer-version-by-arn`
+# or the Powertools docs) against requirements.txt. Bump it here, and only here.
+POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-x86_64"
+POWERTOOLS_LAYER_VERSION = 37
+
+MEMORY_SIZE_MB = 256
+TIMEOUT = Duration.seconds(10)
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+LOG_LEVEL = "INFO"
+
+# DynamoDB actions per task. TransactWriteItems has no IAM action of its own: each
+# action inside a transaction is authorised as the matching item action
+# (Put -> PutItem, Update -> UpdateItem, Delete -> DeleteItem,
+# ConditionCheck -> ConditionCheckItem). No task queries GSI1, so no grant on indexes.
+_READ_ITEMS = ("dynamodb:GetItem", "dynamodb:BatchGetItem")
+_QUERY = ("dynamodb:Query",)
+TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "Validate": _READ_ITEMS,
+    "CheckCapacity": (*_READ_ITEMS, *_QUERY),
+    "WriteRegistration": (
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+        *_QUERY,
+    ),
+    "CheckRegistration": (*_READ_ITEMS, *_QUERY),
+    "WriteUnregistration": (
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        *_QUERY,
+    ),
+    "PromoteFromWaitlist": (
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        *_QUERY,
+    ),
+}
+
+
+class TaskFunctions(Construct):
+    """Creates every function in `names.TASK_HANDLERS`; access them by task name."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, table: dynamodb.ITable) -> None:
+        super().__init__(scope, construct_id)
+
+        missing = set(names.TASK_HANDLERS) ^ set(TABLE_ACTIONS)
+        if missing:
+            raise ValueError(f"task handlers and table grants disagree on: {sorted(missing)}")
+
+        region = Stack.of(self).region
+        layer_arn = (
+            f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+            f"{POWERTOOLS_LAYER_NAME}:{POWERTOOLS_LAYER_VERSION}"
+        )
+        self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self, "PowertoolsLayer", layer_arn
+        )
+        code = lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES)
+
+        self._functions: dict[str, lambda_.Function] = {}
+        for task_name, handler in names.TASK_HANDLERS.items():
+            self._functions[task_name] = self._task_function(task_name, handler, code=code, table=table)
+
+    @property
+    def functions(self) -> Mapping[str, lambda_.IFunction]:
+        return dict(self._functions)
+
+    def __getitem__(self, task_name: str) -> lambda_.IFunction:
+        return self._functions[task_name]
+
+    def _task_function(
+        self,
+        task_name: str,
+        handler: str,
+        *,
+        code: lambda_.Code,
+        table: dynamodb.ITable,
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{task_name}LogGroup", retention=LOG_RETENTION)
+        role = iam.Role(
+            self,
+            f"{task_name}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Runs the {task_name} workflow task",
+        )
+        # Only its own log group (the function never creates one: it exists already).
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=list(TABLE_ACTIONS[task_name]),
+                resources=[table.table_arn],
+            )
+        )
+        return lambda_.Function(
+            self,
+            task_name,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=handler,
+            code=code,
+            layers=[self.powertools_layer],
+            memory_size=MEMORY_SIZE_MB,
+            timeout=TIMEOUT,
+            tracing=lambda_.Tracing.ACTIVE,
+            role=role,
+            log_group=log_group,
+            description=f"Workflow task {task_name} ({handler})",
+            environment={
+                names.ENV_TABLE_NAME: table.table_name,
+                "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+                "POWERTOOLS_LOG_LEVEL": LOG_LEVEL,
+            },
+        )

@@ -1,0 +1,37 @@
+"""Every name shared by the CDK app, the local engine, the API and the tests lives here."""
+
+from __future__ import annotations
+
+STACK_NAME = "EventRegistration"
+TEMPLATE_FILE = f"{STACK_NAME}.template.json"
+CDK_OUT_DIR = "cdk.out"
+
+# Local table name (on AWS CloudFormation names the table; the stack outputs it).
+LOCAL_TABLE_NAME = "event-registration"
+LOCAL_REGION = "us-east-1"
+LOCAL_ACCOUNT = "123456789012"
+
+# Workflow identifiers (used by the engine, the API and the CLI) and the stack output
+# that carries each state machine's ARN.
+REGISTER_WORKFLOW = "register"
+UNREGISTER_WORKFLOW = "unregister"
+WORKFLOW_OUTPUTS = {
+    REGISTER_WORKFLOW: "RegisterStateMachineArn",
+    UNREGISTER_WORKFLOW: "UnregisterStateMachineArn",
+}
+TABLE_OUTPUT = "TableName"
+
+# Task functions: construct id -> handler (module path inside the lambdas/ asset).
+TASK_HANDLERS = {
+    "Validate": "handlers.validate.handler",
+    "CheckCapacity": "handlers.check_capacity.handler",
+    "WriteRegistration": "handlers.write_registration.handler",
+    "CheckRegistration": "handlers.check_registration.handler",
+    "WriteUnregistration": "handlers.write_unregistration.handler",
+    "PromoteFromWaitlist": "handlers.promote_from_waitlist.handler",
+}
+
+# Environment variables the functions read.
+ENV_TABLE_NAME = "TABLE_NAME"
+POWERTOOLS_SERVICE_NAME = "event-registration"
+METRICS_NAMESPACE = "EventRegistration"

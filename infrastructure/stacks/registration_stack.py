@@ -1,0 +1,66 @@
+"""The EventRegistration stack: composes the table, the task functions and the workflows.
+
+Later constructs (the API, reconciliation, monitoring) slot in here as more members
+built from the attributes this stack exposes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infrastructure import names
+from infrastructure.constructs.table import RegistrationTable
+from infrastructure.constructs.task_functions import TaskFunctions
+from workflows.register import RegisterWorkflow
+from workflows.unregister import UnregisterWorkflow
+
+
+class RegistrationStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.table_construct = RegistrationTable(self, "Table")
+        self.task_functions = TaskFunctions(self, "TaskFunctions", table=self.table)
+
+        functions = self.task_functions.functions
+        self.register_workflow = RegisterWorkflow(self, "RegisterWorkflow", functions=functions)
+        self.unregister_workflow = UnregisterWorkflow(self, "UnregisterWorkflow", functions=functions)
+
+        CfnOutput(
+            self,
+            names.TABLE_OUTPUT,
+            value=self.table.table_name,
+            description="DynamoDB table holding users, events, registrations and waitlists",
+        )
+        for workflow, state_machine in self.state_machines.items():
+            CfnOutput(
+                self,
+                names.WORKFLOW_OUTPUTS[workflow],
+                value=state_machine.state_machine_arn,
+                description=f"ARN of the {workflow} Express state machine",
+            )
+
+    @property
+    def table(self) -> dynamodb.Table:
+        return self.table_construct.table
+
+    @property
+    def register_state_machine(self) -> sfn.StateMachine:
+        return self.register_workflow.state_machine
+
+    @property
+    def unregister_state_machine(self) -> sfn.StateMachine:
+        return self.unregister_workflow.state_machine
+
+    @property
+    def state_machines(self) -> dict[str, sfn.StateMachine]:
+        """Workflow identifier (as in `names`) -> state machine."""
+        return {
+            names.REGISTER_WORKFLOW: self.register_state_machine,
+            names.UNREGISTER_WORKFLOW: self.unregister_state_machine,
+        }

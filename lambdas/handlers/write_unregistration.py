@@ -1,0 +1,30 @@
+"""Task: the transactional write that frees a seat (nobody waiting) or leaves the waitlist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from registration import service
+from registration.errors import DecisionStale
+from registration.models import UnregisterState
+from registration.observability import logger, metrics, tracer
+from registration.store import get_store
+from registration.validation import parse_model
+
+
+@logger.inject_lambda_context(correlation_id_path="requestId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = parse_model(event, UnregisterState)
+    try:
+        result = service.write_unregistration(get_store(), state)
+    except DecisionStale:
+        metrics.add_metric(name="TransactionConflicts", unit=MetricUnit.Count, value=1)
+        raise
+    metric = "Unregistrations" if result.status == "unregistered" else "WaitlistLeaves"
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    logger.info("unregistration written", extra=result.model_dump())
+    return result.model_dump(mode="json")

@@ -1,0 +1,91 @@
+"""The single-table layout: every key the data layer writes is built here.
+
+| item                 | PK              | SK                  | GSI1PK         | GSI1SK          |
+|----------------------|-----------------|---------------------|----------------|-----------------|
+| user                 | USER#{userId}   | METADATA            | USERS          | USER#{userId}   |
+| event                | EVENT#{eventId} | METADATA            | EVENTS         | EVENT#{eventId} |
+| seat (registered)    | EVENT#{eventId} | REG#{userId}        | USER#{userId}  | EVENT#{eventId} |
+| waitlist membership  | EVENT#{eventId} | WAITLISTED#{userId} | USER#{userId}  | EVENT#{eventId} |
+| waitlist slot (FIFO) | EVENT#{eventId} | QUEUE#{seq:012d}    |                |                 |
+
+A user holds at most one of seat or membership per event. The membership item answers
+"is this user waitlisted?" by key; the slot items, sorted by a sequence that only grows,
+make the head of the waitlist a `Limit=1` query.
+"""
+
+from __future__ import annotations
+
+METADATA = "METADATA"
+USERS = "USERS"
+EVENTS = "EVENTS"
+REG_PREFIX = "REG#"
+WAITLISTED_PREFIX = "WAITLISTED#"
+QUEUE_PREFIX = "QUEUE#"
+SEQ_WIDTH = 12
+
+Key = dict[str, str]
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def event_pk(event_id: str) -> str:
+    return f"EVENT#{event_id}"
+
+
+def user_key(user_id: str) -> Key:
+    return {"PK": user_pk(user_id), "SK": METADATA}
+
+
+def event_key(event_id: str) -> Key:
+    return {"PK": event_pk(event_id), "SK": METADATA}
+
+
+def seat_key(event_id: str, user_id: str) -> Key:
+    return {"PK": event_pk(event_id), "SK": f"{REG_PREFIX}{user_id}"}
+
+
+def waitlisted_key(event_id: str, user_id: str) -> Key:
+    return {"PK": event_pk(event_id), "SK": f"{WAITLISTED_PREFIX}{user_id}"}
+
+
+def queue_sk(seq: int) -> str:
+    return f"{QUEUE_PREFIX}{seq:0{SEQ_WIDTH}d}"
+
+
+def queue_key(event_id: str, seq: int) -> Key:
+    return {"PK": event_pk(event_id), "SK": queue_sk(seq)}
+
+
+GSI1 = "GSI1"
+
+
+def table_definition(table_name: str) -> dict[str, object]:
+    """CreateTable arguments for a local table shaped like the CDK one.
+
+    The infrastructure tests check this against the synthesized template, so local
+    tables cannot drift from what deploys.
+    """
+    string = "S"
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": string} for name in ("PK", "SK", "GSI1PK", "GSI1SK")
+        ],
+        "KeySchema": [
+            {"AttributeName": "PK", "KeyType": "HASH"},
+            {"AttributeName": "SK", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": GSI1,
+                "KeySchema": [
+                    {"AttributeName": "GSI1PK", "KeyType": "HASH"},
+                    {"AttributeName": "GSI1SK", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    }

@@ -1,0 +1,277 @@
+"""The data layer on moto: conditions, translations of cancelled transactions, listings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from registration import errors, keys
+from registration.models import NewEvent, NewUser, WaitlistHead
+from registration.store import RegistrationStore, transaction_token
+
+from tests.fixtures.tables import moto_store
+
+AT = "2026-01-01T00:00:00.000Z"
+
+
+@pytest.fixture
+def store() -> Iterator[RegistrationStore]:
+    with moto_store() as s:
+        yield s
+
+
+def _seed(store: RegistrationStore, capacity: int = 1, waitlist: bool = True, users: str = "abc") -> None:
+    for u in users:
+        store.create_user(NewUser(userId=u, name=f"User {u}"))
+    store.create_event(NewEvent(eventId="e", title="Event", capacity=capacity, hasWaitlist=waitlist))
+
+
+def test_user_round_trip_and_duplicate_refused(store: RegistrationStore) -> None:
+    created = store.create_user(NewUser(userId="u-1", name="Ada"))
+    assert store.get_user("u-1") == created
+    with pytest.raises(errors.UserAlreadyExists):
+        store.create_user(NewUser(userId="u-1", name="Someone else"))
+    assert store.get_user("u-1").name == "Ada"
+
+
+def test_unknown_user_and_event(store: RegistrationStore) -> None:
+    with pytest.raises(errors.UserNotFound):
+        store.get_user("nobody")
+    with pytest.raises(errors.EventNotFound):
+        store.get_event("nothing")
+    with pytest.raises(errors.EventNotFound):
+        store.list_registrations("nothing")
+
+
+def test_event_starts_empty_and_duplicate_refused(store: RegistrationStore) -> None:
+    event = store.create_event(NewEvent(eventId="e", title="T", capacity=3))
+    assert (event.registeredCount, event.waitlistCount, event.hasWaitlist) == (0, 0, False)
+    with pytest.raises(errors.EventAlreadyExists):
+        store.create_event(NewEvent(eventId="e", title="Other", capacity=9))
+    assert store.get_event("e").capacity == 3
+
+
+def test_generated_event_id(store: RegistrationStore) -> None:
+    event = store.create_event(NewEvent(title="No id", capacity=1))
+    assert len(event.eventId) == 32
+    assert store.get_event(event.eventId).title == "No id"
+
+
+def test_take_seat_refuses_when_full_or_someone_waits(store: RegistrationStore) -> None:
+    _seed(store, capacity=1)
+    assert store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    # Full: the event condition fails, which means "decide again", not a user-facing error.
+    with pytest.raises(errors.DecisionStale):
+        store.take_seat("e", "b", "r2", AT, transaction_token("r2"))
+    event = store.get_event("e")
+    assert event.registeredCount == 1
+    assert store.get_membership("e", "b") is None
+
+
+def test_take_seat_twice_is_already_registered_unless_same_request(store: RegistrationStore) -> None:
+    _seed(store, capacity=5)
+    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    # The same request retried (a task that crashed after committing) is recognised.
+    assert store.take_seat("e", "a", "r1", AT, transaction_token("r1", "again")) is False
+    with pytest.raises(errors.AlreadyRegistered):
+        store.take_seat("e", "a", "r2", AT, transaction_token("r2"))
+    assert store.get_event("e").registeredCount == 1
+
+
+def test_join_waitlist_needs_the_snapshot_it_decided_on(store: RegistrationStore) -> None:
+    _seed(store, capacity=0)
+    snapshot = store.get_event("e")
+    assert store.join_waitlist(snapshot, "a", "r1", AT, transaction_token("r1"))
+    # A second join from the same (now stale) snapshot must not reuse the slot.
+    with pytest.raises(errors.DecisionStale):
+        store.join_waitlist(snapshot, "b", "r2", AT, transaction_token("r2"))
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT, transaction_token("r2b"))
+    event = store.get_event("e")
+    assert (event.waitlistCount, event.waitlistSeq) == (2, 2)
+    assert [w.userId for w in store.list_waitlist("e").items] == ["a", "b"]
+    assert store.waitlist_head("e") == WaitlistHead(userId="a", seq=1)
+
+
+def test_join_waitlist_refuses_registered_and_waitlisted(store: RegistrationStore) -> None:
+    _seed(store, capacity=1)
+    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    with pytest.raises(errors.AlreadyRegistered):
+        store.join_waitlist(store.get_event("e"), "a", "r2", AT, transaction_token("r2"))
+    store.join_waitlist(store.get_event("e"), "b", "r3", AT, transaction_token("r3"))
+    with pytest.raises(errors.AlreadyWaitlisted):
+        store.join_waitlist(store.get_event("e"), "b", "r4", AT, transaction_token("r4"))
+    event = store.get_event("e")
+    assert (event.registeredCount, event.waitlistCount) == (1, 1)
+
+
+def test_join_waitlist_refused_without_waitlist(store: RegistrationStore) -> None:
+    _seed(store, capacity=0, waitlist=False)
+    with pytest.raises(errors.DecisionStale):
+        store.join_waitlist(store.get_event("e"), "a", "r1", AT, transaction_token("r1"))
+    assert store.get_event("e").waitlistCount == 0
+
+
+def test_hand_over_seat_moves_the_head(store: RegistrationStore) -> None:
+    _seed(store, capacity=2, users="abcx")
+    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    store.take_seat("e", "x", "r1x", AT, transaction_token("r1x"))
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT, transaction_token("r2"))
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT, transaction_token("r3"))
+    head = store.waitlist_head("e")
+    assert head is not None
+    store.hand_over_seat("e", "a", head, "r4", AT, transaction_token("r4"))
+    event = store.get_event("e")
+    assert (event.registeredCount, event.waitlistCount) == (2, 1)
+    assert sorted(r.userId for r in store.list_registrations("e").items) == ["b", "x"]
+    assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("c", 1)]
+    # A stale head (already promoted) cannot be promoted twice.
+    with pytest.raises(errors.DecisionStale):
+        store.hand_over_seat("e", "x", head, "r5", AT, transaction_token("r5"))
+    assert store.get_membership("e", "x") is not None
+
+
+def test_leave_waitlist_keeps_order(store: RegistrationStore) -> None:
+    _seed(store, capacity=0, users="abcd")
+    for n, u in enumerate("abcd"):
+        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, transaction_token(f"r{n}"))
+    membership = store.get_membership("e", "b")
+    assert membership is not None and membership.seq == 2
+    store.leave_waitlist("e", "b", 2, transaction_token("leave"))
+    assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("a", 1), ("c", 2), ("d", 3)]
+    assert store.get_event("e").waitlistCount == 3
+    assert store.list_user_registrations("d").items[0].position == 3
+
+
+def test_release_seat_only_while_nobody_waits(store: RegistrationStore) -> None:
+    _seed(store, capacity=1)
+    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT, transaction_token("r2"))
+    with pytest.raises(errors.DecisionStale):
+        store.release_seat("e", "a", transaction_token("r3"))
+    assert store.get_event("e").registeredCount == 1
+
+
+def test_fill_free_seat_repairs_a_free_seat(store: RegistrationStore) -> None:
+    _seed(store, capacity=2)
+    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    store.take_seat("e", "b", "r2", AT, transaction_token("r2"))
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT, transaction_token("r3"))
+    # A free seat beside a waitlist only arises from drift; make one directly.
+    store.client.update_item(
+        TableName=store.table_name,
+        Key={"PK": {"S": "EVENT#e"}, "SK": {"S": "METADATA"}},
+        UpdateExpression="SET registeredCount = :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+    store.client.delete_item(TableName=store.table_name, Key={"PK": {"S": "EVENT#e"}, "SK": {"S": "REG#b"}})
+    head = store.waitlist_head("e")
+    assert head is not None
+    store.fill_free_seat("e", head, "repair", AT, transaction_token("repair"))
+    event = store.get_event("e")
+    assert (event.registeredCount, event.waitlistCount) == (2, 0)
+
+
+def test_pagination_tokens(store: RegistrationStore) -> None:
+    for n in range(5):
+        store.create_user(NewUser(userId=f"u{n}", name="x"))
+    seen, token = [], None
+    while True:
+        page = store.list_users(limit=2, next_token=token)
+        seen += [u.userId for u in page.items]
+        token = page.nextToken
+        if not token:
+            break
+    assert sorted(seen) == [f"u{n}" for n in range(5)]
+    with pytest.raises(errors.ValidationError):
+        store.list_users(next_token="not-a-token")
+    with pytest.raises(errors.ValidationError):
+        store.list_users(limit=0)
+    # A token from another listing is refused rather than silently followed.
+    store.create_event(NewEvent(eventId="e", title="T", capacity=1))
+    other = store.list_users(limit=1).nextToken
+    with pytest.raises(errors.ValidationError):
+        store.list_registrations("e", next_token=other)
+
+
+def test_waitlist_positions_continue_across_pages(store: RegistrationStore) -> None:
+    _seed(store, capacity=0, users="abcde")
+    for n, u in enumerate("abcde"):
+        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, transaction_token(f"r{n}"))
+    first = store.list_waitlist("e", limit=2)
+    second = store.list_waitlist("e", limit=2, next_token=first.nextToken)
+    assert [(w.userId, w.position) for w in first.items + second.items] == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 3),
+        ("d", 4),
+    ]
+
+
+# --- translation of CancellationReasons, with a client that answers as DynamoDB does ----
+
+
+class _CancellingClient:
+    """Raises TransactionCanceledException with scripted reasons, then succeeds."""
+
+    def __init__(self, *scripted: list[dict[str, Any]]) -> None:
+        self.scripted = list(scripted)
+        self.calls = 0
+
+    def transact_write_items(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.scripted:
+            reasons = self.scripted.pop(0)
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                    "CancellationReasons": reasons,
+                },
+                "TransactWriteItems",
+            )
+        return {}
+
+
+def _seat_attempt(client: _CancellingClient) -> bool:
+    return RegistrationStore("t", client).take_seat("e", "a", "r1", AT, "tok")
+
+
+def test_conflicts_are_retried_in_task_then_reported_stale() -> None:
+    conflict = [{"Code": "TransactionConflict"}, {"Code": "None"}]
+    client = _CancellingClient(conflict, conflict)
+    assert _seat_attempt(client) is True
+    assert client.calls == 3
+
+    always = _CancellingClient(*[conflict] * 20)
+    with pytest.raises(errors.DecisionStale):
+        _seat_attempt(always)
+
+
+def test_business_outcome_outranks_stale_event() -> None:
+    old_seat = {"requestId": {"S": "someone-else"}, "PK": {"S": "EVENT#e"}}
+    client = _CancellingClient(
+        [{"Code": "ConditionalCheckFailed"}, {"Code": "ConditionalCheckFailed", "Item": old_seat}]
+    )
+    with pytest.raises(errors.AlreadyRegistered):
+        _seat_attempt(client)
+
+
+def test_own_earlier_commit_is_recognised() -> None:
+    mine = {"requestId": {"S": "r1"}, "PK": {"S": "EVENT#e"}}
+    client = _CancellingClient([{"Code": "None"}, {"Code": "ConditionalCheckFailed", "Item": mine}])
+    assert _seat_attempt(client) is False
+
+
+def test_throttled_transaction_is_transient() -> None:
+    client = _CancellingClient([{"Code": "ThrottlingError"}, {"Code": "None"}])
+    with pytest.raises(errors.TransientDatabaseError):
+        _seat_attempt(client)
+
+
+def test_table_definition_keys() -> None:
+    definition = keys.table_definition("x")
+    assert definition["KeySchema"] == [
+        {"AttributeName": "PK", "KeyType": "HASH"},
+        {"AttributeName": "SK", "KeyType": "RANGE"},
+    ]

@@ -1,0 +1,159 @@
+"""Building blocks shared by the workflow constructs: error names, retries, catches.
+
+Definitions stay in JSONPath (the state machine's default query language): moto's
+interpreter, which runs the same ASL locally, does not support JSONata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+# Error names raised by the task handlers (Lambda errorType = exception class name).
+VALIDATION_ERROR = "ValidationError"
+USER_NOT_FOUND = "UserNotFound"
+EVENT_NOT_FOUND = "EventNotFound"
+ALREADY_REGISTERED = "AlreadyRegistered"
+ALREADY_WAITLISTED = "AlreadyWaitlisted"
+EVENT_FULL = "EventFull"
+NOT_REGISTERED = "NotRegistered"
+CONTENTION_LIMIT_EXCEEDED = "ContentionLimitExceeded"
+# The decision a write was based on no longer holds: decide again (a loop in the graph).
+DECISION_STALE = "DecisionStale"
+# A throttled or failed database call the task could not absorb itself: retried here.
+TRANSIENT_DATABASE_ERROR = "TransientDatabaseError"
+# A Choice met a decision it does not know (a contract mismatch between task and graph).
+UNEXPECTED_DECISION = "UnexpectedDecision"
+
+RETRYABLE_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.Unknown",
+    "States.Timeout",
+    TRANSIENT_DATABASE_ERROR,
+)
+RETRY_INTERVAL = Duration.seconds(1)
+RETRY_BACKOFF_RATE = 2.0
+RETRY_MAX_ATTEMPTS = 3
+RETRY_MAX_DELAY = Duration.seconds(5)
+
+TASK_TIMEOUT = Duration.seconds(15)
+# Whole execution; API Gateway stops waiting after 29 s, the execution may finish later.
+WORKFLOW_TIMEOUT = Duration.seconds(60)
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+# Where caught errors land in the state; a Fail state takes its cause from there.
+ERROR_RESULT_PATH = "$.error"
+ERROR_CAUSE_PATH = "$.error.Cause"
+CONFLICT_RESULT_PATH = "$.conflict"
+
+
+def invoke_task(
+    scope: Construct,
+    state_name: str,
+    function: lambda_.IFunction,
+    *,
+    result_path: str,
+    output_path: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> tasks.LambdaInvoke:
+    """A Task state whose resource is the function ARN and whose result is the
+    handler's return value, retried on transient failures only."""
+    task = tasks.LambdaInvoke(
+        scope,
+        state_name,
+        lambda_function=function,
+        payload=sfn.TaskInput.from_object(dict(parameters)) if parameters is not None else None,
+        payload_response_only=True,
+        retry_on_service_exceptions=False,
+        result_path=result_path,
+        output_path=output_path,
+        task_timeout=sfn.Timeout.duration(TASK_TIMEOUT),
+    )
+    task.add_retry(
+        errors=list(RETRYABLE_ERRORS),
+        interval=RETRY_INTERVAL,
+        backoff_rate=RETRY_BACKOFF_RATE,
+        max_attempts=RETRY_MAX_ATTEMPTS,
+        max_delay=RETRY_MAX_DELAY,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+    return task
+
+
+class FailStates:
+    """One Fail state per error name per workflow, shared by every state that routes there.
+
+    By default the Fail state's cause is the caught error's cause (`$.error.Cause`).
+    """
+
+    def __init__(self, scope: Construct) -> None:
+        self._scope = scope
+        self._states: dict[str, sfn.Fail] = {}
+
+    def __getitem__(self, error: str) -> sfn.Fail:
+        if error not in self._states:
+            self._states[error] = sfn.Fail(self._scope, error, error=error, cause_path=ERROR_CAUSE_PATH)
+        return self._states[error]
+
+    def with_cause(self, error: str, cause: str) -> sfn.Fail:
+        """A Fail state with a fixed cause (reached from a Choice, not from a Catch)."""
+        if error in self._states:
+            raise ValueError(f"Fail state {error} already exists")
+        self._states[error] = sfn.Fail(self._scope, error, error=error, cause=cause)
+        return self._states[error]
+
+
+def catch_errors(task: tasks.LambdaInvoke, fails: FailStates, errors: Iterable[str]) -> None:
+    """Route each business error the task can raise to the Fail state of that name."""
+    for error in errors:
+        task.add_catch(fails[error], errors=[error], result_path=ERROR_RESULT_PATH)
+
+
+def catch_decision_stale(task: tasks.LambdaInvoke, decide_again: sfn.IChainable) -> None:
+    """Loop back to the deciding state when the write found its decision stale.
+
+    Add this before any other catch on the task: catchers are tried in order.
+    """
+    task.add_catch(decide_again, errors=[DECISION_STALE], result_path=CONFLICT_RESULT_PATH)
+
+
+def express_state_machine(
+    scope: Construct,
+    construct_id: str,
+    *,
+    definition: sfn.IChainable,
+    comment: str,
+) -> tuple[sfn.StateMachine, logs.LogGroup]:
+    """An Express state machine logging every event (with data) to its own log group."""
+    # Express executions keep no history in Step Functions: this log group is it.
+    log_group = logs.LogGroup(
+        scope,
+        f"{construct_id}Logs",
+        retention=LOG_RETENTION,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    state_machine = sfn.StateMachine(
+        scope,
+        construct_id,
+        definition_body=sfn.DefinitionBody.from_chainable(definition),
+        state_machine_type=sfn.StateMachineType.EXPRESS,
+        comment=comment,
+        timeout=WORKFLOW_TIMEOUT,
+        tracing_enabled=True,
+        logs=sfn.LogOptions(
+            destination=log_group,
+            level=sfn.LogLevel.ALL,
+            include_execution_data=True,
+        ),
+    )
+    return state_machine, log_group
