@@ -35,3 +35,25 @@ TASK_HANDLERS = {
 ENV_TABLE_NAME = "TABLE_NAME"
 POWERTOOLS_SERVICE_NAME = "event-registration"
 METRICS_NAMESPACE = "EventRegistration"
+
+# The HTTP API. Workflow routes start an Express execution directly (StartSyncExecution);
+# every other route goes to the one API Lambda.
+API_HANDLER = "handlers.api.handler"
+API_FUNCTION_ID = "Api"
+API_URL_OUTPUT = "ApiUrl"
+LOCAL_API_PORT = 3000
+WORKFLOW_ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/events/{eventId}/register"): REGISTER_WORKFLOW,
+    ("DELETE", "/events/{eventId}/register/{userId}"): UNREGISTER_WORKFLOW,
+}
+LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/users"),
+    ("GET", "/users"),
+    ("GET", "/users/{userId}"),
+    ("GET", "/users/{userId}/registrations"),
+    ("POST", "/events"),
+    ("GET", "/events"),
+    ("GET", "/events/{eventId}"),
+    ("GET", "/events/{eventId}/registrations"),
+    ("GET", "/events/{eventId}/waitlist"),
+)
