@@ -12,12 +12,13 @@ SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean
+.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo
 
 help:
 	@echo "make run            serve the whole pipeline on 127.0.0.1:3000 (DynamoDB Local, local engine)"
 	@echo "make test           every test tier (unit, property, integration, infrastructure) + lint"
 	@echo "make test-thorough  the same with many more hypothesis examples"
+	@echo "make demo           one registration story through the local engine, with execution histories"
 	@echo "make synth          write cdk.out/ (no Docker, no AWS account)"
 	@echo "make lint           ruff and mypy"
 
@@ -55,6 +56,9 @@ test-fast: deps $(TEMPLATE)
 
 test-thorough: deps $(TEMPLATE)
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -n 2 --dist loadgroup
+
+demo: deps $(TEMPLATE)
+	$(PY) -m infrastructure.local.demo $(if $(filter memory,$(DB)),--in-memory,)
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

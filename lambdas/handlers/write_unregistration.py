@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from registration import service
-from registration.errors import DecisionStale
+from registration.errors import DomainError
 from registration.models import UnregisterState
-from registration.observability import logger, metrics, tracer
+from registration.observability import count, logger, metrics, outcome_metric, tracer
 from registration.store import get_store
 from registration.validation import parse_model
 
@@ -21,10 +20,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = parse_model(event, UnregisterState)
     try:
         result = service.write_unregistration(get_store(), state)
-    except DecisionStale:
-        metrics.add_metric(name="TransactionConflicts", unit=MetricUnit.Count, value=1)
+    except DomainError as exc:
+        count(outcome_metric(exc))
         raise
     metric = "Unregistrations" if result.status == "unregistered" else "WaitlistLeaves"
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    count(metric)
     logger.info("unregistration written", extra=result.model_dump())
     return result.model_dump(mode="json")

@@ -59,9 +59,8 @@ def cause_message(cause: str | None) -> str:
         document = json.loads(cause)
     except ValueError:
         return cause
-    if isinstance(document, dict) and isinstance(document.get("errorMessage"), str):
-        return document["errorMessage"]
-    return cause
+    message = document.get("errorMessage") if isinstance(document, dict) else None
+    return message if isinstance(message, str) else cause
 
 
 def error_body(code: str | None, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,11 +10,16 @@ import pytest
 from botocore.exceptions import ClientError
 from registration import errors, keys
 from registration.models import NewEvent, NewUser, WaitlistHead
-from registration.store import RegistrationStore, transaction_token
+from registration.store import RegistrationStore
 
 from tests.fixtures.tables import moto_store
 
 AT = "2026-01-01T00:00:00.000Z"
+
+
+def _token() -> str:
+    """A fresh ClientRequestToken: DynamoDB remembers tokens for 10 minutes, across tables."""
+    return str(uuid.uuid4())
 
 
 @pytest.fixture
@@ -61,10 +67,10 @@ def test_generated_event_id(store: RegistrationStore) -> None:
 
 def test_take_seat_refuses_when_full_or_someone_waits(store: RegistrationStore) -> None:
     _seed(store, capacity=1)
-    assert store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    assert store.take_seat("e", "a", "r1", AT, _token())
     # Full: the event condition fails, which means "decide again", not a user-facing error.
     with pytest.raises(errors.DecisionStale):
-        store.take_seat("e", "b", "r2", AT, transaction_token("r2"))
+        store.take_seat("e", "b", "r2", AT, _token())
     event = store.get_event("e")
     assert event.registeredCount == 1
     assert store.get_membership("e", "b") is None
@@ -72,22 +78,22 @@ def test_take_seat_refuses_when_full_or_someone_waits(store: RegistrationStore) 
 
 def test_take_seat_twice_is_already_registered_unless_same_request(store: RegistrationStore) -> None:
     _seed(store, capacity=5)
-    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    store.take_seat("e", "a", "r1", AT, _token())
     # The same request retried (a task that crashed after committing) is recognised.
-    assert store.take_seat("e", "a", "r1", AT, transaction_token("r1", "again")) is False
+    assert store.take_seat("e", "a", "r1", AT, _token()) is False
     with pytest.raises(errors.AlreadyRegistered):
-        store.take_seat("e", "a", "r2", AT, transaction_token("r2"))
+        store.take_seat("e", "a", "r2", AT, _token())
     assert store.get_event("e").registeredCount == 1
 
 
 def test_join_waitlist_needs_the_snapshot_it_decided_on(store: RegistrationStore) -> None:
     _seed(store, capacity=0)
     snapshot = store.get_event("e")
-    assert store.join_waitlist(snapshot, "a", "r1", AT, transaction_token("r1"))
+    assert store.join_waitlist(snapshot, "a", "r1", AT, _token())
     # A second join from the same (now stale) snapshot must not reuse the slot.
     with pytest.raises(errors.DecisionStale):
-        store.join_waitlist(snapshot, "b", "r2", AT, transaction_token("r2"))
-    store.join_waitlist(store.get_event("e"), "b", "r2", AT, transaction_token("r2b"))
+        store.join_waitlist(snapshot, "b", "r2", AT, _token())
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT, _token())
     event = store.get_event("e")
     assert (event.waitlistCount, event.waitlistSeq) == (2, 2)
     assert [w.userId for w in store.list_waitlist("e").items] == ["a", "b"]
@@ -96,12 +102,12 @@ def test_join_waitlist_needs_the_snapshot_it_decided_on(store: RegistrationStore
 
 def test_join_waitlist_refuses_registered_and_waitlisted(store: RegistrationStore) -> None:
     _seed(store, capacity=1)
-    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
+    store.take_seat("e", "a", "r1", AT, _token())
     with pytest.raises(errors.AlreadyRegistered):
-        store.join_waitlist(store.get_event("e"), "a", "r2", AT, transaction_token("r2"))
-    store.join_waitlist(store.get_event("e"), "b", "r3", AT, transaction_token("r3"))
+        store.join_waitlist(store.get_event("e"), "a", "r2", AT, _token())
+    store.join_waitlist(store.get_event("e"), "b", "r3", AT, _token())
     with pytest.raises(errors.AlreadyWaitlisted):
-        store.join_waitlist(store.get_event("e"), "b", "r4", AT, transaction_token("r4"))
+        store.join_waitlist(store.get_event("e"), "b", "r4", AT, _token())
     event = store.get_event("e")
     assert (event.registeredCount, event.waitlistCount) == (1, 1)
 
@@ -109,36 +115,36 @@ def test_join_waitlist_refuses_registered_and_waitlisted(store: RegistrationStor
 def test_join_waitlist_refused_without_waitlist(store: RegistrationStore) -> None:
     _seed(store, capacity=0, waitlist=False)
     with pytest.raises(errors.DecisionStale):
-        store.join_waitlist(store.get_event("e"), "a", "r1", AT, transaction_token("r1"))
+        store.join_waitlist(store.get_event("e"), "a", "r1", AT, _token())
     assert store.get_event("e").waitlistCount == 0
 
 
 def test_hand_over_seat_moves_the_head(store: RegistrationStore) -> None:
     _seed(store, capacity=2, users="abcx")
-    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
-    store.take_seat("e", "x", "r1x", AT, transaction_token("r1x"))
-    store.join_waitlist(store.get_event("e"), "b", "r2", AT, transaction_token("r2"))
-    store.join_waitlist(store.get_event("e"), "c", "r3", AT, transaction_token("r3"))
+    store.take_seat("e", "a", "r1", AT, _token())
+    store.take_seat("e", "x", "r1x", AT, _token())
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT, _token())
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT, _token())
     head = store.waitlist_head("e")
     assert head is not None
-    store.hand_over_seat("e", "a", head, "r4", AT, transaction_token("r4"))
+    store.hand_over_seat("e", "a", head, "r4", AT, _token())
     event = store.get_event("e")
     assert (event.registeredCount, event.waitlistCount) == (2, 1)
     assert sorted(r.userId for r in store.list_registrations("e").items) == ["b", "x"]
     assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("c", 1)]
     # A stale head (already promoted) cannot be promoted twice.
     with pytest.raises(errors.DecisionStale):
-        store.hand_over_seat("e", "x", head, "r5", AT, transaction_token("r5"))
+        store.hand_over_seat("e", "x", head, "r5", AT, _token())
     assert store.get_membership("e", "x") is not None
 
 
 def test_leave_waitlist_keeps_order(store: RegistrationStore) -> None:
     _seed(store, capacity=0, users="abcd")
     for n, u in enumerate("abcd"):
-        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, transaction_token(f"r{n}"))
+        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, _token())
     membership = store.get_membership("e", "b")
     assert membership is not None and membership.seq == 2
-    store.leave_waitlist("e", "b", 2, transaction_token("leave"))
+    store.leave_waitlist("e", "b", 2, _token())
     assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("a", 1), ("c", 2), ("d", 3)]
     assert store.get_event("e").waitlistCount == 3
     assert store.list_user_registrations("d").items[0].position == 3
@@ -146,18 +152,18 @@ def test_leave_waitlist_keeps_order(store: RegistrationStore) -> None:
 
 def test_release_seat_only_while_nobody_waits(store: RegistrationStore) -> None:
     _seed(store, capacity=1)
-    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
-    store.join_waitlist(store.get_event("e"), "b", "r2", AT, transaction_token("r2"))
+    store.take_seat("e", "a", "r1", AT, _token())
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT, _token())
     with pytest.raises(errors.DecisionStale):
-        store.release_seat("e", "a", transaction_token("r3"))
+        store.release_seat("e", "a", _token())
     assert store.get_event("e").registeredCount == 1
 
 
 def test_fill_free_seat_repairs_a_free_seat(store: RegistrationStore) -> None:
     _seed(store, capacity=2)
-    store.take_seat("e", "a", "r1", AT, transaction_token("r1"))
-    store.take_seat("e", "b", "r2", AT, transaction_token("r2"))
-    store.join_waitlist(store.get_event("e"), "c", "r3", AT, transaction_token("r3"))
+    store.take_seat("e", "a", "r1", AT, _token())
+    store.take_seat("e", "b", "r2", AT, _token())
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT, _token())
     # A free seat beside a waitlist only arises from drift; make one directly.
     store.client.update_item(
         TableName=store.table_name,
@@ -168,7 +174,7 @@ def test_fill_free_seat_repairs_a_free_seat(store: RegistrationStore) -> None:
     store.client.delete_item(TableName=store.table_name, Key={"PK": {"S": "EVENT#e"}, "SK": {"S": "REG#b"}})
     head = store.waitlist_head("e")
     assert head is not None
-    store.fill_free_seat("e", head, "repair", AT, transaction_token("repair"))
+    store.fill_free_seat("e", head, "repair", AT, _token())
     event = store.get_event("e")
     assert (event.registeredCount, event.waitlistCount) == (2, 0)
 
@@ -198,7 +204,7 @@ def test_pagination_tokens(store: RegistrationStore) -> None:
 def test_waitlist_positions_continue_across_pages(store: RegistrationStore) -> None:
     _seed(store, capacity=0, users="abcde")
     for n, u in enumerate("abcde"):
-        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, transaction_token(f"r{n}"))
+        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, _token())
     first = store.list_waitlist("e", limit=2)
     second = store.list_waitlist("e", limit=2, next_token=first.nextToken)
     assert [(w.userId, w.position) for w in first.items + second.items] == [
