@@ -15,20 +15,22 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from registration import errors
 
-# Error names raised by the task handlers (Lambda errorType = exception class name).
-VALIDATION_ERROR = "ValidationError"
-USER_NOT_FOUND = "UserNotFound"
-EVENT_NOT_FOUND = "EventNotFound"
-ALREADY_REGISTERED = "AlreadyRegistered"
-ALREADY_WAITLISTED = "AlreadyWaitlisted"
-EVENT_FULL = "EventFull"
-NOT_REGISTERED = "NotRegistered"
-CONTENTION_LIMIT_EXCEEDED = "ContentionLimitExceeded"
+# Error names raised by the task handlers: the exception class names, which Lambda
+# reports as the error type and Step Functions matches in Catch/Retry.
+VALIDATION_ERROR = errors.ValidationError.code
+USER_NOT_FOUND = errors.UserNotFound.code
+EVENT_NOT_FOUND = errors.EventNotFound.code
+ALREADY_REGISTERED = errors.AlreadyRegistered.code
+ALREADY_WAITLISTED = errors.AlreadyWaitlisted.code
+EVENT_FULL = errors.EventFull.code
+NOT_REGISTERED = errors.NotRegistered.code
+CONTENTION_LIMIT_EXCEEDED = errors.ContentionLimitExceeded.code
 # The decision a write was based on no longer holds: decide again (a loop in the graph).
-DECISION_STALE = "DecisionStale"
+DECISION_STALE = errors.DecisionStale.code
 # A throttled or failed database call the task could not absorb itself: retried here.
-TRANSIENT_DATABASE_ERROR = "TransientDatabaseError"
+TRANSIENT_DATABASE_ERROR = errors.TransientDatabaseError.code
 # A Choice met a decision it does not know (a contract mismatch between task and graph).
 UNEXPECTED_DECISION = "UnexpectedDecision"
 
