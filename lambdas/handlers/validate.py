@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from registration import service
 from registration.models import ValidateInput
 from registration.observability import logger, tracer

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
 from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore, now_iso, transaction_token
-
 from tests.fixtures.workflows import Outcome, Workflows
 
 

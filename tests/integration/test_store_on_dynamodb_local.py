@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from registration import keys
-from registration.store import RegistrationStore
 
 from infrastructure.local.dynamodb_local import DynamoDBLocal
+from registration import keys
+from registration.store import RegistrationStore
 from tests.unit.test_store import (  # noqa: F401 - collected here with this module's `store`
     test_event_starts_empty_and_duplicate_refused,
     test_fill_free_seat_repairs_a_free_seat,

@@ -9,9 +9,9 @@ import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore
-
 from tests.fixtures.workflows import Workflows
 
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
-from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 
 from infrastructure.local.engine import LocalEngine
+from registration.models import NewEvent, NewUser
+from registration.store import RegistrationStore
 from tests.fixtures.workflows import Workflows
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from registration import errors, keys
 from registration.models import NewEvent, NewUser, WaitlistHead
 from registration.store import RegistrationStore
-
 from tests.fixtures.tables import moto_store
 
 AT = "2026-01-01T00:00:00.000Z"
