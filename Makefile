@@ -12,13 +12,14 @@ SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo
+.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams
 
 help:
 	@echo "make run            serve the whole pipeline on 127.0.0.1:3000 (DynamoDB Local, local engine)"
 	@echo "make test           every test tier (unit, property, integration, infrastructure) + lint"
 	@echo "make test-thorough  the same with many more hypothesis examples"
 	@echo "make demo           one registration story through the local engine, with execution histories"
+	@echo "make diagrams       redraw the workflow diagrams (README, docs/workflows.md) from the synthesized ASL"
 	@echo "make synth          write cdk.out/ (no Docker, no AWS account)"
 	@echo "make lint           ruff and mypy"
 
@@ -41,10 +42,11 @@ $(TEMPLATE): $(STAMP) $(SOURCES) cdk.json
 
 synth: $(TEMPLATE)
 
-lint: $(STAMP)
+lint: $(STAMP) $(TEMPLATE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy lambdas infrastructure workflows
+	$(PY) -m infrastructure.diagrams --check
 
 typecheck: lint
 
@@ -59,6 +61,9 @@ test-thorough: deps $(TEMPLATE)
 
 demo: deps $(TEMPLATE)
 	$(PY) -m infrastructure.local.demo $(if $(filter memory,$(DB)),--in-memory,)
+
+diagrams: $(TEMPLATE)
+	$(PY) -m infrastructure.diagrams
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

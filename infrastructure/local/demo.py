@@ -1,7 +1,7 @@
 """One registration story through the local engine, with each execution's history.
 
-    python -m infrastructure.local.demo              # on DynamoDB Local (in memory)
-    python -m infrastructure.local.demo --in-memory  # on moto's DynamoDB (no Java needed)
+python -m infrastructure.local.demo              # on DynamoDB Local (in memory)
+python -m infrastructure.local.demo --in-memory  # on moto's DynamoDB (no Java needed)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _database(in_memory: bool) -> Iterator[str | None]:
 def _timeline(engine: LocalEngine, result: ExecutionResult) -> list[str]:
     lines = []
     for event in engine.history(result.execution_arn):
-        detail = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+        detail: dict[str, Any] = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
         what = detail.get("name") or detail.get("error") or ""
         lines.append(f"    {event['id']:>3}  {event['type']:<26} {what}")
     return lines
@@ -57,8 +57,12 @@ def _run(engine: LocalEngine, workflow: str, event_id: str, user_id: str) -> Exe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--in-memory", action="store_true", help="use moto's DynamoDB instead of DynamoDB Local")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--in-memory", action="store_true", help="use moto's DynamoDB instead of DynamoDB Local"
+    )
     args = parser.parse_args(argv)
     route_moto_logs()
     try:
@@ -79,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             _show(engine, "grace registers", _run(engine, names.REGISTER_WORKFLOW, "keynote", "grace"))
             _show(engine, "ada unregisters", _run(engine, names.UNREGISTER_WORKFLOW, "keynote", "ada"))
             event = store.get_event("keynote")
-            print(f"\nkeynote now: registeredCount={event.registeredCount} waitlistCount={event.waitlistCount}")
+            print(
+                f"\nkeynote now: registeredCount={event.registeredCount} waitlistCount={event.waitlistCount}"
+            )
     finally:
         database.__exit__(None, None, None)
     return 0

@@ -115,7 +115,9 @@ def test_concurrent_registrations_never_overbook(
     refused = [o for o in outcomes if not o.ok]
     assert len(registered) == capacity
     if waitlist:
-        assert sorted(o.output["position"] for o in waitlisted if o.output) == list(range(1, arrivals - capacity + 1))
+        assert sorted(o.output["position"] for o in waitlisted if o.output) == list(
+            range(1, arrivals - capacity + 1)
+        )
         assert not refused
     else:
         assert not waitlisted

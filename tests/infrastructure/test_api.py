@@ -1,0 +1,454 @@
+"""The REST API in the synthesized template, and the mapping templates it is built from."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from infrastructure import names
+from infrastructure.constructs import api
+from registration import outcomes
+from tests.infrastructure.conftest import Synthesized
+from tests.infrastructure.test_template import POWERTOOLS_LAYER, join_to_text, policy_statements, table_id
+
+pytestmark = pytest.mark.infrastructure
+
+METHOD = "AWS::ApiGateway::Method"
+START_SYNC_URI = "arn:${AWS::Partition}:apigateway:${AWS::Region}:states:action/StartSyncExecution"
+REQUEST_ID = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+CODE_STATUS = re.compile(r'\$code == "([^"]+)"\)\n#set\(\$context\.responseOverride\.status = (\d+)\)')
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def rest_api_id(synthesized: Synthesized) -> str:
+    (logical_id,) = synthesized.resources("AWS::ApiGateway::RestApi")
+    return logical_id
+
+
+def resource_paths(synthesized: Synthesized) -> dict[str, str]:
+    """Logical id of each API resource -> its full path."""
+    resources = synthesized.resources("AWS::ApiGateway::Resource")
+    paths: dict[str, str] = {}
+
+    def path_of(logical_id: str) -> str:
+        if logical_id not in paths:
+            props = resources[logical_id]["Properties"]
+            parent = props["ParentId"]
+            prefix = "" if "Fn::GetAtt" in parent else path_of(parent["Ref"])
+            paths[logical_id] = f"{prefix}/{props['PathPart']}"
+        return paths[logical_id]
+
+    for logical_id in resources:
+        path_of(logical_id)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def methods(synthesized: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
+    """(HTTP method, path) -> the method's properties."""
+    paths = resource_paths(synthesized)
+    result: dict[tuple[str, str], dict[str, Any]] = {}
+    for method in synthesized.resources(METHOD).values():
+        props = method["Properties"]
+        resource = props["ResourceId"]
+        path = paths[resource["Ref"]] if "Ref" in resource else "/"
+        result[(props["HttpMethod"], path)] = props
+    return result
+
+
+@pytest.fixture(scope="module")
+def api_function_id(synthesized: Synthesized) -> str:
+    (logical_id,) = [
+        logical_id
+        for logical_id, function in synthesized.resources("AWS::Lambda::Function").items()
+        if function["Properties"]["Handler"] == names.API_HANDLER
+    ]
+    return logical_id
+
+
+def stage(synthesized: Synthesized) -> dict[str, Any]:
+    (resource,) = synthesized.resources("AWS::ApiGateway::Stage").values()
+    props: dict[str, Any] = resource["Properties"]
+    return props
+
+
+# --- routes --------------------------------------------------------------------------
+
+
+def test_every_route_exists_and_nothing_else(methods: dict[tuple[str, str], dict[str, Any]]) -> None:
+    expected = set(names.WORKFLOW_ROUTES) | set(names.LAMBDA_ROUTES)
+    assert set(methods) == expected
+
+
+@pytest.mark.parametrize("route", sorted(names.LAMBDA_ROUTES))
+def test_lambda_routes_proxy_to_the_api_function(
+    methods: dict[tuple[str, str], dict[str, Any]], api_function_id: str, route: tuple[str, str]
+) -> None:
+    integration = methods[route]["Integration"]
+    assert integration["Type"] == "AWS_PROXY"
+    assert integration["IntegrationHttpMethod"] == "POST"
+    uri = join_to_text(integration["Uri"])
+    assert uri.endswith(f"/functions/${{{api_function_id}.Arn}}/invocations"), uri
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_workflow_routes_start_their_state_machine_synchronously(
+    methods: dict[tuple[str, str], dict[str, Any]],
+    state_machine_ids: dict[str, str],
+    route: tuple[str, str],
+) -> None:
+    workflow = names.WORKFLOW_ROUTES[route]
+    integration = methods[route]["Integration"]
+    assert integration["Type"] == "AWS"
+    assert integration["IntegrationHttpMethod"] == "POST"
+    assert join_to_text(integration["Uri"]) == START_SYNC_URI
+    assert integration["PassthroughBehavior"] == "NEVER"
+    (content_type,) = integration["RequestTemplates"]
+    assert content_type == "application/json"
+    request = join_to_text(integration["RequestTemplates"][content_type])
+    # The state machine of this workflow, and no other.
+    arns = re.findall(r'"stateMachineArn": "([^"]+)"', request)
+    assert arns == [f"${{{state_machine_ids[workflow]}}}"]
+    assert '\\"requestId\\": \\"${requestIdInput}\\"' in request
+    assert '#set($requestId = "$context.requestId")' in request
+    assert f'"name": "{workflow}-' in request
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_workflow_credentials_allow_only_start_sync_execution_on_that_machine(
+    synthesized: Synthesized,
+    methods: dict[tuple[str, str], dict[str, Any]],
+    state_machine_ids: dict[str, str],
+    route: tuple[str, str],
+) -> None:
+    workflow = names.WORKFLOW_ROUTES[route]
+    role_id = methods[route]["Integration"]["Credentials"]["Fn::GetAtt"][0]
+    role = synthesized.raw["Resources"][role_id]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "apigateway.amazonaws.com"},
+        }
+    ]
+    assert "ManagedPolicyArns" not in role
+    assert policy_statements(synthesized, role_id) == [
+        {
+            "Action": "states:StartSyncExecution",
+            "Effect": "Allow",
+            "Resource": {"Ref": state_machine_ids[workflow]},
+        }
+    ]
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_workflow_response_mapping_is_generated_from_outcomes(
+    methods: dict[tuple[str, str], dict[str, Any]], route: tuple[str, str]
+) -> None:
+    workflow = names.WORKFLOW_ROUTES[route]
+    method = methods[route]
+    responses = {r.get("SelectionPattern"): r for r in method["Integration"]["IntegrationResponses"]}
+    assert set(responses) == {None, r"4\d{2}", r"5\d{2}"}
+    default = responses[None]
+    assert default["StatusCode"] == str(outcomes.SUCCESS_STATUS[workflow])
+    assert default["ResponseTemplates"] == {"application/json": api.workflow_response_template(workflow)}
+    assert responses[r"4\d{2}"]["ResponseTemplates"]["application/json"] == api.service_error_template()
+    assert responses[r"5\d{2}"]["StatusCode"] == "503"
+    # Every status the templates can set is a declared method response.
+    declared = {int(r["StatusCode"]) for r in method["MethodResponses"]}
+    assert declared >= {outcomes.SUCCESS_STATUS[workflow], 404, 409, 422, 429, 500, 503}
+
+
+def test_register_body_is_validated_against_the_shared_model(
+    synthesized: Synthesized, methods: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    (register_route,) = [r for r, w in names.WORKFLOW_ROUTES.items() if w == names.REGISTER_WORKFLOW]
+    method = methods[register_route]
+    validator = synthesized.raw["Resources"][method["RequestValidatorId"]["Ref"]]["Properties"]
+    assert validator["ValidateRequestBody"] is True
+    model = synthesized.raw["Resources"][method["RequestModels"]["application/json"]["Ref"]]["Properties"]
+    schema = model["Schema"]
+    assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    assert schema["required"] == ["userId"]
+    assert schema["additionalProperties"] is False
+    user_id = schema["properties"]["userId"]
+    assert user_id["type"] == "string"
+    assert (user_id["minLength"], user_id["maxLength"]) == (1, 64)
+    assert re.fullmatch(user_id["pattern"], "user_1-A")
+    assert not re.fullmatch(user_id["pattern"], "user 1")
+
+
+def test_schema_conversion_refuses_what_api_gateway_would_not_check() -> None:
+    with pytest.raises(ValueError, match="anyOf"):
+        api.api_gateway_schema({"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}]}}})
+
+
+# --- response mapping (generator) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
+def test_generated_template_maps_every_code_to_its_status(workflow: str) -> None:
+    template = api.workflow_response_template(workflow)
+    mapped = dict(CODE_STATUS.findall(template))
+    expected = {code: str(status) for code, status in outcomes.WORKFLOW_ERROR_STATUS.items() if status != 500}
+    assert mapped == expected
+    assert {"404", "409", "422"} <= set(mapped.values())
+    success = template.split('#if($executionStatus == "SUCCEEDED")\n', 1)[1]
+    assert success.startswith(f"#set($context.responseOverride.status = {outcomes.SUCCESS_STATUS[workflow]})")
+    # The fallback: 500 with a fixed body that says nothing of the cause.
+    fallback = template.rsplit("#else\n", 1)[1]
+    internal = json.dumps({"error": outcomes.INTERNAL_ERROR, "message": outcomes.INTERNAL_MESSAGE})
+    assert fallback.startswith("#set($context.responseOverride.status = 500)\n")
+    assert json.loads(fallback.splitlines()[1]) == json.loads(internal)
+    assert "$message" not in fallback and "$cause" not in fallback
+
+
+def test_generated_template_follows_the_mapping_it_is_given() -> None:
+    template = api.workflow_response_template(
+        "register", success_status={"register": 202}, error_status={"Teapot": 418, "Crash": 500}
+    )
+    assert dict(CODE_STATUS.findall(template)) == {"Teapot": "418"}
+    assert "#set($context.responseOverride.status = 202)" in template
+
+
+def test_execution_names_fit_step_functions_limit() -> None:
+    for workflow in outcomes.SUCCESS_STATUS:
+        longest = len(workflow) + 3 + 2 * api.execution_name_budget(workflow) + api.REQUEST_ID_LENGTH
+        assert longest <= 80
+    with pytest.raises(ValueError):
+        api.execution_name_budget("w" * 60)
+
+
+# --- response mapping (evaluated) ----------------------------------------------------------
+# API Gateway runs Velocity with `$util`, `$input` and `$context`; airspeed (a Python port of
+# Velocity, with the Java string methods API Gateway templates use) evaluates the same text.
+
+
+def _escape_javascript(value: str) -> str:
+    """Apache Commons' StringEscapeUtils.escapeJavaScript, which `$util.escapeJavaScript` is."""
+    named = {'"': '\\"', "'": "\\'", "\\": "\\\\", "/": "\\/", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    out = []
+    for char in value:
+        if char in named:
+            out.append(named[char])
+        elif ord(char) < 32 or ord(char) > 0x7E:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class _Util:
+    def escapeJavaScript(self, value: Any) -> str:
+        return _escape_javascript(str(value))
+
+    def parseJson(self, value: str) -> Any:
+        return json.loads(value)
+
+
+class _Input:
+    def __init__(self, body: str, params: dict[str, str]) -> None:
+        self._body = body
+        self._params = params
+
+    def path(self, expression: str) -> Any:
+        document = json.loads(self._body) if self._body else {}
+        return document if expression == "$" else document.get(expression[2:])
+
+    def params(self, name: str) -> str:
+        return self._params.get(name, "")
+
+
+def _evaluate(template: str, body: str, params: dict[str, str] | None = None) -> tuple[int | None, str]:
+    airspeed = pytest.importorskip("airspeed")
+    context: dict[str, Any] = {"requestId": REQUEST_ID, "responseOverride": {}}
+    namespace = {"input": _Input(body, params or {}), "util": _Util(), "context": context}
+    text = airspeed.Template(template).merge(namespace)
+    return context["responseOverride"].get("status"), text
+
+
+def _execution_results() -> list[tuple[str, str | None, str | None]]:
+    cases: list[tuple[str, str | None, str | None]] = []
+    for code in [
+        *outcomes.WORKFLOW_ERROR_STATUS,
+        "UnexpectedDecision",
+        "States.Runtime",
+        "States.TaskFailed",
+    ]:
+        lambda_error = {"errorType": code, "errorMessage": f'Refused: "{code}" isn\'t é/ok', "stackTrace": []}
+        cases.append(("FAILED", code, json.dumps(lambda_error)))
+        cases.append(("FAILED", code, "The event is full and has no waitlist"))
+    cases += [("FAILED", None, None), ("TIMED_OUT", None, None), ("ABORTED", None, None)]
+    return cases
+
+
+@pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
+def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
+    template = api.workflow_response_template(workflow)
+    output = {"eventId": "e1", "userId": "u1", "status": "waitlisted", "position": 2}
+    result = json.dumps({"status": "SUCCEEDED", "output": json.dumps(output)})
+    status, body = _evaluate(template, result)
+    assert (status, json.loads(body)) == (outcomes.SUCCESS_STATUS[workflow], output)
+    for execution_status, code, cause in _execution_results():
+        result_document: dict[str, Any] = {"status": execution_status}
+        if code is not None:
+            result_document["error"] = code
+        if cause is not None:
+            result_document["cause"] = cause
+        status, body = _evaluate(template, json.dumps(result_document))
+        expected = outcomes.workflow_response(workflow, execution_status, None, code, cause)
+        assert (status, json.loads(body)) == expected, (execution_status, code, cause)
+
+
+def test_evaluated_service_errors() -> None:
+    throttled = {
+        "__type": "com.amazonaws.swf.service.v2.model#ThrottlingException",
+        "message": "Rate exceeded",
+    }
+    status, body = _evaluate(api.service_error_template(), json.dumps(throttled))
+    assert (status, json.loads(body)["error"]) == (429, api.THROTTLED_ERROR)
+    status, body = _evaluate(api.service_error_template(), json.dumps({"__type": "InvalidName"}))
+    assert (status, json.loads(body)["error"]) == (500, outcomes.INTERNAL_ERROR)
+
+
+@pytest.mark.parametrize(
+    ("event_id", "user_id"),
+    [
+        ("evt-1", "user_1"),
+        ("e" * 64, "u" * 64),
+        ("we\"ird/'id\\ é\n", "x\"y'z"),
+        ("", ""),
+    ],
+)
+def test_evaluated_request_templates(event_id: str, user_id: str) -> None:
+    arn = f"arn:aws:states:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:stateMachine:Machine"
+    for (_, path), workflow in names.WORKFLOW_ROUTES.items():
+        template = api.workflow_request_template(workflow, arn, path=path)
+        params = {"eventId": event_id}
+        body = {}
+        if "{userId}" in path:
+            params["userId"] = user_id
+        else:
+            body["userId"] = user_id
+        _, text = _evaluate(template, json.dumps(body), params)
+        request = json.loads(text)
+        assert request["stateMachineArn"] == arn
+        assert json.loads(request["input"]) == {
+            "eventId": event_id,
+            "userId": user_id,
+            "requestId": REQUEST_ID,
+        }
+        name = request["name"]
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,80}", name), name
+        assert name.startswith(f"{workflow}-") and name.endswith(REQUEST_ID)
+
+
+# --- errors API Gateway answers itself ------------------------------------------------------
+
+
+def test_gateway_responses_have_the_error_shape(synthesized: Synthesized) -> None:
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in synthesized.resources("AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert {"BAD_REQUEST_BODY", "MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(
+        responses
+    )
+    for response_type, props in responses.items():
+        # `$context.error.messageString` arrives quoted: substitute it as API Gateway would.
+        text = props["ResponseTemplates"]["application/json"].replace(
+            "$context.error.messageString", '"Forbidden"'
+        )
+        body = json.loads(text)
+        assert set(body) >= {"error", "message"}, response_type
+        assert "$" not in json.dumps(body), response_type
+    bad_body = responses["BAD_REQUEST_BODY"]
+    assert bad_body["StatusCode"] == "422"
+    body = json.loads(bad_body["ResponseTemplates"]["application/json"])
+    assert body["error"] == "ValidationError"
+    assert body["fields"][0]["field"] == "userId"
+    not_found = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert not_found["StatusCode"] == "404"
+    assert json.loads(not_found["ResponseTemplates"]["application/json"])["error"] == "RouteNotFound"
+    assert json.loads(responses["DEFAULT_5XX"]["ResponseTemplates"]["application/json"]) == {
+        "error": outcomes.INTERNAL_ERROR,
+        "message": outcomes.INTERNAL_MESSAGE,
+    }
+
+
+# --- API function ------------------------------------------------------------------------
+
+
+def test_api_function(synthesized: Synthesized, api_function_id: str) -> None:
+    props = synthesized.raw["Resources"][api_function_id]["Properties"]
+    assert props["Runtime"] == "python3.13"
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    layers = [join_to_text(layer) for layer in props["Layers"]]
+    assert len(layers) == 1 and POWERTOOLS_LAYER.match(layers[0]), layers
+    assert props["Environment"]["Variables"][names.ENV_TABLE_NAME] == {"Ref": table_id(synthesized)}
+    log_group = synthesized.raw["Resources"][props["LoggingConfig"]["LogGroup"]["Ref"]]
+    assert log_group["Properties"]["RetentionInDays"] > 0
+    assert api_function_id.startswith("HttpApi")
+
+
+def test_api_function_role_is_least_privilege(synthesized: Synthesized, api_function_id: str) -> None:
+    props = synthesized.raw["Resources"][api_function_id]["Properties"]
+    role_id = props["Role"]["Fn::GetAtt"][0]
+    table = table_id(synthesized)
+    grants: dict[str, set[str]] = {}
+    for statement in policy_statements(synthesized, role_id):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resource = join_to_text(statement["Resource"])
+        grants.setdefault(resource, set()).update(actions)
+    assert grants[f"${{{table}.Arn}}"] == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+    }
+    assert grants[f"${{{table}.Arn}}/index/GSI1"] == {"dynamodb:Query"}
+    log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+    assert grants[f"${{{log_group_id}.Arn}}"] == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert grants["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    assert len(grants) == 4
+    assert "ManagedPolicyArns" not in synthesized.raw["Resources"][role_id]["Properties"]
+
+
+# --- stage and output -------------------------------------------------------------------
+
+
+def test_stage_logs_access_throttles_and_traces(synthesized: Synthesized) -> None:
+    props = stage(synthesized)
+    log_group_id = props["AccessLogSetting"]["DestinationArn"]["Fn::GetAtt"][0]
+    log_group = synthesized.raw["Resources"][log_group_id]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] > 0
+    log_format = json.loads(props["AccessLogSetting"]["Format"])
+    assert log_format["requestId"] == "$context.requestId"
+    assert log_format["status"] == "$context.status"
+    assert log_format["responseLatency"] == "$context.responseLatency"
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert (settings["HttpMethod"], settings["ResourcePath"]) == ("*", "/*")
+    assert settings["ThrottlingRateLimit"] == api.THROTTLING_RATE_LIMIT
+    assert settings["ThrottlingBurstLimit"] == api.THROTTLING_BURST_LIMIT
+    assert settings["MetricsEnabled"] is True
+    assert settings["DataTraceEnabled"] is False
+    # Access logging needs API Gateway's account-level CloudWatch role.
+    assert synthesized.resources("AWS::ApiGateway::Account")
+
+
+def test_url_is_a_stack_output(synthesized: Synthesized) -> None:
+    url = join_to_text(synthesized.raw["Outputs"][names.API_URL_OUTPUT]["Value"])
+    (stage_id,) = synthesized.resources("AWS::ApiGateway::Stage")
+    assert url == (
+        f"https://${{{rest_api_id(synthesized)}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{stage_id}}}/"
+    )
+    # The only output pointing at the API (RestApi's own `Endpoint` output is removed).
+    api_outputs = [k for k, v in synthesized.raw["Outputs"].items() if "execute-api" in json.dumps(v)]
+    assert api_outputs == [names.API_URL_OUTPUT]
