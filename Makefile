@@ -12,7 +12,7 @@ SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams
+.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams run
 
 help:
 	@echo "make run            serve the whole pipeline on 127.0.0.1:3000 (DynamoDB Local, local engine)"
@@ -58,6 +58,9 @@ test-fast: deps $(TEMPLATE)
 
 test-thorough: deps $(TEMPLATE)
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -n 2 --dist loadgroup
+
+run: deps $(TEMPLATE)
+	$(PY) -m infrastructure.local.server $(if $(filter memory,$(DB)),--in-memory,)
 
 demo: deps $(TEMPLATE)
 	$(PY) -m infrastructure.local.demo $(if $(filter memory,$(DB)),--in-memory,)

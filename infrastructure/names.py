@@ -15,9 +15,11 @@ LOCAL_ACCOUNT = "123456789012"
 # that carries each state machine's ARN.
 REGISTER_WORKFLOW = "register"
 UNREGISTER_WORKFLOW = "unregister"
+RECONCILE_WORKFLOW = "reconcile"
 WORKFLOW_OUTPUTS = {
     REGISTER_WORKFLOW: "RegisterStateMachineArn",
     UNREGISTER_WORKFLOW: "UnregisterStateMachineArn",
+    RECONCILE_WORKFLOW: "ReconcileStateMachineArn",
 }
 TABLE_OUTPUT = "TableName"
 
@@ -57,3 +59,17 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/events/{eventId}/registrations"),
     ("GET", "/events/{eventId}/waitlist"),
 )
+
+# Reconciliation: a Standard workflow (RECONCILE_WORKFLOW) started by an EventBridge
+# Scheduler schedule. Its functions: construct id -> handler.
+RECONCILE_HANDLERS = {
+    "ListEventsPage": "handlers.list_events_page.handler",
+    "ReconcileEvent": "handlers.reconcile_event.handler",
+    "TallyReconciliation": "handlers.tally_reconciliation.handler",
+    "RecordReconciliation": "handlers.record_reconciliation.handler",
+}
+# `cdk synth -c reconcileSchedule="rate(1 hour)"` (or the construct's argument) overrides it.
+RECONCILE_SCHEDULE_CONTEXT = "reconcileSchedule"
+DEFAULT_RECONCILE_SCHEDULE = "rate(15 minutes)"
+# The metric every repair adds to (lambdas/registration/reconciliation.py emits it).
+RECONCILIATION_REPAIRS_METRIC = "ReconciliationRepairs"

@@ -41,6 +41,9 @@ RETRYABLE_ERRORS = (
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
     "Lambda.Unknown",
+    "Lambda.ClientExecutionTimeoutException",
+    # What Lambda reports when a function runs out of time (Step Functions passes it on).
+    "Sandbox.Timedout",
     "States.Timeout",
     TRANSIENT_DATABASE_ERROR,
 )

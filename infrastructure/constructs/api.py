@@ -26,7 +26,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infrastructure import names
+from infrastructure import execution_names, names
 from infrastructure.constructs import task_functions
 from infrastructure.constructs.table import GSI1_NAME
 from registration import outcomes
@@ -45,10 +45,11 @@ API_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "
 API_INDEX_ACTIONS = ("dynamodb:Query",)
 
 # Step Functions execution names: 1 to 80 characters; with CloudWatch logging on (our
-# Express machines log everything) only letters, digits, '-' and '_' are safe.
-EXECUTION_NAME_MAX_LENGTH = 80
-EXECUTION_NAME_UNSAFE = "[^A-Za-z0-9_-]"
-REQUEST_ID_LENGTH = 36  # $context.requestId is a UUID
+# Express machines log everything) only letters, digits, '-' and '_' are safe. The
+# shape and the rules are shared with the local server and the CLI (`execution_names`).
+EXECUTION_NAME_MAX_LENGTH = execution_names.MAX_LENGTH
+EXECUTION_NAME_UNSAFE = execution_names.UNSAFE
+REQUEST_ID_LENGTH = execution_names.REQUEST_ID_LENGTH  # $context.requestId is a UUID
 
 # Statuses for StartSyncExecution's own failures (the call failed, not the workflow).
 THROTTLED_STATUS = 429
@@ -82,10 +83,7 @@ def path_parameters(path: str) -> list[str]:
 
 def execution_name_budget(workflow: str) -> int:
     """Characters each of eventId and userId may take in `<workflow>-<e>-<u>-<requestId>`."""
-    budget = (EXECUTION_NAME_MAX_LENGTH - len(workflow) - 3 - REQUEST_ID_LENGTH) // 2
-    if budget < 1:
-        raise ValueError(f"workflow name {workflow!r} leaves no room in an execution name")
-    return budget
+    return execution_names.budget(workflow)
 
 
 def workflow_request_template(workflow: str, state_machine_arn: str, *, path: str) -> str:

@@ -214,6 +214,9 @@ class DynamoDBLocal:
                 stderr=subprocess.STDOUT,
                 preexec_fn=preexec,
                 cwd=workdir,
+                # Its own session: a terminal's Ctrl-C reaches the server, which then
+                # finishes the requests in flight before stopping the database.
+                start_new_session=True,
             )
             atexit.register(self.stop)
         try:

@@ -14,6 +14,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infrastructure import names
+from infrastructure.constructs.api import RegistrationApi
+from infrastructure.constructs.monitoring import Monitoring
+from infrastructure.constructs.reconciliation import Reconciliation
 from infrastructure.constructs.table import RegistrationTable
 from infrastructure.constructs.task_functions import TaskFunctions
 from workflows.register import RegisterWorkflow
@@ -30,6 +33,42 @@ class RegistrationStack(Stack):
         functions = self.task_functions.functions
         self.register_workflow = RegisterWorkflow(self, "RegisterWorkflow", functions=functions)
         self.unregister_workflow = UnregisterWorkflow(self, "UnregisterWorkflow", functions=functions)
+        self.api = RegistrationApi(
+            self,
+            "HttpApi",
+            table=self.table,
+            state_machines=self.state_machines,
+            powertools_layer=self.task_functions.powertools_layer,
+        )
+        self.reconciliation = Reconciliation(
+            self,
+            "Reconciliation",
+            table=self.table,
+            powertools_layer=self.task_functions.powertools_layer,
+        )
+
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            express_workflows={
+                names.REGISTER_WORKFLOW: (self.register_state_machine, self.register_workflow.log_group),
+                names.UNREGISTER_WORKFLOW: (
+                    self.unregister_state_machine,
+                    self.unregister_workflow.log_group,
+                ),
+            },
+            standard_workflows={names.RECONCILE_WORKFLOW: self.reconcile_state_machine},
+            functions={
+                **self.task_functions.functions,
+                **self.reconciliation.functions,
+                names.API_FUNCTION_ID: self.api.function,
+            },
+            # Task functions raise refusals as errors (for Catch): only these are alarmed on Errors.
+            error_alarmed_functions=[names.API_FUNCTION_ID, *self.reconciliation.functions],
+            table=self.table,
+            rest_api=self.api.rest_api,
+            existing_alarms=[self.reconciliation.failures_alarm, self.reconciliation.repairs_alarm],
+        )
 
         CfnOutput(
             self,
@@ -44,6 +83,12 @@ class RegistrationStack(Stack):
                 value=state_machine.state_machine_arn,
                 description=f"ARN of the {workflow} Express state machine",
             )
+        CfnOutput(
+            self,
+            names.WORKFLOW_OUTPUTS[names.RECONCILE_WORKFLOW],
+            value=self.reconciliation.state_machine.state_machine_arn,
+            description="ARN of the reconcile Standard state machine (scheduled; start it by hand too)",
+        )
 
     @property
     def table(self) -> dynamodb.Table:
@@ -56,6 +101,11 @@ class RegistrationStack(Stack):
     @property
     def unregister_state_machine(self) -> sfn.StateMachine:
         return self.unregister_workflow.state_machine
+
+    @property
+    def reconcile_state_machine(self) -> sfn.StateMachine:
+        """The scheduled Standard workflow (not in `state_machines`: no API route starts it)."""
+        return self.reconciliation.state_machine
 
     @property
     def state_machines(self) -> dict[str, sfn.StateMachine]:

@@ -89,3 +89,28 @@ def table_definition(table_name: str) -> dict[str, object]:
             }
         ],
     }
+
+
+# --- reconciliation ----------------------------------------------------------------------
+#
+# | item                      | PK                 | SK                         | GSI1PK          | GSI1SK            |
+# |---------------------------|--------------------|----------------------------|-----------------|-------------------|
+# | repair record (per event) | EVENT#{eventId}    | RECONCILED#{at}#{runId}    | RECONCILIATIONS | {at}#{eventId}    |
+# | run summary               | RECONCILIATION     | RUN#{at}#{runId}           |                 |                   |
+#
+# `at` is the run's start time (ISO 8601, UTC), so both sort newest-last and a retried
+# task writes the same keys. Both expire (`expiresAt`) after RECORD_RETENTION_DAYS. A
+# run that changes nothing writes neither.
+
+RECONCILED_PREFIX = "RECONCILED#"
+RECONCILIATIONS = "RECONCILIATIONS"
+RECONCILIATION_RUNS_PK = "RECONCILIATION"
+RUN_PREFIX = "RUN#"
+
+
+def reconciliation_record_key(event_id: str, at: str, run_id: str) -> Key:
+    return {"PK": event_pk(event_id), "SK": f"{RECONCILED_PREFIX}{at}#{run_id}"}
+
+
+def reconciliation_run_key(at: str, run_id: str) -> Key:
+    return {"PK": RECONCILIATION_RUNS_PK, "SK": f"{RUN_PREFIX}{at}#{run_id}"}

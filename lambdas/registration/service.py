@@ -7,9 +7,13 @@ transaction that frees it.
 
 from __future__ import annotations
 
+import random
+import time
+
 from registration.errors import (
     AlreadyRegistered,
     ContentionLimitExceeded,
+    DecisionStale,
     EventNotFound,
     UserNotFound,
 )
@@ -28,6 +32,19 @@ from registration.store import RegistrationStore, now_iso, transaction_token
 # How many times one execution may re-decide after losing a race. Every lost race means
 # another request made progress, so this bounds latency, not correctness.
 MAX_DECISIONS = 25
+# Before re-deciding, wait a random time up to BASE * 2**(re-decisions so far), at most
+# CAP ("full jitter"): requests that lost a race on the same event spread out instead
+# of colliding again, so a burst on one event costs few cancelled transactions.
+REDECIDE_BACKOFF_BASE_S = 0.01
+REDECIDE_BACKOFF_CAP_S = 0.25
+# The waitlist's tail and head are contended by every concurrent join and promotion on
+# the event; the write tasks re-decide those races themselves, within these bounds
+# (then DecisionStale sends the execution back to its decision step).
+IN_TASK_REDECISIONS = 40
+TAIL_BACKOFF_FIRST_S = 0.25
+TAIL_BACKOFF_DECAY = 0.85
+TAIL_BACKOFF_FLOOR_S = 0.01
+IN_TASK_BUDGET_S = 5.0
 
 
 def validate(store: RegistrationStore, request: ValidateInput) -> EventState:
@@ -51,10 +68,34 @@ def _next_attempt(previous: int | None) -> int:
     return attempt
 
 
+def redecide_backoff(attempt: int) -> float:
+    """Seconds to wait before decision number `attempt` (none before the first)."""
+    if attempt <= 1:
+        return 0.0
+    ceiling = min(REDECIDE_BACKOFF_CAP_S, REDECIDE_BACKOFF_BASE_S * 2 ** (attempt - 2))
+    return random.uniform(0, ceiling)
+
+
+def tail_backoff(retry: int, attempt: int = 1) -> float:
+    """Seconds to wait before an in-task retry for the waitlist's tail or head.
+
+    The reverse of exponential backoff: the first retry waits longest and each later
+    one less, so a request that has lost many races is the likeliest to win the next
+    (close to first come, first served) instead of starving behind newcomers. A later
+    decision (`attempt`) keeps the priority its execution earned.
+    """
+    earned = retry - 1 + (attempt - 1) * IN_TASK_REDECISIONS
+    ceiling = max(TAIL_BACKOFF_FLOOR_S, TAIL_BACKOFF_FIRST_S * TAIL_BACKOFF_DECAY**earned)
+    return random.uniform(0, ceiling)
+
+
 def _current_event(store: RegistrationStore, state_event: EventState, attempt: int) -> EventState:
     # The first decision uses the snapshot Validate just read; a re-decision follows a
-    # cancelled transaction, so it must read again.
-    return state_event if attempt == 1 else store.get_event(state_event.eventId)
+    # cancelled transaction, so it backs off, then must read again.
+    if attempt == 1:
+        return state_event
+    time.sleep(redecide_backoff(attempt))
+    return store.get_event(state_event.eventId)
 
 
 def decide_registration(store: RegistrationStore, state: RegisterState) -> RegisterDecision:
@@ -73,6 +114,10 @@ def decide_registration(store: RegistrationStore, state: RegisterState) -> Regis
     return RegisterDecision(action=action, attempt=attempt, event=event, decidedAt=now_iso())
 
 
+def _joins_waitlist(event: EventState) -> bool:
+    return event.hasWaitlist and (event.waitlistCount > 0 or event.registeredCount >= event.capacity)
+
+
 def write_registration(store: RegistrationStore, state: RegisterState) -> RegisterResult:
     decision = state.decision
     if decision is None or decision.action == "full":
@@ -82,11 +127,38 @@ def write_registration(store: RegistrationStore, state: RegisterState) -> Regist
         store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt, token)
         return RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
 
-    applied_now = store.join_waitlist(
-        decision.event, state.userId, state.requestId, decision.decidedAt, token
-    )
+    event, joined_at = decision.event, decision.decidedAt
+    deadline = time.monotonic() + IN_TASK_BUDGET_S
+    for retry in range(IN_TASK_REDECISIONS + 1):
+        if retry:
+            token = transaction_token(
+                state.requestId, "register", "waitlist", str(decision.attempt), str(retry)
+            )
+        try:
+            applied_now = store.join_waitlist(event, state.userId, state.requestId, joined_at, token)
+            break
+        except DecisionStale:
+            # Another join took the tail first. Re-decide here, milliseconds from the
+            # write, instead of going around the workflow (a window so wide that a
+            # burst on one event would lose most races).
+            if retry == IN_TASK_REDECISIONS or time.monotonic() > deadline:
+                raise
+            if retry == 0:
+                # A retried task whose first try committed (its answer was lost) fails
+                # here too: the membership is this request's own.
+                mine = store.get_membership(state.eventId, state.userId)
+                if mine is not None and mine.requestId == state.requestId:
+                    applied_now = False
+                    break
+                if mine is not None:
+                    raise
+            time.sleep(tail_backoff(retry + 1, decision.attempt))
+            event = store.get_event(state.eventId)
+            joined_at = now_iso()
+            if not _joins_waitlist(event):
+                raise
     if applied_now:
-        position = decision.event.waitlistCount + 1
+        position = event.waitlistCount + 1
     else:
         # A retry of a write that had committed: report where the user is now.
         membership = store.get_membership(state.eventId, state.userId)
@@ -137,13 +209,29 @@ def promote_from_waitlist(store: RegistrationStore, state: UnregisterState) -> U
     decision = state.decision
     if decision is None or decision.action != "promote" or decision.head is None:
         raise ValueError("promote_from_waitlist needs a promote decision with the waitlist head")
-    token = transaction_token(state.requestId, "unregister", "promote", str(decision.attempt))
-    store.hand_over_seat(
-        state.eventId, state.userId, decision.head, state.requestId, decision.decidedAt, token
-    )
+    head, at = decision.head, decision.decidedAt
+    deadline = time.monotonic() + IN_TASK_BUDGET_S
+    for retry in range(IN_TASK_REDECISIONS + 1):
+        parts = [state.requestId, "unregister", "promote", str(decision.attempt)]
+        token = transaction_token(*parts, *([str(retry)] if retry else []))
+        try:
+            store.hand_over_seat(state.eventId, state.userId, head, state.requestId, at, token)
+            break
+        except DecisionStale:
+            # Another unregistration took this head first: take the next one here
+            # (as write_registration does for the waitlist's tail). Anything else
+            # (the seat is gone, nobody waits any more) goes back to the workflow.
+            if retry == IN_TASK_REDECISIONS or time.monotonic() > deadline:
+                raise
+            time.sleep(tail_backoff(retry + 1, decision.attempt))
+            membership = store.get_membership(state.eventId, state.userId)
+            next_head = store.waitlist_head(state.eventId)
+            if membership is None or membership.status != "registered" or next_head is None:
+                raise
+            head, at = next_head, now_iso()
     return UnregisterResult(
         eventId=state.eventId,
         userId=state.userId,
         status="unregistered",
-        promoted=decision.head.userId,
+        promoted=head.userId,
     )

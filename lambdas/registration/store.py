@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from registration import keys
 from registration.errors import (
@@ -41,13 +42,16 @@ from registration.errors import (
     ValidationError,
 )
 from registration.models import (
+    Counters,
     Event,
     EventState,
     Membership,
     NewEvent,
     NewUser,
     Page,
+    ReconciliationRun,
     Registration,
+    RepairAction,
     User,
     UserRegistration,
     WaitlistEntry,
@@ -66,6 +70,8 @@ THROTTLING_CODES = frozenset(
         "ServiceUnavailable",
     }
 )
+# A retry overtook its first try: the same ClientRequestToken is still being applied.
+IN_PROGRESS_CODES = frozenset({"TransactionInProgressException"})
 # In-task retries of a transaction that lost a race on the same items (milliseconds,
 # unlike a Step Functions Retry whose interval is whole seconds).
 CONFLICT_RETRIES = 4
@@ -599,6 +605,51 @@ class RegistrationStore:
             "requestId": request_id,
         }
 
+    # --- item builders (bulk loading) ------------------------------------------------
+    #
+    # The items the writes above put, returned without writing (plain values, not
+    # DynamoDB JSON). A bulk loader that builds items with these stays shaped like the
+    # data layer; tests/unit/test_bench_seed.py checks they match what the writes store.
+
+    @staticmethod
+    def user_item(user: User) -> Item:
+        """The item `create_user` puts for `user`."""
+        return {
+            **keys.user_key(user.userId),
+            "entity": "USER",
+            "GSI1PK": keys.USERS,
+            "GSI1SK": keys.user_pk(user.userId),
+            **user.model_dump(),
+        }
+
+    def seat_item(self, event_id: str, user_id: str, request_id: str, at: str) -> Item:
+        """The seat item `take_seat` puts."""
+        return self._seat_item(event_id, user_id, request_id, at)
+
+    @staticmethod
+    def waitlist_items(event_id: str, user_id: str, seq: int, request_id: str, at: str) -> tuple[Item, Item]:
+        """The membership and FIFO slot items `join_waitlist` puts for sequence `seq`."""
+        membership = {
+            **keys.waitlisted_key(event_id, user_id),
+            "entity": "WAITLISTED",
+            "GSI1PK": keys.user_pk(user_id),
+            "GSI1SK": keys.event_pk(event_id),
+            "eventId": event_id,
+            "userId": user_id,
+            "seq": seq,
+            "joinedAt": at,
+            "requestId": request_id,
+        }
+        slot = {
+            **keys.queue_key(event_id, seq),
+            "entity": "WAITLIST_SLOT",
+            "eventId": event_id,
+            "userId": user_id,
+            "seq": seq,
+            "joinedAt": at,
+        }
+        return membership, slot
+
     # --- listings --------------------------------------------------------------------
 
     def list_registrations(
@@ -659,7 +710,14 @@ class RegistrationStore:
         except ClientError as exc:
             if _code(exc) in THROTTLING_CODES:
                 raise TransientDatabaseError(f"DynamoDB is throttling {operation}: {_code(exc)}") from exc
+            if _code(exc) in IN_PROGRESS_CODES:
+                raise TransientDatabaseError(f"DynamoDB is still applying an earlier {operation}") from exc
             raise
+        except (BotocoreConnectionError, HTTPClientError) as exc:
+            # No answer after botocore's own retries (refused, reset, read timeout): the
+            # call may or may not have been applied. The workflows retry it; a transaction
+            # that did commit is recognised by its ClientRequestToken and applies nothing more.
+            raise TransientDatabaseError(f"DynamoDB did not answer {operation}: {exc}") from exc
 
     def _get(self, key: Mapping[str, str]) -> Item | None:
         response = self._call("get_item", TableName=self.table_name, Key=_ser(key), ConsistentRead=True)
@@ -786,6 +844,330 @@ class RegistrationStore:
             return "throttled"
         return "conflict"
 
+    # --- reconciliation ----------------------------------------------------------------
+    #
+    # Repairs are transactions conditioned on the counters the repair was decided on
+    # (`registeredCount`, `waitlistCount` and `waitlistSeq` all equal to what was seen)
+    # and on every item they touch still being as it was seen. Every live seat or
+    # waitlist change moves at least one of those counters in the same transaction, so
+    # a repair and a live change never both commit on the same view; the loser of the
+    # race reads again (DecisionStale).
+
+    def find_event(self, event_id: str) -> EventState | None:
+        """The event, read strongly consistently; None when it does not exist."""
+        item = self._get(keys.event_key(event_id))
+        return EventState.model_validate(item) if item else None
+
+    def list_event_ids(self, limit: int = 50, next_token: str | None = None) -> Page[str]:
+        """One page of event ids from GSI1 (eventually consistent: a brand-new event may be
+        missed by this page and is seen by the next run)."""
+        start, _ = decode_token(next_token, keys.EVENTS)
+        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            IndexName=keys.GSI1,
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues=_ser({":pk": keys.EVENTS}),
+            ProjectionExpression="eventId",
+            Limit=_check_limit(limit),
+            **kwargs,
+        )
+        ids = [str(_deser(i)["eventId"]) for i in response.get("Items", []) if "eventId" in i]
+        return Page[str](items=ids, nextToken=encode_token(response.get("LastEvaluatedKey")))
+
+    def iter_sort_keys(self, event_id: str, prefix: str) -> Iterator[str]:
+        """The sort keys of an event's items under a prefix, in order (keys only, so a
+        large event costs pages of keys, not of items)."""
+        start: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+            response = self._call(
+                "query",
+                TableName=self.table_name,
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+                ExpressionAttributeValues=_ser({":pk": keys.event_pk(event_id), ":prefix": prefix}),
+                ProjectionExpression="SK",
+                ConsistentRead=True,
+                **kwargs,
+            )
+            for item in response.get("Items", []):
+                yield str(item["SK"]["S"])
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    def apply_repair(
+        self,
+        event_id: str,
+        seen: Counters,
+        after: Counters,
+        actions: Sequence[RepairAction],
+        record: ReconciliationRecord,
+        token: str,
+    ) -> bool:
+        """Sets the counters to `after` and applies `actions`, in one transaction, only if the
+        counters are still `seen` and every item is as the repair saw it. Also records
+        the change in the run's repair record for this event."""
+        if len(actions) > MAX_REPAIR_ACTIONS:
+            raise ValueError(f"at most {MAX_REPAIR_ACTIONS} repair actions per transaction")
+        unchanged = seen == after
+        counters: dict[str, Any]
+        if unchanged:
+            counters = {"ConditionCheck": {"Key": keys.event_key(event_id), **_counters_condition(seen)}}
+        else:
+            condition = _counters_condition(seen)
+            counters = {
+                "Update": {
+                    "Key": keys.event_key(event_id),
+                    "UpdateExpression": "SET registeredCount = :reg, waitlistCount = :wl, waitlistSeq = :seq",
+                    "ConditionExpression": condition["ConditionExpression"],
+                    "ExpressionAttributeValues": {
+                        **condition["ExpressionAttributeValues"],
+                        ":reg": after.registeredCount,
+                        ":wl": after.waitlistCount,
+                        ":seq": after.waitlistSeq,
+                    },
+                }
+            }
+        items = [TxItem(counters)]
+        for action in actions:
+            items.extend(TxItem(a) for a in self._repair_items(event_id, action, record.runId, record.now))
+        items.append(TxItem(self._record_update(event_id, record, before=seen, after=after)))
+        if len(items) > MAX_TRANSACTION_ITEMS:  # pragma: no cover - MAX_REPAIR_ACTIONS keeps it below
+            raise ValueError(f"a repair transaction of {len(items)} items")
+        return self._transact(items, token)
+
+    def promote_waitlist_head(
+        self,
+        event_id: str,
+        head: WaitlistHead,
+        seen: Counters,
+        request_id: str,
+        at: str,
+        record: ReconciliationRecord,
+        token: str,
+    ) -> bool:
+        """Moves the head of the waitlist into a free seat (as `fill_free_seat`), only if the
+        counters are still exactly `seen`, and records the promotion."""
+        condition = _counters_condition(seen)
+        after = Counters(
+            registeredCount=seen.registeredCount + 1,
+            waitlistCount=seen.waitlistCount - 1,
+            waitlistSeq=seen.waitlistSeq,
+        )
+        return self._transact(
+            [
+                *self._promotion_items(event_id, head, request_id, at),
+                TxItem(
+                    {
+                        "Update": {
+                            "Key": keys.event_key(event_id),
+                            "UpdateExpression": (
+                                "SET registeredCount = registeredCount + :one, "
+                                "waitlistCount = waitlistCount - :one"
+                            ),
+                            "ConditionExpression": (
+                                f"{condition['ConditionExpression']} "
+                                "AND registeredCount < #capacity AND waitlistCount > :zero"
+                            ),
+                            "ExpressionAttributeNames": {"#capacity": "capacity"},
+                            "ExpressionAttributeValues": {
+                                **condition["ExpressionAttributeValues"],
+                                ":one": 1,
+                                ":zero": 0,
+                            },
+                        }
+                    }
+                ),
+                TxItem(self._record_update(event_id, record, before=seen, after=after)),
+            ],
+            token,
+        )
+
+    def put_reconciliation_run(self, run: ReconciliationRun, expires_at: int) -> None:
+        """The run's summary (written only by runs that changed something)."""
+        item = {
+            **keys.reconciliation_run_key(run.startedAt, run.runId),
+            "entity": "RECONCILIATION_RUN",
+            **run.model_dump(mode="json"),
+            "expiresAt": expires_at,
+        }
+        self._call("put_item", TableName=self.table_name, Item=_ser(item))
+
+    def latest_reconciliation_runs(self, limit: int = 1) -> list[Item]:
+        """The newest run summaries (runs that changed something), newest first."""
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_ser({":pk": keys.RECONCILIATION_RUNS_PK, ":prefix": keys.RUN_PREFIX}),
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=_check_limit(limit),
+        )
+        return [_plain_deep(_deser(i)) for i in response.get("Items", [])]
+
+    def reconciliation_records(self, event_id: str, limit: int = 25) -> list[Item]:
+        """An event's repair records, newest first."""
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_ser(
+                {":pk": keys.event_pk(event_id), ":prefix": keys.RECONCILED_PREFIX}
+            ),
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=_check_limit(limit),
+        )
+        return [_plain_deep(_deser(i)) for i in response.get("Items", [])]
+
+    def list_reconciliation_records(self, limit: int = 25, next_token: str | None = None) -> Page[Item]:
+        """Repair records of every event, oldest first, from GSI1 (listings only)."""
+        items, token = self._query_gsi(keys.RECONCILIATIONS, limit, next_token)
+        return Page[Item](items=[_plain_deep(i) for i in items], nextToken=token)
+
+    def _repair_items(
+        self, event_id: str, action: RepairAction, run_id: str, at: str
+    ) -> list[dict[str, Any]]:
+        user, seq = action.userId, action.seq
+        slot_is_users = {
+            "ConditionExpression": "attribute_exists(PK) AND userId = :user",
+            "ExpressionAttributeValues": {":user": user},
+        }
+        no_seat = {
+            "ConditionCheck": {
+                "Key": keys.seat_key(event_id, user),
+                "ConditionExpression": "attribute_not_exists(PK)",
+            }
+        }
+        if action.kind == "remove_slot":
+            return [{"Delete": {"Key": keys.queue_key(event_id, seq), **slot_is_users}}]
+        if action.kind == "remove_membership":
+            return [
+                {
+                    "Delete": {
+                        "Key": keys.waitlisted_key(event_id, user),
+                        "ConditionExpression": "attribute_exists(PK) AND seq = :seq",
+                        "ExpressionAttributeValues": {":seq": seq},
+                    }
+                }
+            ]
+        if action.kind == "repoint_membership":
+            return [
+                {
+                    "Update": {
+                        "Key": keys.waitlisted_key(event_id, user),
+                        "UpdateExpression": "SET seq = :seq",
+                        "ConditionExpression": "attribute_exists(PK) AND seq = :from",
+                        "ExpressionAttributeValues": {":seq": seq, ":from": action.fromSeq},
+                    }
+                },
+                {"ConditionCheck": {"Key": keys.queue_key(event_id, seq), **slot_is_users}},
+                no_seat,
+            ]
+        joined_at = action.joinedAt or at
+        if action.kind == "restore_membership":
+            membership = {
+                **keys.waitlisted_key(event_id, user),
+                "entity": "WAITLISTED",
+                "GSI1PK": keys.user_pk(user),
+                "GSI1SK": keys.event_pk(event_id),
+                "eventId": event_id,
+                "userId": user,
+                "seq": seq,
+                "joinedAt": joined_at,
+                "requestId": f"reconcile:{run_id}",
+            }
+            return [
+                {"Put": {"Item": membership, "ConditionExpression": "attribute_not_exists(PK)"}},
+                {"ConditionCheck": {"Key": keys.queue_key(event_id, seq), **slot_is_users}},
+                no_seat,
+            ]
+        if action.kind == "restore_slot":
+            slot = {
+                **keys.queue_key(event_id, seq),
+                "entity": "WAITLIST_SLOT",
+                "eventId": event_id,
+                "userId": user,
+                "seq": seq,
+                "joinedAt": joined_at,
+            }
+            return [
+                {"Put": {"Item": slot, "ConditionExpression": "attribute_not_exists(PK)"}},
+                {
+                    "ConditionCheck": {
+                        "Key": keys.waitlisted_key(event_id, user),
+                        "ConditionExpression": "attribute_exists(PK) AND seq = :seq",
+                        "ExpressionAttributeValues": {":seq": seq},
+                    }
+                },
+                no_seat,
+            ]
+        raise ValueError(f"unknown repair action {action.kind}")
+
+    @staticmethod
+    def _record_update(
+        event_id: str, record: ReconciliationRecord, *, before: Counters, after: Counters
+    ) -> dict[str, Any]:
+        """Creates or extends the run's repair record for the event (one item per run and event)."""
+        names = {
+            "#entity": "entity",
+            "#eventId": "eventId",
+            "#runId": "runId",
+            "#runStartedAt": "runStartedAt",
+            "#firstAt": "firstChangeAt",
+            "#lastAt": "lastChangeAt",
+            "#before": "before",
+            "#after": "after",
+            "#actions": "actions",
+            "#promoted": "promoted",
+            "#countRepairs": "countRepairs",
+            "#waitlistRepairs": "waitlistRepairs",
+            "#promotions": "promotions",
+            "#overbooked": "overbooked",
+            "#gpk": "GSI1PK",
+            "#gsk": "GSI1SK",
+            "#expiresAt": "expiresAt",
+        }
+        values = {
+            ":entity": "RECONCILIATION",
+            ":eventId": event_id,
+            ":runId": record.runId,
+            ":runStartedAt": record.runStartedAt,
+            ":now": record.now,
+            ":before": before.model_dump(),
+            ":after": after.model_dump(),
+            ":actions": [a.model_dump(exclude_none=True) for a in record.actions[:MAX_RECORDED_ACTIONS]],
+            ":promoted": list(record.promoted),
+            ":empty": [],
+            ":countRepairs": record.countRepairs,
+            ":waitlistRepairs": record.waitlistRepairs,
+            ":promotions": len(record.promoted),
+            ":overbooked": record.overbooked,
+            ":gpk": keys.RECONCILIATIONS,
+            ":gsk": f"{record.runStartedAt}#{event_id}",
+            ":expiresAt": record.expiresAt,
+        }
+        return {
+            "Update": {
+                "Key": keys.reconciliation_record_key(event_id, record.runStartedAt, record.runId),
+                "UpdateExpression": (
+                    "SET #entity = :entity, #eventId = :eventId, #runId = :runId, "
+                    "#runStartedAt = :runStartedAt, #firstAt = if_not_exists(#firstAt, :now), "
+                    "#lastAt = :now, #before = if_not_exists(#before, :before), #after = :after, "
+                    "#actions = list_append(if_not_exists(#actions, :empty), :actions), "
+                    "#promoted = list_append(if_not_exists(#promoted, :empty), :promoted), "
+                    "#overbooked = :overbooked, #gpk = :gpk, #gsk = :gsk, #expiresAt = :expiresAt "
+                    "ADD #countRepairs :countRepairs, #waitlistRepairs :waitlistRepairs, "
+                    "#promotions :promotions"
+                ),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
 
 def _membership(item: Item, status: str) -> Membership:
     return Membership(
@@ -804,6 +1186,54 @@ def _is_request(request_id: str) -> Callable[[Item | None], bool]:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# --- reconciliation helpers ------------------------------------------------------------
+
+# One transaction holds at most 100 items: the counters, the record, and up to three
+# items per repair action (the change and the checks on the items it relies on).
+MAX_TRANSACTION_ITEMS = 100
+MAX_REPAIR_ACTIONS = 32
+# A record keeps the first actions of each transaction; the counts are always complete.
+MAX_RECORDED_ACTIONS = 20
+
+
+@dataclass(frozen=True)
+class ReconciliationRecord:
+    """What one transaction adds to a run's repair record for an event."""
+
+    runId: str
+    runStartedAt: str
+    now: str
+    expiresAt: int
+    actions: Sequence[RepairAction] = ()
+    promoted: Sequence[str] = ()
+    countRepairs: int = 0
+    waitlistRepairs: int = 0
+    overbooked: bool = False
+
+
+def _plain_deep(value: Any) -> Any:
+    """Numbers inside maps and lists as int/float too (records nest their counters)."""
+    if isinstance(value, dict):
+        return {k: _plain_deep(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_deep(v) for v in value]
+    return _plain(value)
+
+
+def _counters_condition(seen: Counters) -> dict[str, Any]:
+    return {
+        "ConditionExpression": (
+            "attribute_exists(PK) AND registeredCount = :seen_reg "
+            "AND waitlistCount = :seen_wl AND waitlistSeq = :seen_seq"
+        ),
+        "ExpressionAttributeValues": {
+            ":seen_reg": seen.registeredCount,
+            ":seen_wl": seen.waitlistCount,
+            ":seen_seq": seen.waitlistSeq,
+        },
+    }
 
 
 _client_lock = threading.Lock()

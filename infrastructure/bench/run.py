@@ -1,0 +1,603 @@
+"""`make bench`: cost per operation at growing event sizes, latency through the local API, AWS figures.
+
+    python -m infrastructure.bench [--small] [--output docs/benchmarks.md]
+
+1. Cost: for events of 10, 1,000 and 100,000 registrants (and waitlists as long), each
+   operation runs through the synthesized workflows on the local engine over DynamoDB
+   Local; a botocore hook on the task handlers' DynamoDB client counts round trips,
+   items and capacity units (AWS's rules, `capacity.py`), and the execution history
+   gives Lambda invocations and state transitions.
+2. Latency: registrations through the local HTTP API (its own process) and through the
+   data layer called directly, at 1, 8 and 32 in flight; peak memory of the local stack.
+3. AWS: what the measured units mean at published prices and quotas (`aws_costs.py`).
+
+The report (markdown and plots) is rewritten from this run's measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from infrastructure import names
+from infrastructure.bench.capacity import Usage
+from infrastructure.bench.load import (
+    LoadResult,
+    MemorySampler,
+    children_named,
+    direct_register,
+    http_register,
+    run_load,
+)
+from infrastructure.bench.meter import CallRecord, Meter, calls_by_operation, total
+from infrastructure.bench.seed import seed_event, seed_users, serialize
+from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocal, DynamoDBLocalError, find_jar_dir
+from infrastructure.local.engine import LocalEngine, route_moto_logs
+from registration import keys
+from registration.models import MAX_CAPACITY, NewEvent
+from registration.store import RegistrationStore, get_store, now_iso
+
+DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
+DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
+COMMAND = "make bench"
+
+# The operations, in report order: key -> label.
+OPERATIONS: dict[str, str] = {
+    "register_seat": "register into a seat",
+    "register_floor": "floor: one conditioned transaction",
+    "join_waitlist": "join the waitlist",
+    "unregister_promote": "unregister, head of waitlist promoted",
+    "unregister_release": "unregister, no waitlist",
+    "leave_waitlist": "leave the waitlist",
+}
+WORKFLOW_OPERATIONS = [k for k in OPERATIONS if k != "register_floor"]
+MAX_REGISTER_ROUND_TRIPS = 3
+MAX_REGISTER_INVOCATIONS = 4
+
+
+# One measured run: the calls it made; Lambda invocations, state transitions, execution ms, Lambda ms.
+Run = tuple[list[CallRecord], tuple[int, int, float, float]]
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    sizes: tuple[int, ...]
+    concurrency: tuple[int, ...]
+    seconds: float
+    repeats: int
+    user_pool: int
+    small: bool
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(
+            sizes=(10, 1_000, 100_000),
+            concurrency=(1, 8, 32),
+            seconds=10.0,
+            repeats=3,
+            user_pool=8000,
+            small=False,
+        )
+
+    @classmethod
+    def reduced(cls) -> Settings:
+        return cls(sizes=(10, 100), concurrency=(2,), seconds=1.5, repeats=2, user_pool=600, small=True)
+
+
+@dataclass
+class Measure:
+    """One operation at one event size."""
+
+    operation: str
+    size: int
+    usage: Usage
+    calls: Counter[str]
+    event_pk: str
+    lambda_invocations: int = 0
+    state_transitions: int = 0
+    execution_ms: float = 0.0
+    lambda_ms: float = 0.0
+    # Every repeat's (execution ms, Lambda ms): durations vary from run to run, counts do not.
+    durations: list[tuple[float, float]] = field(default_factory=list)
+    repeats_identical: bool = True
+
+
+@dataclass
+class Results:
+    settings: Settings
+    machine: str
+    started: datetime
+    costs: list[Measure] = field(default_factory=list)
+    loads: list[LoadResult] = field(default_factory=list)
+    memory_peaks: dict[str, int] = field(default_factory=dict)
+    memory_peak_total: int = 0
+    lambda_memory_mb: int = 0
+    load_average: float | None = None
+    seed_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+
+    def median_durations(self, operation: str) -> tuple[float, float]:
+        """The median run's (execution ms, Lambda ms) over every size and repeat of an operation."""
+        runs = sorted(d for m in self.costs if m.operation == operation for d in m.durations)
+        return runs[len(runs) // 2] if runs else (0.0, 0.0)
+
+    def measure(self, operation: str, size: int) -> Measure:
+        for m in self.costs:
+            if m.operation == operation and m.size == size:
+                return m
+        raise KeyError((operation, size))
+
+    def flat(self, operation: str) -> bool:
+        """The operation's figures are the same at every event size."""
+        rows = [m for m in self.costs if m.operation == operation]
+        return all(m.repeats_identical for m in rows) and len({_figures(m) for m in rows}) == 1
+
+    def flat_everywhere(self) -> bool:
+        return all(self.flat(op) for op in OPERATIONS)
+
+    def register_within_targets(self) -> bool:
+        rows = [m for m in self.costs if m.operation == "register_seat"]
+        return bool(rows) and all(
+            m.usage.round_trips <= MAX_REGISTER_ROUND_TRIPS
+            and m.lambda_invocations <= MAX_REGISTER_INVOCATIONS
+            for m in rows
+        )
+
+
+def _figures(m: Measure) -> tuple[Any, ...]:
+    return (*m.usage.figures(), tuple(sorted(m.calls.items())), m.lambda_invocations, m.state_transitions)
+
+
+# --- machine ------------------------------------------------------------------------------
+
+
+def dynamodb_local_version() -> str:
+    try:
+        jar = find_jar_dir() / "DynamoDBLocal.jar"
+        with zipfile.ZipFile(jar) as archive:
+            for name in archive.namelist():
+                if name.endswith("DynamoDBLocal/pom.properties"):
+                    for line in archive.read(name).decode().splitlines():
+                        if line.startswith("version="):
+                            return line.split("=", 1)[1].strip()
+    except (OSError, DynamoDBLocalError, zipfile.BadZipFile):
+        pass
+    return "unknown version"
+
+
+def machine_description() -> str:
+    cores = os.cpu_count() or 0
+    memory = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f", {round(int(line.split()[1]) / 1024 / 1024)} GiB"
+    except OSError:
+        pass
+    python = ".".join(platform.python_version_tuple()[:2])
+    return (
+        f"{cores} cores{memory}, {platform.system()} {platform.machine()}, Python {python}, "
+        f"DynamoDB Local {dynamodb_local_version()}"
+    )
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (what else was running), None where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+# --- part 1: cost per operation -------------------------------------------------------------
+
+
+def _history_figures(engine: LocalEngine, execution_arn: str) -> tuple[int, int, float]:
+    """Lambda invocations, state transitions and the invocations' total duration (ms).
+
+    State transitions are counted as AWS's pricing page defines them: one each time a
+    step of the workflow is executed, i.e. one per `*StateEntered` history event (retries
+    and loops enter again and count again).
+    """
+    invocations = transitions = 0
+    lambda_ms = 0.0
+    started: Any = None
+    for event in engine.history(execution_arn):
+        kind = event["type"]
+        if kind == "LambdaFunctionScheduled":
+            invocations += 1
+        elif kind.endswith("StateEntered"):
+            transitions += 1
+        elif kind == "LambdaFunctionStarted":
+            started = event["timestamp"]
+        elif (
+            kind in ("LambdaFunctionSucceeded", "LambdaFunctionFailed", "LambdaFunctionTimedOut") and started
+        ):
+            lambda_ms += (event["timestamp"] - started).total_seconds() * 1000
+            started = None
+    return invocations, transitions, lambda_ms
+
+
+class CostBench:
+    """Runs the workflows one execution at a time with the handlers' client metered."""
+
+    def __init__(
+        self, engine: LocalEngine, meter: Meter, seeder: RegistrationStore, settings: Settings
+    ) -> None:
+        self.engine = engine
+        self.meter = meter
+        self.seeder = seeder
+        self.settings = settings
+
+    def _execute(self, workflow: str, event_id: str, user_id: str, expect: dict[str, Any]) -> Run:
+        request_id = uuid.uuid4().hex
+        with self.meter.counting() as records:
+            result = self.engine.run(
+                workflow,
+                {"eventId": event_id, "userId": user_id, "requestId": request_id},
+                name=f"bench-{workflow}-{request_id}",
+            )
+        output = result.output if isinstance(result.output, dict) else {}
+        if not result.succeeded or any(output.get(k) != v for k, v in expect.items()):
+            raise BenchError(
+                f"{workflow} {event_id}/{user_id}: {result.status} {result.error or ''} {result.cause or ''} "
+                f"{result.output!r}, expected {expect}"
+            )
+        invocations, transitions, lambda_ms = _history_figures(self.engine, result.execution_arn)
+        return records, (invocations, transitions, result.duration_ms or 0.0, lambda_ms)
+
+    def _measure(
+        self,
+        operation: str,
+        size: int,
+        event_id: str,
+        runs: Sequence[Callable[[], Run]],
+    ) -> Measure:
+        measures: list[Measure] = []
+        for run in runs:
+            records, (invocations, transitions, execution_ms, lambda_ms) = run()
+            measures.append(
+                Measure(
+                    operation=operation,
+                    size=size,
+                    usage=total(records),
+                    calls=calls_by_operation(records),
+                    event_pk=keys.event_pk(event_id),
+                    lambda_invocations=invocations,
+                    state_transitions=transitions,
+                    execution_ms=execution_ms,
+                    lambda_ms=lambda_ms,
+                )
+            )
+        first = measures[0]
+        first.repeats_identical = len({_figures(m) for m in measures}) == 1
+        first.durations = [(m.execution_ms, m.lambda_ms) for m in measures]
+        return first
+
+    def _floor(self, event_id: str, user_id: str) -> Run:
+        """Register into a seat as one transaction, no reads: the least DynamoDB can do."""
+        store = RegistrationStore(self.seeder.table_name, self.meter.client)
+        item = store.seat_item(event_id, user_id, uuid.uuid4().hex, now_iso())
+        actions = [
+            {
+                "Update": {
+                    "TableName": store.table_name,
+                    "Key": serialize(keys.event_key(event_id)),
+                    "UpdateExpression": "SET registeredCount = registeredCount + :one",
+                    "ConditionExpression": (
+                        "attribute_exists(PK) AND registeredCount < #capacity AND waitlistCount = :zero"
+                    ),
+                    "ExpressionAttributeNames": {"#capacity": "capacity"},
+                    "ExpressionAttributeValues": serialize({":one": 1, ":zero": 0}),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": store.table_name,
+                    "Item": serialize(item),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {
+                "ConditionCheck": {
+                    "TableName": store.table_name,
+                    "Key": serialize(keys.user_key(user_id)),
+                    "ConditionExpression": "attribute_exists(PK)",
+                }
+            },
+        ]
+        began = time.perf_counter()
+        with self.meter.counting() as records:
+            self.meter.client.transact_write_items(TransactItems=actions)
+        return records, (0, 0, (time.perf_counter() - began) * 1000, 0.0)
+
+    def _floor_run(self, event_id: str, user_id: str) -> Callable[[], Run]:
+        return lambda: self._floor(event_id, user_id)
+
+    def warm_up(self) -> None:
+        """Imports and connections happen here, not in the first measured execution."""
+        event_id = "bench-warm-up"
+        seed_event(self.seeder, event_id, capacity=2, seated=1, has_waitlist=True, show_progress=False)
+        seed_users(self.seeder, ["warm-up-user"], show_progress=False)
+        self._execute(names.REGISTER_WORKFLOW, event_id, "warm-up-user", {"status": "registered"})
+        self._execute(names.UNREGISTER_WORKFLOW, event_id, "warm-up-user", {"status": "unregistered"})
+
+    def at_size(self, size: int, newcomers: Sequence[str], floor_users: Sequence[str]) -> list[Measure]:
+        repeats = len(newcomers)
+        register, unregister = names.REGISTER_WORKFLOW, names.UNREGISTER_WORKFLOW
+        out: list[Measure] = []
+
+        # An event with `size` registrants and free seats, no waitlist.
+        seats = f"bench-seats-{size:07d}"
+        seated = seed_event(self.seeder, seats, capacity=size + 2 * repeats, seated=size).seated
+
+        def run(workflow: str, event: str, user: str, expect: dict[str, Any]) -> Callable[[], Any]:
+            return lambda: self._execute(workflow, event, user, expect)
+
+        out.append(
+            self._measure(
+                "register_seat",
+                size,
+                seats,
+                [run(register, seats, u, {"status": "registered"}) for u in newcomers],
+            )
+        )
+        out.append(
+            self._measure("register_floor", size, seats, [self._floor_run(seats, u) for u in floor_users])
+        )
+        out.append(
+            self._measure(
+                "unregister_release",
+                size,
+                seats,
+                [run(unregister, seats, u, {"status": "unregistered"}) for u in seated[:repeats]],
+            )
+        )
+
+        # A full event: `size` registrants and `size` people waiting.
+        full = f"bench-queue-{size:07d}"
+        queued = seed_event(self.seeder, full, capacity=size, seated=size, waitlisted=size, has_waitlist=True)
+        out.append(
+            self._measure(
+                "join_waitlist",
+                size,
+                full,
+                [run(register, full, u, {"status": "waitlisted"}) for u in newcomers],
+            )
+        )
+        out.append(
+            self._measure(
+                "leave_waitlist",
+                size,
+                full,
+                [run(unregister, full, u, {"status": "left_waitlist"}) for u in newcomers],
+            )
+        )
+        out.append(
+            self._measure(
+                "unregister_promote",
+                size,
+                full,
+                [
+                    run(unregister, full, u, {"status": "unregistered", "promoted": queued.waitlisted[n]})
+                    for n, u in enumerate(queued.seated[:repeats])
+                ],
+            )
+        )
+        return out
+
+
+def measure_costs(
+    endpoint: str, template: Path, settings: Settings, results: Results, log: Callable[[str], None]
+) -> None:
+    quiet = {"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}
+    with LocalEngine(template, dynamodb_endpoint=endpoint, environment=quiet) as engine:
+        task_memory = {
+            f.memory_size
+            for f in engine.template.functions.values()
+            if f.handler in names.TASK_HANDLERS.values()
+        }
+        if task_memory:
+            results.lambda_memory_mb = max(task_memory)
+        handler_store = get_store()  # the store (and client) the task handlers use
+        seeder = RegistrationStore(engine.table_name, _client(endpoint))
+        with Meter(handler_store.client, _client(endpoint)) as meter:
+            bench = CostBench(engine, meter, seeder, settings)
+            bench.warm_up()
+            newcomers = [f"n{n:07d}" for n in range(settings.repeats)]
+            floor_users = [f"f{n:07d}" for n in range(settings.repeats)]
+            seed_users(seeder, [*newcomers, *floor_users], show_progress=False)
+            for size in settings.sizes:
+                log(f"cost: events of {size:,} registrants")
+                began = time.monotonic()
+                results.costs.extend(bench.at_size(size, newcomers, floor_users))
+                results.seed_seconds += time.monotonic() - began
+
+
+def _client(endpoint: str) -> Any:
+    return boto3.session.Session().client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=names.LOCAL_REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64),
+    )
+
+
+# --- part 2: latency and throughput -----------------------------------------------------------
+
+
+class ServerProcess:
+    """`infrastructure.bench.serve` as a child process."""
+
+    def __init__(self, endpoint: str, template: Path, table: str) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "infrastructure.bench.serve",
+            "--endpoint",
+            endpoint,
+            "--template",
+            str(template),
+            "--table",
+            table,
+        ]
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> ServerProcess:
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.__exit__()
+            raise BenchError(f"the local API did not start (it said {line!r})")
+        self.url = line.split(" ", 1)[1]
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __exit__(self, *exc: object) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.stdin:
+            process.stdin.close()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def measure_latency(
+    endpoint: str, template: Path, settings: Settings, results: Results, log: Callable[[str], None]
+) -> None:
+    store = RegistrationStore(names.LOCAL_TABLE_NAME, _client(endpoint))
+    users = [f"load-{n:06d}" for n in range(settings.user_pool)]
+    seed_users(store, users, label="seed load users")
+    warmup = 2
+
+    def event(mode: str, concurrency: int) -> str:
+        event_id = f"bench-load-{mode}-{concurrency}-{uuid.uuid4().hex[:6]}"
+        store.create_event(NewEvent(eventId=event_id, title="Load", capacity=MAX_CAPACITY))
+        return event_id
+
+    with ServerProcess(endpoint, template, names.LOCAL_TABLE_NAME) as server:
+        database = children_named(os.getpid(), "java")
+        for concurrency in settings.concurrency:
+            log(f"latency: through the HTTP API, {concurrency} in flight")
+            sampler = MemorySampler(
+                {"local API": server.pid, **({"DynamoDB Local": database[0]} if database else {})}
+            )
+            with sampler:
+                result = run_load(
+                    "orchestrated",
+                    http_register(server.url, event("http", concurrency)),
+                    users,
+                    concurrency=concurrency,
+                    seconds=settings.seconds,
+                    warmup=warmup,
+                )
+            results.loads.append(result)
+            if concurrency == max(settings.concurrency):
+                results.memory_peaks = dict(sampler.peaks)
+                results.memory_peak_total = sampler.peak_total
+    for concurrency in settings.concurrency:
+        log(f"latency: the data layer called directly, {concurrency} in flight")
+        results.loads.append(
+            run_load(
+                "direct",
+                direct_register(store, event("direct", concurrency)),
+                users,
+                concurrency=concurrency,
+                seconds=settings.seconds,
+                warmup=warmup,
+            )
+        )
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(settings: Settings, output: Path, template: Path, log: Callable[[str], None]) -> Results:
+    from infrastructure.bench import report
+
+    began = time.monotonic()
+    results = Results(settings=settings, machine=machine_description(), started=datetime.now(UTC))
+    results.load_average = load_average()
+    route_moto_logs()
+    with DynamoDBLocal(in_memory=True) as database:
+        endpoint = database.endpoint_url
+        measure_costs(endpoint, template, settings, results, log)
+        measure_latency(endpoint, template, settings, results, log)
+    results.elapsed_seconds = time.monotonic() - began
+    report.write(results, output)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infrastructure.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--small", action="store_true", help="10 and 100 registrants, concurrency 2, short runs"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help="markdown report (plots go beside it)"
+    )
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE)
+    args = parser.parse_args(argv)
+    if not args.template.is_file():
+        print(f"{args.template} not found: synthesize the stack first with `make synth`.", file=sys.stderr)
+        return 2
+    settings = Settings.reduced() if args.small else Settings.full()
+
+    def log(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    try:
+        results = run(settings, args.output, args.template, log)
+    except DynamoDBLocalError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    log(f"report: {args.output} ({results.elapsed_seconds:.0f} s in all)")
+    if not results.flat_everywhere():
+        log("target missed: an operation's cost changes with the event's size")
+    if not results.register_within_targets():
+        log("target missed: register-into-seat exceeds its round-trip or invocation budget")
+    return 0

@@ -1,0 +1,223 @@
+"""Reconciliation on AWS: its task functions, the Standard workflow, the schedule, alarms.
+
+Each function has its own least-privilege role (as the registration tasks do, see
+`task_functions`). The schedule is an EventBridge Scheduler schedule whose role may
+start this state machine and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infrastructure import names
+from infrastructure.constructs.table import GSI1_NAME
+from infrastructure.constructs.task_functions import (
+    ARCHITECTURE,
+    ASSET_EXCLUDES,
+    LAMBDA_ASSET_DIR,
+    LOG_LEVEL,
+    LOG_RETENTION,
+    MEMORY_SIZE_MB,
+    RUNTIME,
+    TIMEOUT,
+)
+from workflows.reconcile import RECONCILE_TASK, ReconcileWorkflow
+
+# Reconciling one event reads every item of it (keys only for seats): give it room.
+RECONCILE_TIMEOUT = Duration.seconds(180)
+RECONCILE_MEMORY_MB = 512
+
+# DynamoDB actions per function (a transaction's actions are authorised one by one).
+TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "ListEventsPage": ("dynamodb:Query",),  # GSI1 only
+    "ReconcileEvent": (
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ),
+    "TallyReconciliation": (),
+    "RecordReconciliation": ("dynamodb:PutItem",),
+}
+# Which of them read GSI1 instead of the table.
+INDEX_READERS = frozenset({"ListEventsPage"})
+
+SCHEDULE_EXPRESSION = re.compile(
+    r"^(rate\(\s*[1-9]\d*\s+(minute|minutes|hour|hours|day|days)\s*\)|cron\(.+\)|at\(.+\))$"
+)
+# EventBridge Scheduler retries a failed StartExecution this often, for this long.
+SCHEDULE_RETRY_ATTEMPTS = 3
+SCHEDULE_MAX_EVENT_AGE_S = 600
+# Repairs are summed over this period; any repair raises the alarm.
+ALARM_PERIOD = Duration.minutes(15)
+
+
+def schedule_expression_for(scope: Construct, override: str | None = None) -> str:
+    """The construct's argument, else the `reconcileSchedule` context value, else every 15 minutes."""
+    value = override or scope.node.try_get_context(names.RECONCILE_SCHEDULE_CONTEXT)
+    expression = str(value) if value else names.DEFAULT_RECONCILE_SCHEDULE
+    if not SCHEDULE_EXPRESSION.match(expression):
+        raise ValueError(
+            f"{expression!r} is not an EventBridge Scheduler expression "
+            "(e.g. 'rate(15 minutes)', 'cron(0 * * * ? *)')"
+        )
+    return expression
+
+
+class Reconciliation(Construct):
+    """The scheduled reconcile workflow with its functions and alarms."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        table: dynamodb.ITable,
+        powertools_layer: lambda_.ILayerVersion,
+        schedule_expression: str | None = None,
+        schedule_enabled: bool = True,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if set(names.RECONCILE_HANDLERS) != set(TABLE_ACTIONS):
+            raise ValueError("reconciliation handlers and table grants disagree")
+
+        code = lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES)
+        self._functions: dict[str, lambda_.Function] = {
+            task: self._function(task, handler, code=code, table=table, layer=powertools_layer)
+            for task, handler in names.RECONCILE_HANDLERS.items()
+        }
+
+        self.workflow = ReconcileWorkflow(self, "Workflow", functions=self.functions)
+        self.state_machine: sfn.StateMachine = self.workflow.state_machine
+
+        self.schedule_expression = schedule_expression_for(self, schedule_expression)
+        self.schedule_role = iam.Role(
+            self,
+            "ScheduleRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description="Lets EventBridge Scheduler start the reconcile workflow",
+        )
+        self.schedule_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["states:StartExecution"],
+                resources=[self.state_machine.state_machine_arn],
+            )
+        )
+        self.schedule = scheduler.CfnSchedule(
+            self,
+            "Schedule",
+            description="Starts the reconcile workflow",
+            schedule_expression=self.schedule_expression,
+            flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+            state="ENABLED" if schedule_enabled else "DISABLED",
+            target=scheduler.CfnSchedule.TargetProperty(
+                arn=self.state_machine.state_machine_arn,
+                role_arn=self.schedule_role.role_arn,
+                input=json.dumps({}),
+                retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                    maximum_retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
+                    maximum_event_age_in_seconds=SCHEDULE_MAX_EVENT_AGE_S,
+                ),
+            ),
+        )
+
+        self.repairs_metric = cloudwatch.Metric(
+            namespace=names.METRICS_NAMESPACE,
+            metric_name=names.RECONCILIATION_REPAIRS_METRIC,
+            dimensions_map={"service": names.POWERTOOLS_SERVICE_NAME},
+            statistic=cloudwatch.Stats.SUM,
+            period=ALARM_PERIOD,
+        )
+        self.repairs_alarm = cloudwatch.Alarm(
+            self,
+            "RepairsAlarm",
+            alarm_description=(
+                "Reconciliation repaired drift (counts, waitlist items or a missed promotion): "
+                "the repair records (RECONCILED#...) and the logs say which event and what changed"
+            ),
+            metric=self.repairs_metric,
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.failures_alarm = cloudwatch.Alarm(
+            self,
+            "FailedRunsAlarm",
+            alarm_description="A reconciliation run failed or left events unreconciled",
+            metric=self.state_machine.metric_failed(period=ALARM_PERIOD, statistic=cloudwatch.Stats.SUM),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    @property
+    def functions(self) -> Mapping[str, lambda_.IFunction]:
+        return dict(self._functions)
+
+    def _function(
+        self,
+        task: str,
+        handler: str,
+        *,
+        code: lambda_.Code,
+        table: dynamodb.ITable,
+        layer: lambda_.ILayerVersion,
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{task}LogGroup", retention=LOG_RETENTION)
+        role = iam.Role(
+            self,
+            f"{task}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Runs the {task} reconciliation task",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        environment = {
+            "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+            "POWERTOOLS_LOG_LEVEL": LOG_LEVEL,
+        }
+        if TABLE_ACTIONS[task]:
+            resource = f"{table.table_arn}/index/{GSI1_NAME}" if task in INDEX_READERS else table.table_arn
+            role.add_to_policy(iam.PolicyStatement(actions=list(TABLE_ACTIONS[task]), resources=[resource]))
+            environment[names.ENV_TABLE_NAME] = table.table_name
+        long_running = task == RECONCILE_TASK
+        return lambda_.Function(
+            self,
+            task,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=handler,
+            code=code,
+            layers=[layer],
+            memory_size=RECONCILE_MEMORY_MB if long_running else MEMORY_SIZE_MB,
+            timeout=RECONCILE_TIMEOUT if long_running else TIMEOUT,
+            tracing=lambda_.Tracing.ACTIVE,
+            role=role,
+            log_group=log_group,
+            description=f"Reconciliation task {task} ({handler})",
+            environment=environment,
+        )

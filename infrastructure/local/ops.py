@@ -1,0 +1,315 @@
+"""Operator endpoints of the local server, and the local reconcile schedule.
+
+The local stack's executions live in the server process (moto keeps them in memory), so
+`regctl` reaches them over HTTP, under a prefix the public API does not use:
+
+    GET  /_ops/executions?workflow&status&eventId&userId&since&until&limit
+    GET  /_ops/executions/{name}[?history=0]   describe (+ normalized history events)
+    GET  /_ops/events/{eventId}                counters, waitlist head, last repair and run
+    POST /_ops/reconcile  {"eventId"?}         starts the reconcile workflow (202)
+
+The server listens on 127.0.0.1 only. Answers are JSON; errors `{"error", "message"}`.
+
+`ReconcileSchedule` starts the reconcile workflow every N seconds from a background
+thread, as the EventBridge Scheduler schedule does on AWS, and prints one line per run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, unquote
+
+from infrastructure import execution_names, names
+from infrastructure.local.engine import ExecutionResult, LocalEngine
+from infrastructure.ops import executions
+from infrastructure.ops.events import EventMissing, event_report
+from registration.store import RegistrationStore
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = "/_ops"
+# A whole reconcile run (the schedule waits this long before it gives up watching).
+RECONCILE_WAIT_S = 600.0
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+Answer = tuple[int, Any]
+
+
+def schedule_seconds(expression: str = names.DEFAULT_RECONCILE_SCHEDULE) -> int:
+    """Seconds between runs of a `rate(...)` schedule expression (0 for anything else)."""
+    found = _RATE.match(expression.strip())
+    if not found:
+        return 0
+    return int(found.group(1)) * _UNIT_SECONDS[found.group(2).rstrip("s")]
+
+
+def _error(status: int, code: str, message: str) -> Answer:
+    return status, {"error": code, "message": message}
+
+
+class Operations:
+    """The endpoints' logic over one started engine."""
+
+    def __init__(self, engine: LocalEngine) -> None:
+        self.engine = engine
+        self._store: RegistrationStore | None = None
+
+    @property
+    def store(self) -> RegistrationStore:
+        if self._store is None:
+            self._store = RegistrationStore(self.engine.table_name, self.engine.dynamodb_client())
+        return self._store
+
+    @property
+    def workflows(self) -> list[str]:
+        return sorted(self.engine.workflows)
+
+    # Routing --------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, query: str, body: bytes) -> Answer:
+        params = dict(parse_qsl(query, keep_blank_values=False))
+        parts = [unquote(p) for p in path[len(PREFIX) :].strip("/").split("/") if p]
+        try:
+            if method == "GET" and parts == ["executions"]:
+                return 200, {
+                    "executions": self.list_executions(executions.ExecutionQuery.from_params(params))
+                }
+            if method == "GET" and len(parts) == 2 and parts[0] == "executions":
+                return self.show_execution(parts[1], history=params.get("history", "1") != "0")
+            if method == "GET" and len(parts) == 2 and parts[0] == "events":
+                return 200, self.event(parts[1])
+            if method == "POST" and parts == ["reconcile"]:
+                document = json.loads(body or b"{}")
+                if not isinstance(document, dict):
+                    raise ValueError("the body must be a JSON object")
+                event_id = document.get("eventId")
+                if event_id is not None and not isinstance(event_id, str):
+                    raise ValueError("eventId must be a string")
+                return 202, self.start_reconcile(event_id)
+        except EventMissing as exc:
+            return _error(404, "EventNotFound", str(exc))
+        except ValueError as exc:
+            return _error(400, "BadRequest", str(exc))
+        return _error(404, "RouteNotFound", f"No operator route {method} {path}")
+
+    # Executions -----------------------------------------------------------------------
+
+    def _summary(
+        self, workflow: str, item: Mapping[str, Any], result: ExecutionResult | None
+    ) -> dict[str, Any]:
+        return executions.summary(
+            name=item["name"],
+            workflow=workflow,
+            status=result.status if result else item["status"],
+            start=item["startDate"],
+            stop=(result.stop_date if result else item.get("stopDate")),
+            execution_arn=item["executionArn"],
+            execution_input=result.input if result else None,
+            error=result.error if result else None,
+            cause=result.cause if result else None,
+            workflows=self.workflows,
+        )
+
+    def list_executions(self, query: executions.ExecutionQuery) -> list[dict[str, Any]]:
+        """Newest first, across the asked workflow (or all), filtered; at most `limit`."""
+        if query.workflow and query.workflow not in self.engine.workflows:
+            raise ValueError(f"unknown workflow {query.workflow!r}; known: {', '.join(self.workflows)}")
+        candidates: list[tuple[str, dict[str, Any]]] = []
+        for workflow in [query.workflow] if query.workflow else self.workflows:
+            for item in self.engine.list_executions(workflow, status=query.status):
+                start = executions.iso(item["startDate"])
+                if query.in_window(start) and query.name_may_match(item["name"], self.workflows):
+                    candidates.append((workflow, item))
+        candidates.sort(key=lambda c: c[1]["startDate"], reverse=True)
+        found: list[dict[str, Any]] = []
+        for workflow, item in candidates:
+            result = self.engine.describe(item["executionArn"])
+            if not query.input_matches(result.input):
+                continue
+            found.append(self._summary(workflow, item, result))
+            if len(found) >= query.limit:
+                break
+        return found
+
+    def _find(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        parts = execution_names.parse(name, self.workflows)
+        order = self.workflows
+        if parts is not None:
+            order = [parts.workflow, *[w for w in self.workflows if w != parts.workflow]]
+        for workflow in order:
+            for item in self.engine.list_executions(workflow):
+                if item["name"] == name:
+                    return workflow, item
+        return None
+
+    def show_execution(self, name: str, *, history: bool = True) -> Answer:
+        found = self._find(name)
+        if found is None:
+            return _error(
+                404,
+                "ExecutionNotFound",
+                f"No execution named {name} (locally, executions last until the server stops)",
+            )
+        workflow, item = found
+        result = self.engine.describe(item["executionArn"])
+        execution = self._summary(workflow, item, result)
+        execution["input"] = result.input
+        execution["output"] = result.output
+        document: dict[str, Any] = {"execution": execution}
+        if history:
+            document["events"] = executions.normalize_history(self.engine.history(item["executionArn"]))
+        return 200, document
+
+    # Events and reconciliation --------------------------------------------------------
+
+    def last_reconciliation(self, event_id: str | None) -> dict[str, Any] | None:
+        """The newest reconcile run that covered the event (every run covers `all`)."""
+        workflow = names.RECONCILE_WORKFLOW
+        if workflow not in self.engine.workflows:
+            return None
+        for item in self.engine.list_executions(workflow):
+            parts = execution_names.parse(item["name"], self.workflows)
+            if (
+                event_id is None
+                or parts is None
+                or parts.middle.startswith(execution_names.ALL_EVENTS + "-")
+                or execution_names.matches(item["name"], self.workflows, event_id=event_id)
+            ):
+                return self._summary(workflow, item, None)
+        return None
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        return event_report(self.store, event_id, last_run=self.last_reconciliation(event_id))
+
+    def start_reconcile(
+        self, event_id: str | None, started_by: str = execution_names.STARTED_BY_CLI
+    ) -> dict[str, Any]:
+        if event_id is not None and self.store.find_event(event_id) is None:
+            raise EventMissing(f"Event {event_id} does not exist")
+        workflow = names.RECONCILE_WORKFLOW
+        name = execution_names.reconcile_name(workflow, event_id, started_by)
+        execution_input: dict[str, Any] = {"eventIds": [event_id]} if event_id else {}
+        arn = self.engine.start_execution(workflow, execution_input, name=name)
+        return {"name": name, "workflow": workflow, "executionArn": arn, "input": execution_input}
+
+
+_OPERATIONS: dict[int, Operations] = {}
+_OPERATIONS_LOCK = threading.Lock()
+
+
+def operations_for(engine: LocalEngine) -> Operations:
+    with _OPERATIONS_LOCK:
+        ops = _OPERATIONS.get(id(engine))
+        if ops is None or ops.engine is not engine:
+            ops = _OPERATIONS[id(engine)] = Operations(engine)
+        return ops
+
+
+def is_ops_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def handle(engine: LocalEngine, method: str, path: str, query: str, body: bytes) -> Answer:
+    """One operator request -> (HTTP status, JSON document)."""
+    return operations_for(engine).handle(method, path, query, body)
+
+
+# --- the schedule ------------------------------------------------------------------------
+
+
+def run_line(result: ExecutionResult) -> str:
+    """One line about a finished reconcile run: status, duration, what it repaired."""
+    took = f"{result.duration_ms:.0f}ms" if result.duration_ms is not None else "?"
+    head = f"reconcile {result.name} {result.status} in {took}"
+    totals = result.output if isinstance(result.output, Mapping) else None
+    if totals is None:
+        return f"{head}: {result.error or 'no summary'}"
+    repaired = totals.get("repairedEventIds") or []
+    repairs = sum(int(totals.get(k) or 0) for k in ("countRepairs", "waitlistRepairs", "promotions"))
+    events = int(totals.get("events") or 0)
+    text = f"{head}: {events} event{'' if events == 1 else 's'}, "
+    if not repairs:
+        return text + "no repairs"
+    kinds = ", ".join(
+        f"{totals.get(key, 0)} {label}"
+        for key, label in (
+            ("countRepairs", "count"),
+            ("waitlistRepairs", "waitlist"),
+            ("promotions", "promotion"),
+        )
+        if totals.get(key)
+    )
+    plural = "" if repairs == 1 else "s"
+    return text + f"{repairs} repair{plural} ({kinds}) in {', '.join(map(str, repaired))}"
+
+
+class ReconcileSchedule:
+    """Starts the reconcile workflow every `every` seconds (0: never) until stopped."""
+
+    def __init__(
+        self,
+        engine: LocalEngine,
+        every: float,
+        *,
+        out: TextIO | None = None,
+        on_run: Callable[[ExecutionResult], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.every = every
+        self.out = out
+        self.on_run = on_run
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0 and names.RECONCILE_WORKFLOW in self.engine.workflows
+
+    def start(self) -> ReconcileSchedule:
+        if self.enabled and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="reconcile-schedule", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """No new runs; stop watching the current one (the engine lets it finish)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.run_once()
+            except Exception:  # a failed start must not end the schedule
+                LOG.exception("scheduled reconcile run failed to start")
+
+    def run_once(self) -> ExecutionResult | None:
+        ops = operations_for(self.engine)
+        started = ops.start_reconcile(None, started_by=execution_names.STARTED_BY_SCHEDULE)
+        deadline = time.monotonic() + RECONCILE_WAIT_S
+        while True:
+            result = self.engine.describe(started["executionArn"])
+            if result.status in executions.TERMINAL:
+                result = self.engine.wait(started["executionArn"], timeout=5)
+                break
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+        self.runs += 1
+        if self.out is not None:
+            self.out.write(f"{time.strftime('%H:%M:%S')} {run_line(result)}\n")
+            self.out.flush()
+        if self.on_run is not None:
+            self.on_run(result)
+        return result

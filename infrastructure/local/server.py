@@ -1,0 +1,633 @@
+"""The HTTP API on one machine: the same routes and status mapping as API Gateway.
+
+    python -m infrastructure.local.server [--port N] [--host 127.0.0.1] [--in-memory]
+
+* Workflow routes (`names.WORKFLOW_ROUTES`) run the synthesized state machine on the
+  local engine and wait for its end, as API Gateway's StartSyncExecution integration
+  does; the outcome becomes a response through `registration.outcomes`, the mapping
+  API Gateway's response templates are generated from.
+* Every other route (`names.LAMBDA_ROUTES`) becomes an API Gateway REST proxy event
+  for the API Lambda's handler, called in-process.
+* `GET /openapi.json` and `GET /docs` (Swagger UI, served offline) describe the API.
+
+The database is DynamoDB Local with its data under `.local/dynamodb` (kept across
+restarts), or moto's in-memory DynamoDB with `--in-memory`. Requests are served
+concurrently (a thread per connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from infrastructure import names
+from infrastructure.execution_names import execution_name
+from infrastructure.local import docs_page, ops
+from infrastructure.local.dynamodb_local import (
+    DEFAULT_DB_PATH,
+    REPO_ROOT,
+    DynamoDBLocal,
+    DynamoDBLocalError,
+    JavaNotFoundError,
+)
+from infrastructure.local.engine import EngineError, ExecutionTimeout, LocalEngine, route_moto_logs
+from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
+from infrastructure.local.proxy_event import ProxyResult, RouteTable, proxy_event, proxy_result
+from infrastructure.local.template import TemplateError
+from registration.errors import ValidationError
+from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, error_body, workflow_response
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
+DEFAULT_DATA_DIR = DEFAULT_DB_PATH.parent
+# API Gateway gives an integration 29 seconds.
+INTEGRATION_TIMEOUT_S = 29.0
+MAX_BODY_BYTES = 1024 * 1024  # API Gateway allows 10 MB; nothing here needs more than a few hundred bytes
+JSON = "application/json"
+ROUTE_NOT_FOUND = "RouteNotFound"  # as handlers.api answers it
+UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"
+UNSUPPORTED_MEDIA_MESSAGE = "Send the request body as application/json"
+MEMORY_HINT = (
+    "To run anyway on moto's in-memory database (nothing is kept between runs): "
+    "make run DB=memory  (or: python -m infrastructure.local.server --in-memory)"
+)
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    note: str = ""  # for the access log (the execution name of a workflow route)
+
+    @classmethod
+    def json(cls, status: int, document: Any, note: str = "") -> Reply:
+        return cls(status, json.dumps(document, separators=(",", ":")).encode("utf-8"), note=note)
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str, **extra: Any) -> Reply:
+        return cls.json(status, {"error": code, "message": message, **extra})
+
+
+def _is_json(headers: Sequence[tuple[str, str]]) -> bool:
+    """API Gateway takes a request without a Content-Type as JSON."""
+    for name, value in headers:
+        if name.lower() == "content-type":
+            media_type = value.split(";", 1)[0].strip().lower()
+            return media_type in ("", JSON)
+    return True
+
+
+def route_not_found(method: str, path: str) -> Reply:
+    """The API Lambda's not-found answer, for what API Gateway itself would refuse."""
+    return Reply.error(404, ROUTE_NOT_FOUND, f"No route {method} {path}")
+
+
+def internal_error() -> Reply:
+    return Reply.error(500, INTERNAL_ERROR, INTERNAL_MESSAGE)
+
+
+# --- the application -------------------------------------------------------------------
+
+
+class LocalApi:
+    """Turns one HTTP request into a reply: workflow, API Lambda, docs or 404."""
+
+    def __init__(self, engine: LocalEngine, *, workflow_timeout: float = INTEGRATION_TIMEOUT_S) -> None:
+        # Imported here, not at the top: the handlers' Logger reads its level from the
+        # environment when first imported, which main() sets up first.
+        from handlers import api
+        from registration.openapi import document
+
+        self.engine = engine
+        self.workflow_timeout = workflow_timeout
+        self.routes = RouteTable([*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES])
+        self.openapi = json.dumps(document(), indent=2).encode("utf-8")
+        self._api = api
+        # Powertools keeps the current request on the resolver *class*: like one Lambda
+        # execution environment, the API handler serves one request at a time.
+        self._api_lock = threading.Lock()
+        self._api_function = self._function_for(names.API_HANDLER)
+
+    def _function_for(self, handler: str) -> LocalFunction:
+        for spec in self.engine.template.functions.values():
+            if spec.handler == handler:
+                return LocalFunction(
+                    name=spec.name,
+                    handler=spec.handler,
+                    timeout=spec.timeout,
+                    memory_size=spec.memory_size,
+                    region=self.engine.region,
+                    account=self.engine.account,
+                )
+        return LocalFunction(
+            name="local-api",
+            handler=handler,
+            timeout=int(INTEGRATION_TIMEOUT_S),
+            region=self.engine.region,
+            account=self.engine.account,
+        )
+
+    def handle(
+        self,
+        *,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        request_id: str,
+        client: str = "127.0.0.1",
+        domain: str = "localhost",
+    ) -> Reply:
+        url = urlsplit(target)
+        path = url.path or "/"
+        if ops.is_ops_path(path):  # operator endpoints for regctl (infrastructure.local.ops)
+            return Reply.json(*ops.handle(self.engine, method, path, url.query, body))
+        if method in ("GET", "HEAD"):
+            static = self._static(path)
+            if static is not None:
+                return static
+        resolved = self.routes.resolve(method, path)
+        if resolved is None:
+            return route_not_found(method, path)
+        template, parameters = resolved
+        workflow = names.WORKFLOW_ROUTES.get((method, template.path))
+        if workflow is not None:
+            if not _is_json(headers):
+                # The integration only has an application/json request template.
+                return Reply.error(415, UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_MEDIA_MESSAGE)
+            return self._workflow(workflow, parameters, body, request_id)
+        event = proxy_event(
+            method=method,
+            path=path,
+            query=url.query,
+            headers=headers,
+            body=body,
+            resource=template.path,
+            path_parameters=parameters,
+            request_id=request_id,
+            source_ip=client,
+            account=self.engine.account,
+            domain=domain,
+        )
+        return self._lambda(event, request_id)
+
+    def _static(self, path: str) -> Reply | None:
+        if path == "/":
+            return Reply(HTTPStatus.FOUND, b"", headers=[("Location", docs_page.DOCS_PATH)])
+        if path == docs_page.OPENAPI_PATH:
+            return Reply(200, self.openapi)
+        if path in (docs_page.DOCS_PATH, docs_page.DOCS_PATH + "/"):
+            return Reply(200, docs_page.PAGE.encode("utf-8"), "text/html; charset=utf-8")
+        found = docs_page.asset(path)
+        if found is not None:
+            content, content_type = found
+            return Reply(200, content, content_type, headers=[("Cache-Control", "max-age=86400")])
+        return None
+
+    def _lambda(self, event: dict[str, Any], request_id: str) -> Reply:
+        context = LambdaContext(self._api_function, request_id)
+        with self._api_lock:
+            result = self._api.handler(event, context)
+        proxied: ProxyResult = proxy_result(result)
+        content_type = JSON
+        headers = []
+        for name, value in proxied.headers:
+            if name.lower() == "content-type":
+                content_type = value
+            elif name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                headers.append((name, value))
+        return Reply(proxied.status, proxied.body, content_type, headers)
+
+    def _workflow(self, workflow: str, parameters: dict[str, str], body: bytes, request_id: str) -> Reply:
+        try:
+            if workflow == names.REGISTER_WORKFLOW:
+                user_id = self._api.register_request(body).userId
+            else:
+                user_id = parameters["userId"]
+        except ValidationError as exc:
+            return Reply.json(exc.http_status, error_body(exc.code, exc.message, exc.fields))
+        event_id = parameters["eventId"]
+        name = execution_name(workflow, event_id, user_id, request_id)
+        execution_input = {"eventId": event_id, "userId": user_id, "requestId": request_id}
+        try:
+            result = self.engine.run(workflow, execution_input, name=name, timeout=self.workflow_timeout)
+        except ExecutionTimeout:
+            return Reply.error(
+                504,
+                "Timeout",
+                "The request did not finish in time; it may still complete, check before retrying",
+                note=name,
+            )
+        status, document = workflow_response(
+            workflow, result.status, result.output, result.error, result.cause
+        )
+        if status >= 500:
+            LOG.error(
+                "execution %s ended %s: %s %s",
+                result.execution_arn,
+                result.status,
+                result.error,
+                result.cause,
+            )
+        return Reply.json(status, document, note=name)
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "event-registration-local"
+    timeout = 60  # idle keep-alive connections end after a minute
+    server: _HttpServer
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _serve(self) -> None:
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        self.server.begin()
+        reply: Reply | None = None
+        try:
+            reply = self._reply(request_id)
+        except Exception:
+            LOG.exception("request %s %s failed", self.command, self.path)
+            reply = internal_error()
+        finally:
+            if reply is None:
+                reply = internal_error()
+            try:
+                self._send(reply, request_id)
+            finally:
+                self.server.end()
+                self.server.log_access(
+                    f'{self.client_address[0]} "{self.command} {self.path}" {reply.status} '
+                    f"{(time.perf_counter() - started) * 1000:.0f}ms {request_id}"
+                    + (f" {reply.note}" if reply.note else "")
+                )
+
+    def _reply(self, request_id: str) -> Reply:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            return Reply.error(411, "LengthRequired", "Send the body with a Content-Length header")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return Reply.error(400, "BadRequest", "Content-Length is not a number")
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._discard(length)
+            return Reply.error(413, "PayloadTooLarge", "The request body is too large")
+        body = self.rfile.read(length) if length else b""
+        return self.server.api.handle(
+            method=self.command.upper(),
+            target=self.path,
+            headers=list(self.headers.items()),
+            body=body,
+            request_id=request_id,
+            client=self.client_address[0],
+            domain=self.headers.get("Host", "localhost"),
+        )
+
+    def _discard(self, length: int) -> None:
+        """Read (and drop) a refused body so the client sees the answer, not a reset."""
+        remaining = min(max(length, 0), 16 * MAX_BODY_BYTES)
+        with contextlib.suppress(OSError):
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+
+    def _send(self, reply: Reply, request_id: str) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("X-Request-Id", request_id)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the standard library answers itself (bad request line, unknown method)."""
+        command = getattr(self, "command", None) or "-"
+        target = getattr(self, "path", None) or "-"
+        if code == HTTPStatus.NOT_IMPLEMENTED and command != "-":
+            reply = route_not_found(command, urlsplit(target).path)
+        else:
+            phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
+            reply = Reply.error(code, phrase.replace(" ", ""), message or phrase)
+        self.close_connection = True
+        request_id = str(uuid.uuid4())
+        with contextlib.suppress(OSError):
+            self._send(reply, request_id)
+        self.server.log_access(
+            f'{self.client_address[0]} "{command} {target}" {reply.status} 0ms {request_id}'
+        )
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one access line per request is written by _serve
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], api: LocalApi, access_log: TextIO | None) -> None:
+        self.api = api
+        self.access_log = access_log
+        self._log_lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        super().__init__(address, _Handler)
+
+    def begin(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def log_access(self, line: str) -> None:
+        if self.access_log is None:
+            return
+        with self._log_lock:
+            self.access_log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+            self.access_log.flush()
+
+
+class LocalServer:
+    """The local API over a started engine; `start()` serves from a background thread."""
+
+    def __init__(
+        self,
+        engine: LocalEngine,
+        host: str = DEFAULT_HOST,
+        port: int = names.LOCAL_API_PORT,
+        *,
+        access_log: TextIO | None = None,
+        workflow_timeout: float = INTEGRATION_TIMEOUT_S,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self.access_log = access_log
+        self.workflow_timeout = workflow_timeout
+        self._httpd: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> LocalServer:
+        if self._httpd is not None:
+            return self
+        api = LocalApi(self.engine, workflow_timeout=self.workflow_timeout)
+        httpd = _HttpServer((self.host, self.port), api, self.access_log)
+        self.port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="local-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting requests, let the ones in flight finish (briefly), close."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.wait_idle(drain_timeout)
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m infrastructure.local.server",
+        description="Serve the event registration API locally (DynamoDB Local + the synthesized workflows).",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="default: %(default)s")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT") or names.LOCAL_API_PORT),
+        help=f"default: $PORT or {names.LOCAL_API_PORT}",
+    )
+    parser.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="use moto's in-memory DynamoDB instead of DynamoDB Local (no Java needed, nothing kept)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where DynamoDB Local keeps its data and moto.log goes (default: .local)",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        default=DEFAULT_TEMPLATE,
+        help=f"default: {names.CDK_OUT_DIR}/{names.TEMPLATE_FILE}",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no access log lines")
+    parser.add_argument(
+        "--reconcile-every",
+        type=float,
+        metavar="SECONDS",
+        default=float(os.environ.get("RECONCILE_EVERY") or ops.schedule_seconds()),
+        help=f"start the reconcile workflow this often (default: $RECONCILE_EVERY or "
+        f"{names.DEFAULT_RECONCILE_SCHEDULE}, as on AWS; 0 disables)",
+    )
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM; the previous handlers come back after."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _say(text: str = "", stream: TextIO | None = None) -> None:
+    print(text, file=stream or sys.stdout, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    # Handler logs (Powertools JSON lines) at WARNING keep the console readable.
+    log_level = os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # No X-Ray daemon or metrics sink locally (the engine sets these too, but modules
+    # imported before it starts read them at import time).
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    template: Path = args.template
+    if not template.is_file():
+        _say(f"{template} not found: synthesize the stack first with `make synth`.", sys.stderr)
+        return 2
+    if _port_in_use(args.host, args.port):
+        _say(
+            f"Port {args.port} on {args.host} is already in use: stop what uses it, "
+            f"or pick another port (make run PORT=3001).",
+            sys.stderr,
+        )
+        return 2
+
+    data_dir: Path = args.data_dir
+    with _stop_signals() as stop, contextlib.ExitStack() as cleanup:
+        database = "moto's in-memory DynamoDB (nothing is kept)"
+        endpoint: str | None = None
+        # The JVM takes seconds to listen: import the rest meanwhile.
+        preload = threading.Thread(target=_preload, name="preload", daemon=True)
+        preload.start()
+        cleanup.callback(preload.join)
+        if not args.in_memory:
+            db = DynamoDBLocal(db_path=data_dir / "dynamodb")
+            try:
+                db.start()
+            except JavaNotFoundError as exc:
+                _say(str(exc), sys.stderr)
+                _say(MEMORY_HINT, sys.stderr)
+                return 1
+            except DynamoDBLocalError as exc:
+                _say(f"DynamoDB Local did not start: {exc}", sys.stderr)
+                _say(MEMORY_HINT, sys.stderr)
+                return 1
+            cleanup.callback(db.stop)
+            endpoint = db.endpoint_url
+            database = f"DynamoDB Local at {endpoint}, data in {_shown(data_dir / 'dynamodb')}"
+        preload.join()
+        if stop.is_set():
+            return 130
+
+        route_moto_logs(data_dir / "moto.log")
+        try:
+            engine = LocalEngine(
+                template, dynamodb_endpoint=endpoint, environment={"POWERTOOLS_LOG_LEVEL": log_level}
+            )
+            engine.start()
+        except (EngineError, TemplateError) as exc:
+            _say(f"The local engine did not start: {exc}", sys.stderr)
+            return 1
+        cleanup.callback(engine.close)
+
+        server = LocalServer(engine, args.host, args.port, access_log=None if args.quiet else sys.stdout)
+        server.start()
+        cleanup.callback(server.stop)
+        schedule = ops.ReconcileSchedule(engine, args.reconcile_every, out=sys.stdout).start()
+        cleanup.callback(schedule.stop)  # runs first: no new run while the rest stops
+
+        _say("Event registration API, running locally")
+        _say(f"  API       {server.url}")
+        _say(f"  OpenAPI   {server.url}{docs_page.OPENAPI_PATH}")
+        _say(f"  Docs      {server.url}{docs_page.DOCS_PATH}")
+        _say(f"  Database  {database}")
+        _say(f"  Workflows {', '.join(sorted(engine.workflows))} (moto log: {_shown(data_dir / 'moto.log')})")
+        _say(
+            f"  Reconcile every {args.reconcile_every:g}s (--reconcile-every SECONDS; 0 disables)"
+            if schedule.enabled
+            else "  Reconcile on demand only (regctl reconcile)"
+        )
+        _say(f"  Operator  regctl (endpoints under {server.url}{ops.PREFIX})")
+        _say("Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            pass
+        _say("Stopping ...")
+    _say("Stopped.")
+    return 0
+
+
+def _preload() -> None:
+    """Import what the engine and the API need (a head start, no side effects)."""
+    for module in ("moto", "moto.stepfunctions.parser.models", "handlers.api", "registration.openapi"):
+        try:
+            importlib.import_module(module)
+        except Exception:  # the real import reports it
+            return
+
+
+def _shown(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    return str(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

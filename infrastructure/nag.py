@@ -1,0 +1,160 @@
+"""cdk-nag: the findings this stack accepts, each with its reason.
+
+The infrastructure tests run cdk-nag's AwsSolutions and Serverless packs on the app
+(`Validations.of(app).add_plugins(...)`) and require zero unacknowledged findings. The
+acknowledgements are made here, by what a resource is rather than by its path, so a
+new resource of a known kind is covered by the same reasoning and anything else
+surfaces as a finding. A wildcard in a policy is acknowledged only when every action
+that carries it is on the list below (X-Ray and log delivery accept no narrower
+resource); any other wildcard stays a finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import IConstruct
+
+# Actions whose IAM resource can only be "*" (they name no resource of their own).
+WILDCARD_ONLY_ACTIONS = frozenset(
+    {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        # CloudWatch Logs delivery for Step Functions (vended logs): AWS documents "*".
+        "logs:CreateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:DescribeLogGroups",
+        "logs:DescribeResourcePolicies",
+        "logs:GetLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:UpdateLogDelivery",
+    }
+)
+
+RUNTIME_REASON = (
+    "Pinned to python3.13 on purpose: the Powertools public layer and the tested "
+    "dependency set are built for it; move with the layer, not ahead of it."
+)
+DLQ_REASON = (
+    "Invoked synchronously only (by Step Functions tasks and API Gateway); a dead-letter "
+    "queue applies to asynchronous invocations. Failures surface as workflow errors "
+    "(Catch, Retry, execution history) and HTTP statuses instead."
+)
+AUTH_REASON = (
+    "The registration API is public by design (the brief defines no callers or "
+    "identities); stage throttling bounds abuse. Put an authorizer here when callers exist."
+)
+WAF_REASON = (
+    "No WAF web ACL in this stack: stage throttling and request validation are the "
+    "baseline; a web ACL is an account-level decision (cost, managed rule sets)."
+)
+CLOUDWATCH_ROLE_REASON = (
+    "API Gateway's account-level CloudWatch role: AWS prescribes the managed policy "
+    "AmazonAPIGatewayPushToCloudWatchLogs for it; access logging needs it."
+)
+WILDCARD_REASON = (
+    "X-Ray tracing and CloudWatch Logs delivery actions accept only Resource '*' "
+    "(checked: no other action in this policy carries the wildcard)."
+)
+QUALIFIED_INVOKE_REASON = (
+    "lambda:InvokeFunction on the function and its qualified ARNs (versions, aliases) of "
+    "that same function only, as Step Functions' LambdaInvoke grants it."
+)
+STANDARD_LOGS_REASON = (
+    "A Standard workflow: Step Functions keeps every execution's full history (90 days, "
+    "console, redrive); its tasks log structured lines with the run id."
+)
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    path: str
+    rule: str
+    reason: str
+
+
+def _ack(construct: IConstruct, rule: str, reason: str, made: list[Acknowledged]) -> None:
+    Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason=reason))
+    made.append(Acknowledged(construct.node.path, rule, reason))
+
+
+def _statements(stack: Stack, policy: iam.CfnPolicy) -> Iterator[dict[str, Any]]:
+    document = stack.resolve(policy.policy_document)
+    statements = document.get("Statement", []) if isinstance(document, dict) else []
+    yield from (s for s in statements if isinstance(s, dict))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _qualified_function(resource: Any) -> str | None:
+    """`<LogicalId>` when `resource` is `{"Fn::Join": ["", [GetAtt(LogicalId.Arn), ":*"]]}`."""
+    if not isinstance(resource, dict) or "Fn::Join" not in resource:
+        return None
+    separator, parts = resource["Fn::Join"]
+    if separator != "" or len(parts) != 2 or parts[1] != ":*":
+        return None
+    target = parts[0].get("Fn::GetAtt") if isinstance(parts[0], dict) else None
+    if not target or target[1] != "Arn":
+        return None
+    return str(target[0])
+
+
+def _policy_findings(stack: Stack, policy: iam.CfnPolicy) -> list[tuple[str, str]]:
+    """The wildcard findings of `policy` that may be acknowledged.
+
+    cdk-nag reports one finding per wildcard resource per policy (not per statement):
+    "*" is acknowledged only when every statement that names it is wildcard-only.
+    """
+    found: dict[str, str] = {}
+    star_actions: set[str] = set()
+    for statement in _statements(stack, policy):
+        actions = set(_as_list(statement.get("Action", [])))
+        for resource in _as_list(statement.get("Resource", [])):
+            if resource == "*":
+                star_actions |= actions
+            function = _qualified_function(resource)
+            if function and actions == {"lambda:InvokeFunction"}:
+                found[f"AwsSolutions-IAM5[Resource::<{function}.Arn>:*]"] = QUALIFIED_INVOKE_REASON
+    if star_actions and star_actions <= WILDCARD_ONLY_ACTIONS:
+        found["AwsSolutions-IAM5[Resource::*]"] = WILDCARD_REASON
+    return sorted(found.items())
+
+
+def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
+    """Acknowledges the accepted findings on `stack`; returns what was acknowledged."""
+    made: list[Acknowledged] = []
+    for construct in stack.node.find_all():
+        if isinstance(construct, lambda_.CfnFunction):
+            _ack(construct, "AwsSolutions-L1", RUNTIME_REASON, made)
+            _ack(construct, "Serverless-LambdaLatestVersion", RUNTIME_REASON, made)
+            _ack(construct, "Serverless-LambdaDLQ", DLQ_REASON, made)
+        elif isinstance(construct, apigateway.CfnMethod):
+            _ack(construct, "AwsSolutions-APIG4", AUTH_REASON, made)
+            _ack(construct, "AwsSolutions-COG4", AUTH_REASON, made)
+        elif isinstance(construct, apigateway.CfnStage):
+            _ack(construct, "AwsSolutions-APIG3", WAF_REASON, made)
+        elif isinstance(construct, iam.CfnRole) and construct.node.path.endswith("/CloudWatchRole/Resource"):
+            rule = (
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]"
+            )
+            _ack(construct, rule, CLOUDWATCH_ROLE_REASON, made)
+        elif isinstance(construct, iam.CfnPolicy):
+            for rule, reason in _policy_findings(stack, construct):
+                _ack(construct, rule, reason, made)
+        elif isinstance(construct, sfn.CfnStateMachine):
+            if construct.state_machine_type == sfn.StateMachineType.STANDARD.value:
+                _ack(construct, "AwsSolutions-SF1", STANDARD_LOGS_REASON, made)
+    return made

@@ -1,0 +1,34 @@
+"""What `regctl` needs from a stack, locally (HTTP to the local server) or on AWS (boto3)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from infrastructure.ops.executions import ExecutionQuery
+
+
+class OpsError(Exception):
+    """A failure to report as one line (exit code 1)."""
+
+
+class NotFound(OpsError):
+    """The execution or event asked for does not exist."""
+
+
+class Backend(Protocol):
+    def list_executions(self, query: ExecutionQuery) -> list[dict[str, Any]]:
+        """Execution summaries, newest first."""
+        ...
+
+    def execution(self, name: str, *, history: bool = True, since: str | None = None) -> dict[str, Any]:
+        """`{"execution": summary + input/output, "events": normalized history events}`
+        (`since`: where to start looking, for stores searched by time)."""
+        ...
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        """`events.event_report` of the event."""
+        ...
+
+    def start_reconcile(self, event_id: str | None) -> dict[str, Any]:
+        """Starts the reconcile workflow; `{"name", "executionArn", ...}`."""
+        ...

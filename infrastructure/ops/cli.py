@@ -1,0 +1,269 @@
+"""`regctl`: the operator's view of workflow runs and events, locally or on AWS.
+
+    regctl executions list [--workflow W] [--status S] [--event ID] [--user ID]
+                           [--since T] [--until T] [--limit N]
+    regctl executions show NAME [--full]
+    regctl events show EVENT_ID
+    regctl reconcile [EVENT_ID] [--timeout SECONDS]
+
+Against the local stack (`make run`, http://127.0.0.1:3000; `--url` for another) by
+default, against the deployed stack with `--aws` (region and credentials from the usual
+AWS settings). A table or text on a terminal, JSON with `--json`. Errors are one line on
+stderr with exit code 1 (2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from infrastructure.ops import executions, render
+from infrastructure.ops.backend import Backend, OpsError
+from infrastructure.ops.executions import STATUSES, ExecutionQuery
+from infrastructure.ops.local_backend import DEFAULT_URL, LocalBackend
+
+PROG = "regctl"
+POLL_S = 0.5
+RECONCILE_TIMEOUT_S = 900.0
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def time_arg(value: str) -> str:
+    """`30m`, `2h`, `1d` (that long ago) or an ISO 8601 time (UTC unless it says) -> ISO UTC."""
+    found = _RELATIVE.match(value.strip())
+    try:
+        if found:
+            ago = dt.timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+            moment = dt.datetime.now(dt.UTC) - ago
+        else:
+            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a time: use 30m, 2h, 1d or 2026-03-01T10:00"
+        ) from None
+    result = executions.iso(moment)
+    assert result is not None
+    return result
+
+
+def status_arg(value: str) -> str:
+    status = value.upper().replace("-", "_")
+    if status not in STATUSES:
+        raise argparse.ArgumentTypeError(f"status must be one of {', '.join(s.lower() for s in STATUSES)}")
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the options work before or after the command, without one resetting the other.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine output")
+    where = common.add_mutually_exclusive_group()
+    where.add_argument("--url", default=argparse.SUPPRESS, help=f"the local stack (default {DEFAULT_URL})")
+    where.add_argument(
+        "--aws",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="the deployed stack (region/profile from the usual AWS settings)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[common],
+        description="Inspect workflow runs and events of the event registration stack; run reconciliation.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    execs = commands.add_parser("executions", help="list or show workflow runs", parents=[common])
+    exec_commands = execs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = exec_commands.add_parser(
+        "list", help="runs, newest first", parents=[common], description="Runs, newest first."
+    )
+    listing.add_argument("--workflow", "-w", help="register, unregister or reconcile")
+    listing.add_argument(
+        "--status", "-s", type=status_arg, help="running, succeeded, failed, timed_out, aborted"
+    )
+    listing.add_argument("--event", "-e", dest="event_id", help="runs for this event id")
+    listing.add_argument("--user", "-u", dest="user_id", help="runs for this user id")
+    listing.add_argument(
+        "--since", type=time_arg, help="started at or after: 30m, 2h, 1d or an ISO time (UTC)"
+    )
+    listing.add_argument("--until", type=time_arg, help="started at or before (same forms)")
+    listing.add_argument("--limit", "-n", type=int, default=20, help="at most this many (default 20)")
+
+    show = exec_commands.add_parser(
+        "show", help="one run as a timeline", parents=[common], description="One run as a timeline."
+    )
+    show.add_argument("name", help="the execution name")
+    show.add_argument("--full", action="store_true", help="inputs, outputs and causes in full")
+    show.add_argument(
+        "--since", type=time_arg, help="--aws: search Express logs from then (default the last 7 days)"
+    )
+
+    events = commands.add_parser("events", help="an event's counters and waitlist", parents=[common])
+    event_commands = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    event_show = event_commands.add_parser(
+        "show",
+        help="capacity, count, waitlist, last reconciliation",
+        parents=[common],
+        description="Capacity, count, waitlist length and head, last repair and reconciliation run.",
+    )
+    event_show.add_argument("event_id", metavar="EVENT_ID")
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="run reconciliation now and print the repairs",
+        parents=[common],
+        description="Start the reconcile workflow (one event, or all), wait for it, print the repairs.",
+    )
+    reconcile.add_argument("event_id", metavar="EVENT_ID", nargs="?", help="only this event (default: all)")
+    reconcile.add_argument(
+        "--timeout", type=float, default=RECONCILE_TIMEOUT_S, help="stop waiting after this many seconds"
+    )
+    return parser
+
+
+def _backend(args: argparse.Namespace) -> Backend:
+    if getattr(args, "aws", False):
+        from infrastructure.ops.aws_backend import AwsBackend
+
+        return AwsBackend()
+    return LocalBackend(getattr(args, "url", DEFAULT_URL))
+
+
+def _print(document: Any, out: TextIO) -> None:
+    out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def _show(backend: Backend, args: argparse.Namespace, out: TextIO) -> None:
+    document = backend.execution(args.name, since=args.since)
+    states = executions.timeline(document.get("events") or [])
+    if args.json:
+        _print({"execution": document["execution"], "states": states}, out)
+    else:
+        out.write(render.execution_timeline(document, states, args.full) + "\n")
+
+
+class Progress:
+    """One status line on stderr, rewritten in place on a terminal."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.tty = enabled and stream.isatty()
+        self.enabled = enabled
+        self._last = ""
+
+    def update(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+        elif text.split(" ")[0] != self._last.split(" ")[0]:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        self._last = text
+
+    def done(self) -> None:
+        if self.tty and self._last:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def _reconcile(backend: Backend, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    started = backend.start_reconcile(args.event_id)
+    name = started["name"]
+    progress = Progress(err, enabled=err.isatty() or not args.json)
+    began = time.monotonic()
+    progress.update(f"started {name}")
+    try:
+        while True:
+            document = backend.execution(name, history=False)
+            status = document["execution"]["status"]
+            elapsed = time.monotonic() - began
+            if status in executions.TERMINAL:
+                break
+            if elapsed > args.timeout:
+                progress.done()
+                raise OpsError(
+                    f"{name} is still {status} after {args.timeout:g}s; follow it with "
+                    f"`{PROG} executions show {name}`"
+                )
+            progress.update(f"running  {name}  {elapsed:.1f}s")
+            time.sleep(POLL_S)
+    finally:
+        progress.done()
+    document = backend.execution(name)
+    report = executions.reconcile_report(
+        document["execution"], executions.timeline(document.get("events") or [])
+    )
+    if args.json:
+        _print(report, out)
+    else:
+        out.write(render.reconcile_report(report) + "\n")
+    return 0 if report["status"] == "SUCCEEDED" else 1
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    args.json = getattr(args, "json", False)
+    backend = _backend(args)
+    if args.command == "executions" and args.action == "list":
+        if args.limit < 1 or args.limit > 1000:
+            raise OpsError("--limit must be between 1 and 1000")
+        query = ExecutionQuery(
+            workflow=args.workflow,
+            status=args.status,
+            event_id=args.event_id,
+            user_id=args.user_id,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+        )
+        items = backend.list_executions(query)
+        if args.json:
+            _print({"executions": items}, out)
+        else:
+            out.write(render.executions_table(items) + "\n")
+        return 0
+    if args.command == "executions" and args.action == "show":
+        _show(backend, args, out)
+        return 0
+    if args.command == "events":
+        report = backend.event(args.event_id)
+        if args.json:
+            _print(report, out)
+        else:
+            out.write(render.event_report(report) + "\n")
+        return 0
+    if args.command == "reconcile":
+        return _reconcile(backend, args, out, err)
+    raise OpsError(f"unknown command {args.command}")  # pragma: no cover - argparse refuses it first
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = _parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help (0)
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    try:
+        return run(args, out, err)
+    except OpsError as exc:
+        err.write(f"{PROG}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write(f"{PROG}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

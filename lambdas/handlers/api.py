@@ -1,0 +1,318 @@
+"""The API Lambda: every HTTP route that is not a workflow (users, events, listings).
+
+Thin on purpose: Powertools validates the request against the shared models, the data
+layer decides, and domain errors become the documented `{"error", "message"}` bodies.
+The register and unregister routes never come here: API Gateway starts their
+workflows directly (see `infrastructure.names.WORKFLOW_ROUTES`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import pydantic
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import (
+    OpenAPIResponse,
+    OpenAPIResponseContentModel,
+    OpenAPIResponseContentSchema,
+)
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from registration.errors import DomainError, ValidationError
+from registration.models import (
+    ErrorBody,
+    Event,
+    Identifier,
+    NewEvent,
+    NewUser,
+    Page,
+    RegisterRequest,
+    Registration,
+    User,
+    UserRegistration,
+    WaitlistEntry,
+)
+from registration.observability import logger, tracer
+from registration.openapi import error_responses
+from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE
+from registration.store import MAX_PAGE, get_store
+from registration.validation import validation_error
+
+DEFAULT_PAGE = 25
+ROUTE_NOT_FOUND = "RouteNotFound"
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+# --- parameters ------------------------------------------------------------------------
+
+UserIdPath = Annotated[Identifier, Path()]
+EventIdPath = Annotated[Identifier, Path()]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}")]
+NextToken = Annotated[
+    str | None,
+    Query(min_length=1, max_length=4096, description="The `nextToken` of the previous page"),
+]
+
+
+def _responses(status: int, description: str, *codes: str) -> dict[int, OpenAPIResponse]:
+    """The success response (documented from the return annotation) and the error ones."""
+    errors = error_responses((*codes, "TransientDatabaseError"))
+    body: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {
+        content_types.APPLICATION_JSON: {"model": ErrorBody}
+    }
+    return {
+        status: {"description": description},
+        **{code: {"description": r["description"], "content": body} for code, r in errors.items()},
+    }
+
+
+def _require_object_body() -> None:
+    """Powertools validates the first element of a list body (a rule meant for form
+    fields), so `[{...}]` would pass as `{...}`: refuse anything but an object."""
+    if not isinstance(app.current_event.json_body, dict):
+        message = "Input should be a JSON object"
+        field = {"field": "body", "message": message, "type": "model_type"}
+        raise ValidationError(f"Invalid input: body: {message}", fields=[field])
+
+
+# --- users -----------------------------------------------------------------------------
+
+
+@app.post(
+    "/users",
+    status_code=201,
+    summary="Create a user",
+    tags=["users"],
+    responses=_responses(201, "The user as stored", "UserAlreadyExists"),
+)
+def create_user(user: NewUser) -> User:
+    _require_object_body()
+    created = get_store().create_user(user)
+    logger.info("user created", extra={"userId": created.userId})
+    return created
+
+
+@app.get("/users", summary="List users", tags=["users"], responses=_responses(200, "A page of users"))
+def list_users(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[User]:
+    return get_store().list_users(limit, nextToken)
+
+
+@app.get(
+    "/users/<userId>",
+    summary="Read a user",
+    tags=["users"],
+    responses=_responses(200, "The user", "UserNotFound"),
+)
+def get_user(userId: UserIdPath) -> User:
+    return get_store().get_user(userId)
+
+
+@app.get(
+    "/users/<userId>/registrations",
+    summary="Events a user is registered or waitlisted for",
+    tags=["users"],
+    responses=_responses(200, "A page of the user's seats and waitlist places", "UserNotFound"),
+)
+def list_user_registrations(
+    userId: UserIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
+) -> Page[UserRegistration]:
+    store = get_store()
+    store.get_user(userId)  # 404 for an unknown user, even with nothing to list
+    return store.list_user_registrations(userId, limit, nextToken)
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+@app.post(
+    "/events",
+    status_code=201,
+    summary="Create an event",
+    description="The id is generated when absent; the event starts with no one registered.",
+    tags=["events"],
+    responses=_responses(201, "The event as stored", "EventAlreadyExists"),
+)
+def create_event(event: NewEvent) -> Event:
+    _require_object_body()
+    created = get_store().create_event(event)
+    logger.info("event created", extra={"eventId": created.eventId, "capacity": created.capacity})
+    return created
+
+
+@app.get("/events", summary="List events", tags=["events"], responses=_responses(200, "A page of events"))
+def list_events(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[Event]:
+    return get_store().list_events(limit, nextToken)
+
+
+@app.get(
+    "/events/<eventId>",
+    summary="Read an event",
+    tags=["events"],
+    responses=_responses(200, "The event with its registered and waitlist counts", "EventNotFound"),
+)
+def get_event(eventId: EventIdPath) -> Event:
+    return get_store().get_event(eventId).public()
+
+
+@app.get(
+    "/events/<eventId>/registrations",
+    summary="Users registered for an event",
+    tags=["registrations"],
+    responses=_responses(200, "A page of the event's seats", "EventNotFound"),
+)
+def list_registrations(
+    eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
+) -> Page[Registration]:
+    return get_store().list_registrations(eventId, limit, nextToken)
+
+
+@app.get(
+    "/events/<eventId>/waitlist",
+    summary="An event's waitlist, first come first served",
+    tags=["registrations"],
+    responses=_responses(200, "A page of the waitlist in FIFO order; positions are 1-based", "EventNotFound"),
+)
+def list_waitlist(
+    eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
+) -> Page[WaitlistEntry]:
+    return get_store().list_waitlist(eventId, limit, nextToken)
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def _json(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def error_response(error: DomainError) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
+    if isinstance(error, ValidationError):
+        body["fields"] = error.fields
+    return _json(error.http_status, body)
+
+
+def malformed_json(detail: str) -> ValidationError:
+    field = {"field": "body", "message": f"Malformed JSON: {detail}", "type": "json_invalid"}
+    return ValidationError(f"Invalid input: body is not JSON ({detail})", fields=[field])
+
+
+def request_fields(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Powertools' validation errors as the API's field list (`loc` minus its location)."""
+    fields = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ())]
+        where = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else "body"
+        fields.append(
+            {
+                "field": ".".join(loc) or where,
+                "message": str(err.get("msg", "invalid")),
+                "type": str(err.get("type", "value_error")),
+            }
+        )
+    return fields
+
+
+def register_request(body: bytes | str | None) -> RegisterRequest:
+    """The register route's body, validated as API Gateway's request model does.
+
+    API Gateway starts the workflow itself; the local server validates with this.
+    """
+    if not body:
+        field = {"field": "body", "message": "Field required", "type": "missing"}
+        raise ValidationError("Invalid input: body: Field required", fields=[field])
+    try:
+        document = json.loads(body)
+    except UnicodeDecodeError:
+        raise malformed_json("the body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise malformed_json(exc.args[0] if exc.args else str(exc)) from None
+    try:
+        return RegisterRequest.model_validate(document)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+@app.exception_handler(DomainError)  # type: ignore[untyped-decorator]
+def handle_domain_error(error: DomainError) -> Response[dict[str, Any]]:
+    logger.info("refused", extra={"error": error.code, "reason": error.message})
+    return error_response(error)
+
+
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+def handle_request_validation(error: RequestValidationError) -> Response[dict[str, Any]]:
+    errors = list(error.errors())
+    if len(errors) == 1 and errors[0].get("type") == "json_invalid":
+        detail = (errors[0].get("ctx") or {}).get("error") or "JSON decode error"
+        validation = malformed_json(str(detail))
+    else:
+        fields = request_fields(errors)
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        validation = ValidationError(f"Invalid input: {summary}", fields=fields)
+    logger.info("invalid request", extra={"fields": validation.fields})
+    return error_response(validation)
+
+
+@app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]
+def handle_undecodable_body(error: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    return error_response(malformed_json("the body is not UTF-8 text"))
+
+
+UNSUPPORTED_MEDIA = {"error": "UnsupportedMediaType", "message": "Send the request body as application/json"}
+
+
+@app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
+def handle_content_type(error: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
+    return _json(415, dict(UNSUPPORTED_MEDIA))
+
+
+def _not_json(event: dict[str, Any]) -> bool:
+    """A body sent as anything but JSON (Powertools would read a form body as fields)."""
+    if not event.get("body"):
+        return False
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type not in ("", content_types.APPLICATION_JSON)
+
+
+@app.not_found
+def handle_not_found(error: NotFoundError) -> Response[dict[str, Any]]:
+    event = app.current_event
+    return _json(
+        404,
+        {"error": ROUTE_NOT_FOUND, "message": f"No route {event.http_method} {event.path}"},
+    )
+
+
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def handle_unexpected(error: Exception) -> Response[dict[str, Any]]:
+    logger.exception("unexpected failure")
+    return _json(500, {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE})
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Not re-entrant: Powertools keeps the current event on the resolver class, and a
+    Lambda execution environment serves one request at a time."""
+    if _not_json(event):
+        return {
+            "statusCode": 415,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": json.dumps(UNSUPPORTED_MEDIA),
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)

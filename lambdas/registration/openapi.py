@@ -1,0 +1,248 @@
+"""The OpenAPI document of the whole HTTP API, built from the code.
+
+The API Lambda's routes come from its Powertools resolver (the same models that
+validate requests); the two workflow routes, which API Gateway sends to Step Functions
+without a Lambda, are added from the same shared models and the error table in
+`registration.errors`. `docs/openapi.json` is the checked-in copy; a test fails when
+it drifts. Regenerate it with:
+
+    python -m registration.openapi            # writes docs/openapi.json
+    python -m registration.openapi --check    # exit 1 when the file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from registration.errors import ERRORS
+from registration.models import ErrorBody, Identifier, RegisterRequest, RegisterResult, UnregisterResult
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+TITLE = "Event registration API"
+VERSION = "1.0.0"
+DESCRIPTION = (
+    "Users, events with limited seats, registrations and a first-come-first-served waitlist.\n\n"
+    'JSON in, JSON out. Every error body is `{"error": "<Code>", "message": "<sentence>"}`; '
+    "a 422 also lists the offending `fields`. Lists are paginated with `limit` (1 to 100, "
+    "default 25) and the `nextToken` of the previous page.\n\n"
+    "`POST /events/{eventId}/register` and `DELETE /events/{eventId}/register/{userId}` run "
+    "Step Functions workflows; every other route is served by one Lambda function."
+)
+# The repository root when run from a checkout (lambdas/registration/openapi.py).
+DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+REF_PREFIX = "#/components/schemas/"
+
+INTERNAL_ERROR = "InternalError"
+# Error codes each route can answer with (422 ValidationError and 500 InternalError are
+# implied). The workflow lists follow the Fail states of workflows/register.py and
+# workflows/unregister.py.
+REGISTER_ERRORS = (
+    "UserNotFound",
+    "EventNotFound",
+    "AlreadyRegistered",
+    "AlreadyWaitlisted",
+    "EventFull",
+    "ContentionLimitExceeded",
+    "TransientDatabaseError",
+)
+UNREGISTER_ERRORS = ("EventNotFound", "NotRegistered", "ContentionLimitExceeded", "TransientDatabaseError")
+
+_STATUS_TEXT = {
+    404: "Not found",
+    409: "Conflict",
+    422: "Invalid input, with the offending fields",
+    500: "Unexpected failure; the cause is logged, not returned",
+    503: "Too much contention or throttling; retry later",
+}
+
+
+def error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
+    """OpenAPI responses (without content) for error codes, grouped by their status."""
+    by_status: dict[int, list[str]] = {}
+    for code in (*codes, "ValidationError"):
+        by_status.setdefault(ERRORS[code].http_status, []).append(code)
+    by_status[500] = [INTERNAL_ERROR]
+    return {
+        status: {
+            "description": f"{_STATUS_TEXT.get(status, 'Error')}: "
+            + ", ".join(f"`{c}`" for c in sorted(set(codes)))
+        }
+        for status, codes in sorted(by_status.items())
+    }
+
+
+def _content(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": dict(schema)}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"{REF_PREFIX}{model.__name__}"}
+
+
+def _schemas(
+    models: Iterable[tuple[type[BaseModel], Literal["validation", "serialization"]]],
+) -> dict[str, Any]:
+    _, top = models_json_schema(list(models), ref_template=REF_PREFIX + "{model}")
+    schemas: dict[str, Any] = top.get("$defs", {})
+    return schemas
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(Identifier).json_schema()
+    schema["title"] = name[0].upper() + name[1:].lower()
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def workflow_paths() -> dict[str, dict[str, Any]]:
+    """The workflow routes as API Gateway serves them (StartSyncExecution, mapped responses)."""
+    error = _content(_ref(ErrorBody))
+    register_errors = {s: {**r, "content": error} for s, r in error_responses(REGISTER_ERRORS).items()}
+    unregister_errors = {s: {**r, "content": error} for s, r in error_responses(UNREGISTER_ERRORS).items()}
+    return {
+        "/events/{eventId}/register": {
+            "post": {
+                "tags": ["registrations"],
+                "summary": "Register a user for an event",
+                "description": (
+                    "Runs the register workflow. A free seat registers the user; a full event "
+                    "with a waitlist (or anyone already waiting) puts them at the waitlist's tail, "
+                    "with their 1-based `position`; a full event without a waitlist refuses "
+                    "(`EventFull`). The response carries the request id in `X-Request-Id`."
+                ),
+                "operationId": "register",
+                "parameters": [_path_parameter("eventId")],
+                "requestBody": {"required": True, "content": _content(_ref(RegisterRequest))},
+                "responses": {
+                    "201": {
+                        "description": "Registered, or waitlisted with a position",
+                        "content": _content(_ref(RegisterResult)),
+                    },
+                    **{str(s): r for s, r in register_errors.items()},
+                },
+            }
+        },
+        "/events/{eventId}/register/{userId}": {
+            "delete": {
+                "tags": ["registrations"],
+                "summary": "Unregister a user, or take them off the waitlist",
+                "description": (
+                    "Runs the unregister workflow. A registered user's seat goes to the head of "
+                    "the waitlist (`promoted`), if anyone waits; a waitlisted user leaves the queue "
+                    "and everyone behind moves up."
+                ),
+                "operationId": "unregister",
+                "parameters": [_path_parameter("eventId"), _path_parameter("userId")],
+                "responses": {
+                    "200": {
+                        "description": "Unregistered (`promoted` names who got the seat) or left the waitlist",
+                        "content": _content(_ref(UnregisterResult)),
+                    },
+                    **{str(s): r for s, r in unregister_errors.items()},
+                },
+            }
+        },
+    }
+
+
+def _references(document: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith(REF_PREFIX):
+                found.add(value[len(REF_PREFIX) :])
+            else:
+                found |= _references(value)
+    elif isinstance(document, list):
+        for value in document:
+            found |= _references(value)
+    return found
+
+
+def _drop_unreferenced(document: dict[str, Any]) -> None:
+    """Powertools adds its own 422 schemas to every document; ours replace them."""
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    while True:
+        used = _references({k: v for k, v in document.items() if k != "components"})
+        used |= _references([schemas[name] for name in used if name in schemas])
+        unused = [name for name in schemas if name not in used]
+        if not unused:
+            return
+        for name in unused:
+            del schemas[name]
+
+
+def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
+    """The full OpenAPI document: the resolver's routes plus the workflow routes."""
+    raw = app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)
+    document: dict[str, Any] = json.loads(raw)
+    paths: dict[str, Any] = document.setdefault("paths", {})
+    for path, operations in workflow_paths().items():
+        clash = set(paths.get(path, {})) & set(operations)
+        if clash:
+            raise ValueError(f"{path}: the API Lambda also serves {sorted(clash)}")
+        paths.setdefault(path, {}).update(operations)
+    document["paths"] = dict(sorted(paths.items()))
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    extra = _schemas(
+        [
+            (RegisterRequest, "validation"),
+            (RegisterResult, "serialization"),
+            (UnregisterResult, "serialization"),
+            (ErrorBody, "serialization"),
+        ]
+    )
+    for name, schema in extra.items():
+        # A model the API Lambda already documents keeps Powertools' rendering of it.
+        schemas.setdefault(name, schema)
+    _drop_unreferenced(document)
+    document["components"]["schemas"] = dict(sorted(schemas.items()))
+    return document
+
+
+def document() -> dict[str, Any]:
+    """The document for the API Lambda in `handlers.api`."""
+    from handlers.api import app
+
+    return build_document(app)
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m registration.openapi", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--output", type=Path, default=DOCUMENT_PATH, help="default: docs/openapi.json")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the file differs from the code")
+    args = parser.parse_args(argv)
+    text = render(document())
+    output: Path = args.output
+    if args.check:
+        current = output.read_text(encoding="utf-8") if output.is_file() else ""
+        if current != text:
+            print(f"{output} is out of date: run `python -m registration.openapi`", file=sys.stderr)
+            return 1
+        print(f"{output} is up to date")
+        return 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

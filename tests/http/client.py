@@ -1,0 +1,136 @@
+"""A small JSON client for the local server (standard library only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+ERROR_KEYS = {"error", "message"}
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    raw: bytes
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.raw)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def error(self, status: int, code: str) -> dict[str, Any]:
+        """Asserts an error answer of the documented shape; returns its body."""
+        assert self.status == status, (self.status, self.raw)
+        assert self.header("content-type") == "application/json"
+        body = self.body
+        assert body["error"] == code, body
+        assert isinstance(body["message"], str) and body["message"].strip(), body
+        expected = ERROR_KEYS | ({"fields"} if code == "ValidationError" else set())
+        assert set(body) == expected, body
+        return dict(body)
+
+    def invalid(self, *fields: str) -> list[dict[str, Any]]:
+        """Asserts a 422 that names (at least) `fields`; returns the field list."""
+        body = self.error(422, "ValidationError")
+        named = {f["field"] for f in body["fields"]}
+        assert set(fields) <= named, (fields, body)
+        return list(body["fields"])
+
+
+class Client:
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = _MISSING,
+        *,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        send_headers = dict(headers or {})
+        if json_body is not _MISSING:
+            body = json.dumps(json_body)
+            send_headers.setdefault("Content-Type", "application/json")
+        payload = body.encode("utf-8") if isinstance(body, str) else body
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.request(method, path, body=payload, headers=send_headers)
+            response = connection.getresponse()
+            raw = response.read()
+            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+        finally:
+            connection.close()
+
+    def get(self, path: str) -> Answer:
+        return self.request("GET", path)
+
+    def post(self, path: str, json_body: Any = _MISSING, **kwargs: Any) -> Answer:
+        return self.request("POST", path, json_body, **kwargs)
+
+    def delete(self, path: str) -> Answer:
+        return self.request("DELETE", path)
+
+    # The story's steps, asserting success.
+
+    def user(self, prefix: str = "u") -> str:
+        user_id = uid(prefix)
+        answer = self.post("/users", {"userId": user_id, "name": f"Name of {user_id}"})
+        assert answer.status == 201, answer.raw
+        return user_id
+
+    def event(self, capacity: int, has_waitlist: bool = False, prefix: str = "e") -> str:
+        event_id = uid(prefix)
+        answer = self.post(
+            "/events",
+            {
+                "eventId": event_id,
+                "title": f"Title of {event_id}",
+                "capacity": capacity,
+                "hasWaitlist": has_waitlist,
+            },
+        )
+        assert answer.status == 201, answer.raw
+        return event_id
+
+    def register(self, event_id: str, user_id: str) -> Answer:
+        return self.post(f"/events/{event_id}/register", {"userId": user_id})
+
+    def unregister(self, event_id: str, user_id: str) -> Answer:
+        return self.delete(f"/events/{event_id}/register/{user_id}")
+
+    def all_items(self, path: str, limit: int) -> list[dict[str, Any]]:
+        """Every item of a listing, page by page."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        separator = "&" if "?" in path else "?"
+        for _ in range(1000):
+            query = f"{separator}limit={limit}" + (f"&nextToken={quote(token)}" if token else "")
+            answer = self.get(path + query)
+            assert answer.status == 200, answer.raw
+            page = answer.body
+            assert set(page) == {"items", "nextToken"}, page
+            assert len(page["items"]) <= limit
+            items.extend(page["items"])
+            token = page["nextToken"]
+            if token is None:
+                return items
+        raise AssertionError("the listing never ended")
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,171 @@
+"""`python -m infrastructure.local.server` as a user runs it: start, answer, stop, restart."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from infrastructure.local.dynamodb_local import free_port
+from tests.http.client import Client, uid
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http-cli")]
+
+REPO = Path(__file__).resolve().parents[2]
+READY = "Press Ctrl-C to stop."
+START_TIMEOUT_S = 90
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "infrastructure.local.server", *args],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, text: str, timeout: float = START_TIMEOUT_S) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.output.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} in the output:\n{''.join(self.output)}")
+
+    def finish(self, timeout: float = 30) -> int:
+        code = self.popen.wait(timeout=timeout)
+        while (line := self.lines.get(timeout=5)) is not None:
+            self.output.append(line)
+        return code
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+@contextmanager
+def running(args: list[str], env: dict[str, str] | None = None) -> Iterator[Process]:
+    process = Process(args, env)
+    try:
+        yield process
+    finally:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait(timeout=10)
+
+
+def _listening(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_serves_stops_on_ctrl_c_and_keeps_data_across_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--port", str(port), "--data-dir", str(tmp_path)]
+    user_id = uid("kept")
+
+    with running(args) as first:
+        first.wait_for(READY)
+        assert f"http://127.0.0.1:{port}/docs" in first.text
+        assert f"http://127.0.0.1:{port}/openapi.json" in first.text
+        match = re.search(r"DynamoDB Local at (http://\S+),", first.text)
+        assert match, first.text
+        database = match.group(1)
+        client = Client(f"http://127.0.0.1:{port}")
+        assert client.post("/users", {"userId": user_id, "name": "Kept"}).status == 201
+        event_id = client.event(capacity=1)
+        assert client.register(event_id, user_id).status == 201
+
+        first.popen.send_signal(signal.SIGINT)
+        assert first.finish() == 0, first.text
+    assert "Stopped." in first.text
+    assert "Traceback" not in first.text, first.text
+    assert not _listening(database), "DynamoDB Local outlived the server"
+    assert not _listening(f"http://127.0.0.1:{port}")
+    assert (tmp_path / "dynamodb").is_dir()
+
+    with running(args) as second:
+        second.wait_for(READY)
+        client = Client(f"http://127.0.0.1:{port}")
+        assert client.get(f"/users/{user_id}").body["name"] == "Kept"
+        assert client.get(f"/events/{event_id}").body["registeredCount"] == 1
+        second.popen.send_signal(signal.SIGTERM)
+        assert second.finish() == 0, second.text
+
+
+def test_without_java_says_how_to_install_it_or_run_in_memory(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {"PATH": str(empty), "JAVA_HOME": "", "PORT": str(free_port())}
+
+    with running(["--data-dir", str(tmp_path)], env) as process:
+        code = process.finish(timeout=60)
+
+    assert code == 1, process.text
+    assert "Java 17" in process.text
+    assert "make run DB=memory" in process.text
+    assert "Traceback" not in process.text
+
+
+def test_in_memory_needs_no_java(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    port = free_port()
+    env = {"PATH": str(empty), "JAVA_HOME": "", "PORT": str(port)}
+
+    with running(["--in-memory", "--data-dir", str(tmp_path), "--quiet"], env) as process:
+        process.wait_for(READY)
+        assert "in-memory" in process.text
+        client = Client(f"http://127.0.0.1:{port}")
+        assert client.post("/users", {"userId": "mem", "name": "In memory"}).status == 201
+        process.popen.send_signal(signal.SIGINT)
+        assert process.finish() == 0, process.text
+
+
+def test_missing_template_says_to_synthesize(tmp_path: Path) -> None:
+    with running(
+        ["--in-memory", "--template", str(tmp_path / "absent.json"), "--port", str(free_port())]
+    ) as p:
+        assert p.finish(timeout=60) == 2
+    assert "make synth" in p.text
+
+
+def test_busy_port_is_reported(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with running(["--in-memory", "--port", str(port), "--data-dir", str(tmp_path)]) as p:
+            assert p.finish(timeout=60) == 2
+    assert f"Port {port}" in p.text and "PORT=" in p.text

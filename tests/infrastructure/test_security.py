@@ -1,0 +1,248 @@
+"""Security baseline of the synthesized stack: cdk-nag, least privilege, cfn-lint, ASL.
+
+* cdk-nag's AwsSolutions and Serverless packs run on the app: zero findings that are
+  not acknowledged in `infrastructure.nag`, every acknowledgement with its reason.
+* Least privilege across every role in the template (the per-function and per-state
+  machine checks live in test_template.py and test_api.py).
+* cfn-lint passes on the template; asl-validator passes on every state machine's ASL.
+
+The nag figures go to `.local/reliability-nag.json` for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrastructure import names
+from tests.infrastructure.conftest import Synthesized
+
+pytestmark = [pytest.mark.infrastructure, pytest.mark.xdist_group("security")]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIGURES = REPO_ROOT / ".local" / "reliability-nag.json"
+ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
+NAG_PACKS = ("AwsSolutions", "Serverless")
+# cfn-lint checks left out, each with its reason.
+CFN_LINT_IGNORED = {
+    # CDK adds an explicit DependsOn on a function's role (and its default policy) next
+    # to the GetAtt of the role, so the policy is attached before the function exists.
+    "W3005": "CDK's explicit DependsOn on a role that a GetAtt already implies",
+}
+
+
+@dataclass(frozen=True)
+class NagRun:
+    violations: list[dict[str, Any]]
+    acknowledged: list[Any]  # infrastructure.nag.Acknowledged
+    error: str | None
+    reported: bool  # the plugins ran (CDK writes the report, empty when all pass)
+
+
+@pytest.fixture(scope="module")
+def nag_run(tmp_path_factory: pytest.TempPathFactory) -> NagRun:
+    """The app synthesized once more, with cdk-nag's packs as validation plugins."""
+    from aws_cdk import Validations
+    from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+    from infrastructure.app import build_app
+    from infrastructure.nag import acknowledge_findings
+
+    outdir = tmp_path_factory.mktemp("nag.out")
+    app, stack = build_app(outdir=outdir)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    error = None
+    try:
+        app.synth()
+    except RuntimeError as exc:  # a failed validation raises after writing its report
+        error = str(exc)
+    report = outdir / "validation-report.json"
+    violations: list[dict[str, Any]] = []
+    if report.exists():
+        for plugin in json.loads(report.read_text()).get("pluginReports", []):
+            violations.extend(plugin.get("violations", []))
+    # What build_app acknowledged (the same calls, listed without applying them twice).
+    acknowledged = _acknowledgements(stack, acknowledge_findings)
+    return NagRun(violations, acknowledged, error, report.exists())
+
+
+def _acknowledgements(stack: Any, acknowledge: Any) -> list[Any]:
+    from aws_cdk import Validations
+
+    calls: list[Any] = []
+    original = Validations.acknowledge
+
+    def record(self: Any, *rules: Any) -> None:
+        calls.extend(rules)
+
+    Validations.acknowledge = record  # type: ignore[method-assign]
+    try:
+        return list(acknowledge(stack))
+    finally:
+        Validations.acknowledge = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="module")
+def figures() -> Iterator[dict[str, Any]]:
+    collected: dict[str, Any] = {}
+    yield collected
+    if collected:
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES.write_text(json.dumps(collected, indent=2) + "\n")
+
+
+def _finding_lines(violations: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{v['ruleName']} at {c['constructPath']}: {v['description'][:120]}"
+        for v in violations
+        for c in v.get("violatingConstructs", [])
+    ]
+
+
+# --- cdk-nag ---------------------------------------------------------------------------
+
+
+def test_cdk_nag_finds_nothing_unacknowledged(nag_run: NagRun, figures: dict[str, Any]) -> None:
+    assert nag_run.reported
+    assert _finding_lines(nag_run.violations) == []
+    assert nag_run.error is None
+
+    grouped = Counter((a.rule.split("[")[0], a.reason) for a in nag_run.acknowledged)
+    figures["cdkNag"] = {
+        "packs": list(NAG_PACKS),
+        "unacknowledgedFindings": 0,
+        "acknowledgements": len(nag_run.acknowledged),
+        "byRule": [
+            {"rule": rule, "count": count, "reason": reason}
+            for (rule, reason), count in sorted(grouped.items())
+        ],
+        "cfnLintIgnored": CFN_LINT_IGNORED,
+    }
+
+
+def test_every_acknowledgement_has_a_reason(nag_run: NagRun) -> None:
+    assert nag_run.acknowledged
+    for ack in nag_run.acknowledged:
+        assert ack.rule.split("-")[0] in NAG_PACKS, ack
+        assert len(ack.reason.split()) >= 8, ack
+
+
+def test_only_wildcards_that_cannot_be_narrowed_are_acknowledged() -> None:
+    """A policy with a wildcard on any other action is not acknowledged (it stays a finding)."""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_iam as iam
+
+    from infrastructure.nag import _policy_findings
+
+    stack = Stack(App(), "Probe")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    role.add_to_policy(iam.PolicyStatement(actions=["xray:PutTraceSegments"], resources=["*"]))
+    tracing = role.node.find_child("DefaultPolicy").node.default_child
+    assert [rule for rule, _ in _policy_findings(stack, tracing)] == ["AwsSolutions-IAM5[Resource::*]"]
+
+    role.add_to_policy(iam.PolicyStatement(actions=["dynamodb:Scan", "xray:PutTraceSegments"], resources=["*"]))
+    assert _policy_findings(stack, tracing) == []
+
+
+# --- least privilege across the template ------------------------------------------------
+
+
+def _policies(synthesized: Synthesized) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, resource in synthesized.resources("AWS::IAM::Policy").items():
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            yield logical_id, statement
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_role_has_a_wildcard_action(synthesized: Synthesized) -> None:
+    for logical_id, statement in _policies(synthesized):
+        assert statement["Effect"] == "Allow", (logical_id, statement)
+        for action in _list(statement["Action"]):
+            assert not action.endswith("*"), (logical_id, action)
+
+
+def test_database_actions_name_only_the_table_and_its_index(synthesized: Synthesized) -> None:
+    (table_id,) = synthesized.resources("AWS::DynamoDB::Table")
+    allowed = [
+        {"Fn::GetAtt": [table_id, "Arn"]},
+        {"Fn::Join": ["", [{"Fn::GetAtt": [table_id, "Arn"]}, "/index/GSI1"]]},
+    ]
+    seen = 0
+    for logical_id, statement in _policies(synthesized):
+        if not any(a.startswith("dynamodb:") for a in _list(statement["Action"])):
+            continue
+        seen += 1
+        assert all(a.startswith("dynamodb:") for a in _list(statement["Action"])), statement
+        for resource in _list(statement["Resource"]):
+            assert resource in allowed, (logical_id, resource)
+        assert "dynamodb:Scan" not in _list(statement["Action"]), logical_id
+    assert seen >= len(names.TASK_HANDLERS)
+
+
+def test_table_is_encrypted_and_recoverable(synthesized: Synthesized) -> None:
+    ((_, table),) = synthesized.resources("AWS::DynamoDB::Table").items()
+    props = table["Properties"]
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_stage_is_throttled(synthesized: Synthesized) -> None:
+    from infrastructure.constructs.api import THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
+
+    ((_, stage),) = synthesized.resources("AWS::ApiGateway::Stage").items()
+    settings = stage["Properties"]["MethodSettings"]
+    assert {
+        "HttpMethod": "*",
+        "ResourcePath": "/*",
+        "ThrottlingRateLimit": THROTTLING_RATE_LIMIT,
+        "ThrottlingBurstLimit": THROTTLING_BURST_LIMIT,
+    }.items() <= next(s for s in settings if s["ResourcePath"] == "/*").items()
+
+
+# --- linters ---------------------------------------------------------------------------
+
+
+def test_cfn_lint_passes(synthesized: Synthesized, figures: dict[str, Any]) -> None:
+    template = synthesized.outdir / names.TEMPLATE_FILE
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--ignore-checks", *CFN_LINT_IGNORED, "--", str(template)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures["cfnLint"] = {"templates": 1, "findings": 0}
+
+
+def test_asl_validator_passes_on_every_state_machine(
+    synthesized: Synthesized, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    if not ASL_VALIDATOR.exists() or shutil.which("node") is None:
+        pytest.fail("asl-validator is missing: run `npm ci` (make deps)")
+    machines = synthesized.resources("AWS::StepFunctions::StateMachine")
+    assert len(machines) >= len(names.WORKFLOW_OUTPUTS)
+    arguments: list[str] = []
+    for logical_id in machines:
+        path = tmp_path / f"{logical_id}.asl.json"
+        path.write_text(synthesized.definition_string(logical_id))
+        arguments += ["--json-path", str(path)]
+    result = subprocess.run(
+        [str(ASL_VALIDATOR), *arguments], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("is valid") == len(machines), result.stdout
+    figures["aslValidator"] = {"stateMachines": len(machines), "invalid": 0}

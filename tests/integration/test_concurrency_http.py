@@ -1,0 +1,359 @@
+"""Many clients at once, through the local HTTP server, on DynamoDB Local.
+
+Every request goes over HTTP to the local server, which runs the synthesized workflows
+on the local engine; 32 requests are in flight at a time. The verdict comes from the
+table (read back strongly consistently), not only from the answers.
+
+The figures (requests, durations, latencies, statuses) go to
+`.local/reliability-concurrency.json`; `python -m tests.reliability` writes them into
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.server import LocalServer
+from registration.models import NewUser
+from registration.store import RegistrationStore
+from tests.fixtures.table_checks import (
+    event_partition,
+    invariant_violations,
+    scan_table,
+    table_violations,
+)
+from tests.http.client import Answer, Client, uid
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("concurrency")]
+
+FIGURES = Path(__file__).resolve().parents[2] / ".local" / "reliability-concurrency.json"
+IN_FLIGHT = 32
+SEATS = 50
+CROWD = 500
+READ_INTERVAL_S = 0.05
+
+
+# --- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
+    with LocalServer(local_engine, port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: LocalServer) -> Client:
+    return Client(server.url)
+
+
+@pytest.fixture(scope="module")
+def figures() -> Iterator[dict[str, Any]]:
+    collected: dict[str, Any] = {}
+    yield collected
+    if collected:
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        document = {"inFlight": IN_FLIGHT, "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        FIGURES.write_text(json.dumps({**document, "scenarios": collected}, indent=2) + "\n")
+
+
+def _users(store: RegistrationStore, count: int, prefix: str) -> list[str]:
+    """Users straight into the table (setup, not under test)."""
+    ids = [uid(prefix) for _ in range(count)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda u: store.create_user(NewUser(userId=u, name=f"Name of {u}")), ids))
+    return ids
+
+
+# --- running many requests -------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    answer: Answer
+    seconds: float
+    label: str = ""
+
+
+@dataclass
+class Run:
+    results: list[Timed]
+    seconds: float
+    reads: list[dict[str, Any]] = field(default_factory=list)
+
+    def statuses(self) -> Counter[str]:
+        counted: Counter[str] = Counter()
+        for r in self.results:
+            body = r.answer.body
+            outcome = body.get("error") or body.get("status") or ""
+            counted[f"{r.answer.status} {outcome}".strip()] += 1
+        return counted
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        latencies = sorted(r.seconds * 1000 for r in self.results)
+        return {
+            "requests": len(self.results),
+            "seconds": round(self.seconds, 2),
+            "requestsPerSecond": round(len(self.results) / self.seconds, 1),
+            "latencyMs": {
+                "p50": round(statistics.median(latencies)),
+                "p95": round(latencies[int(len(latencies) * 0.95) - 1]),
+                "max": round(latencies[-1]),
+            },
+            "statuses": dict(sorted(self.statuses().items())),
+            "eventReads": len(self.reads),
+            **extra,
+        }
+
+
+def _run(
+    calls: list[tuple[str, Callable[[], Answer]]],
+    *,
+    sample: Callable[[], dict[str, Any]] | None = None,
+) -> Run:
+    """Runs `calls` IN_FLIGHT at a time; `sample` is read in a loop meanwhile."""
+    reads: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            reads.append(sample())  # type: ignore[misc]
+            done.wait(READ_INTERVAL_S)
+
+    def timed(call: tuple[str, Callable[[], Answer]]) -> Timed:
+        label, fn = call
+        started = time.perf_counter()
+        answer = fn()
+        return Timed(answer, time.perf_counter() - started, label)
+
+    thread = threading.Thread(target=reader, daemon=True) if sample else None
+    started = time.perf_counter()
+    if thread:
+        thread.start()
+    try:
+        with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+            results = list(pool.map(timed, calls))
+    finally:
+        done.set()
+        if thread:
+            thread.join(timeout=30)
+    run = Run(results, time.perf_counter() - started, reads)
+    server_errors = [(r.label, r.answer.status, r.answer.raw) for r in results if r.answer.status >= 500]
+    assert not server_errors, server_errors[:5]
+    return run
+
+
+def _event_reader(client: Client, event_id: str) -> Callable[[], dict[str, Any]]:
+    def read() -> dict[str, Any]:
+        answer = client.get(f"/events/{event_id}")
+        assert answer.status == 200, answer.raw
+        return dict(answer.body)
+
+    return read
+
+
+def _over_capacity(reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in reads if r["registeredCount"] > r["capacity"]]
+
+
+# --- 500 registrations for 50 seats ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crowd:
+    event_id: str
+    registered: list[str]
+    waitlisted: dict[str, int]  # userId -> position it was told
+
+
+@pytest.fixture(scope="module")
+def crowd_with_waitlist(
+    client: Client, local_store: RegistrationStore, local_engine: LocalEngine, figures: dict[str, Any]
+) -> Crowd:
+    """500 registrations for one 50-seat event with a waitlist, 32 in flight."""
+    event_id = client.event(capacity=SEATS, has_waitlist=True, prefix="crowd")
+    users = _users(local_store, CROWD, "crowd")
+    run = _run(
+        [(u, lambda u=u: client.register(event_id, u)) for u in users],  # type: ignore[misc]
+        sample=_event_reader(client, event_id),
+    )
+    assert [r.answer.status for r in run.results] == [201] * CROWD, run.statuses()
+    bodies = {r.label: r.answer.body for r in run.results}
+    registered = [u for u, b in bodies.items() if b["status"] == "registered"]
+    waitlisted = {u: b["position"] for u, b in bodies.items() if b["status"] == "waitlisted"}
+    assert not _over_capacity(run.reads)
+    figures["registerWithWaitlist"] = run.summary(
+        capacity=SEATS, registered=len(registered), waitlisted=len(waitlisted)
+    )
+    return Crowd(event_id, registered, waitlisted)
+
+
+def test_500_registrations_fill_50_seats_then_a_waitlist_of_450(
+    crowd_with_waitlist: Crowd, client: Client, local_engine: LocalEngine
+) -> None:
+    crowd = crowd_with_waitlist
+    assert len(crowd.registered) == SEATS
+    assert len(crowd.waitlisted) == CROWD - SEATS
+    assert sorted(crowd.waitlisted.values()) == list(range(1, CROWD - SEATS + 1))
+
+    event = client.get(f"/events/{crowd.event_id}").body
+    assert (event["registeredCount"], event["waitlistCount"]) == (SEATS, CROWD - SEATS)
+
+    partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, crowd.event_id)
+    assert invariant_violations(partition) == []
+    assert sorted(partition.seats) == sorted(crowd.registered)
+    # The queue in the table is the order each client was told.
+    assert partition.waitlist == sorted(crowd.waitlisted, key=crowd.waitlisted.__getitem__)
+
+
+def test_500_registrations_without_a_waitlist_seat_50_and_refuse_450(
+    client: Client, local_store: RegistrationStore, local_engine: LocalEngine, figures: dict[str, Any]
+) -> None:
+    event_id = client.event(capacity=SEATS, has_waitlist=False, prefix="nowl")
+    users = _users(local_store, CROWD, "nowl")
+    before = scan_table(local_engine.dynamodb_client(), local_engine.table_name)
+
+    run = _run(
+        [(u, lambda u=u: client.register(event_id, u)) for u in users],  # type: ignore[misc]
+        sample=_event_reader(client, event_id),
+    )
+
+    seated = [r.label for r in run.results if r.answer.status == 201]
+    refused = [r for r in run.results if r.answer.status != 201]
+    assert len(seated) == SEATS
+    assert all(r.answer.body["status"] == "registered" for r in run.results if r.answer.status == 201)
+    assert len(refused) == CROWD - SEATS
+    for r in refused:
+        r.answer.error(409, "EventFull")
+    assert not _over_capacity(run.reads)
+
+    after = scan_table(local_engine.dynamodb_client(), local_engine.table_name)
+    # Nothing else written: the only new items are the 50 seats; the event's counter moved.
+    keys_before = {(i["PK"], i["SK"]) for i in before}
+    added = [i for i in after if (i["PK"], i["SK"]) not in keys_before]
+    assert sorted(i["userId"] for i in added) == sorted(seated)
+    assert all(str(i["SK"]).startswith("REG#") for i in added)
+    changed = [i for i in after if (i["PK"], i["SK"]) in keys_before and i not in before]
+    assert [(i["PK"], i["SK"]) for i in changed] == [(f"EVENT#{event_id}", "METADATA")]
+    partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, event_id)
+    assert invariant_violations(partition) == []
+    assert (partition.event["registeredCount"], partition.event["waitlistCount"]) == (SEATS, 0)
+
+    figures["registerWithoutWaitlist"] = run.summary(
+        capacity=SEATS, registered=len(seated), refusedEventFull=len(refused), itemsAdded=len(added)
+    )
+
+
+# --- everyone with a seat leaves at once ----------------------------------------------
+
+
+def test_50_concurrent_unregistrations_promote_the_first_50_in_order(
+    crowd_with_waitlist: Crowd, client: Client, local_engine: LocalEngine, figures: dict[str, Any]
+) -> None:
+    crowd = crowd_with_waitlist
+    queue = sorted(crowd.waitlisted, key=crowd.waitlisted.__getitem__)
+
+    run = _run(
+        [(u, lambda u=u: client.unregister(crowd.event_id, u)) for u in crowd.registered],  # type: ignore[misc]
+        sample=_event_reader(client, crowd.event_id),
+    )
+
+    assert [r.answer.status for r in run.results] == [200] * SEATS, run.statuses()
+    promoted = [r.answer.body["promoted"] for r in run.results]
+    assert all(r.answer.body["status"] == "unregistered" for r in run.results)
+    assert None not in promoted
+    assert len(set(promoted)) == SEATS, "somebody was promoted twice"
+    # The first 50 of the queue, nobody else (each promotion took the head of its time).
+    assert set(promoted) == set(queue[:SEATS])
+    over = _over_capacity(run.reads)
+    assert not over, over[:3]
+    assert run.reads and all(r["registeredCount"] == SEATS for r in run.reads)
+
+    partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, crowd.event_id)
+    assert invariant_violations(partition) == []
+    assert sorted(partition.seats) == sorted(queue[:SEATS])
+    assert partition.waitlist == queue[SEATS:]  # the rest kept their order
+    positions = client.all_items(f"/events/{crowd.event_id}/waitlist", limit=100)
+    assert [(w["userId"], w["position"]) for w in positions] == [
+        (u, n) for n, u in enumerate(queue[SEATS:], start=1)
+    ]
+
+    figures["unregisterWithPromotion"] = run.summary(
+        capacity=SEATS,
+        promotions=len(promoted),
+        distinctPromoted=len(set(promoted)),
+        maxRegisteredCountRead=max(r["registeredCount"] for r in run.reads),
+    )
+
+
+# --- a random mixed workload -----------------------------------------------------------
+
+MIXED_SEED = 20260101
+MIXED_REQUESTS = 600
+MIXED_USERS = 30
+MIXED_EVENTS = ((3, True), (5, False), (2, True), (8, True))  # (capacity, hasWaitlist)
+
+
+def test_a_random_mixed_workload_keeps_every_invariant(
+    client: Client, local_store: RegistrationStore, local_engine: LocalEngine, figures: dict[str, Any]
+) -> None:
+    rng = random.Random(MIXED_SEED)
+    events = [client.event(capacity=c, has_waitlist=w, prefix="mixed") for c, w in MIXED_EVENTS]
+    users = _users(local_store, MIXED_USERS, "mixed")
+
+    calls: list[tuple[str, Callable[[], Answer]]] = []
+    for _ in range(MIXED_REQUESTS):
+        event_id, user_id = rng.choice(events), rng.choice(users)
+        if rng.random() < 0.55:
+            calls.append((f"register {event_id}", lambda e=event_id, u=user_id: client.register(e, u)))  # type: ignore[misc]
+        else:
+            calls.append((f"unregister {event_id}", lambda e=event_id, u=user_id: client.unregister(e, u)))  # type: ignore[misc]
+
+    run = _run(calls, sample=_event_reader(client, events[0]))
+    assert not _over_capacity(run.reads)
+
+    allowed = {
+        "register": {"201 registered", "201 waitlisted", "409 AlreadyRegistered", "409 AlreadyWaitlisted"}
+        | {"409 EventFull"},
+        "unregister": {"200 unregistered", "200 left_waitlist", "404 NotRegistered"},
+    }
+    for r in run.results:
+        body = r.answer.body
+        outcome = f"{r.answer.status} {body.get('error') or body.get('status')}"
+        assert outcome in allowed[r.label.split()[0]], (r.label, r.answer.raw)
+
+    items = scan_table(local_engine.dynamodb_client(), local_engine.table_name)
+    assert table_violations(items) == []
+
+    # The answers account for the table: seats and places gained and lost per event.
+    for event_id in events:
+        mine = [r for r in run.results if r.label.endswith(event_id)]
+        bodies = [r.answer.body for r in mine if r.answer.status < 300]
+        promotions = sum(1 for b in bodies if b.get("promoted"))
+        seated = sum(1 for b in bodies if b["status"] == "registered") + promotions
+        seated -= sum(1 for b in bodies if b["status"] == "unregistered")
+        waiting = sum(1 for b in bodies if b["status"] == "waitlisted") - promotions
+        waiting -= sum(1 for b in bodies if b["status"] == "left_waitlist")
+        partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, event_id)
+        assert (len(partition.seats), len(partition.slots)) == (seated, waiting), event_id
+
+    figures["mixedWorkload"] = run.summary(
+        events=len(events),
+        users=len(users),
+        seed=MIXED_SEED,
+        promotions=sum(1 for r in run.results if r.answer.status == 200 and r.answer.body.get("promoted")),
+        invariantsChecked=len(events),
+    )

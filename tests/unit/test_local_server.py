@@ -1,0 +1,175 @@
+"""The local server's pieces that need no database: routing, proxy events, names."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from handlers import api
+from infrastructure import names
+from infrastructure.local import server
+from infrastructure.local.proxy_event import RouteTable, proxy_event, proxy_result
+
+
+def test_routes_resolve_like_api_gateway() -> None:
+    routes = RouteTable([*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES])
+
+    def resolve(method: str, path: str) -> tuple[str, dict[str, str]] | None:
+        found = routes.resolve(method, path)
+        return (found[0].path, found[1]) if found else None
+
+    assert resolve("POST", "/events/e1/register") == ("/events/{eventId}/register", {"eventId": "e1"})
+    assert resolve("DELETE", "/events/e1/register/u%201") == (
+        "/events/{eventId}/register/{userId}",
+        {"eventId": "e1", "userId": "u 1"},
+    )
+    assert resolve("GET", "/events/e1/registrations") == (
+        "/events/{eventId}/registrations",
+        {"eventId": "e1"},
+    )
+    assert resolve("GET", "/users/") == ("/users", {})
+    assert resolve("GET", "/users//registrations") is None
+    assert resolve("GET", "/events/e1/register") is None
+    assert resolve("PUT", "/users") is None
+    assert resolve("GET", "/users/a/b") is None
+
+
+def test_proxy_event_reads_back_through_powertools() -> None:
+    request_id = str(uuid.uuid4())
+    event = APIGatewayProxyEvent(
+        proxy_event(
+            method="get",
+            path="/events/e1/waitlist",
+            query="limit=5&nextToken=abc&limit=7",
+            headers=[("Content-Type", "application/json"), ("X-Many", "1"), ("X-Many", "2")],
+            body=b'{"a": 1}',
+            resource="/events/{eventId}/waitlist",
+            path_parameters={"eventId": "e1"},
+            request_id=request_id,
+        )
+    )
+
+    assert event.http_method == "GET"
+    assert event.resource == "/events/{eventId}/waitlist"
+    assert event.path_parameters == {"eventId": "e1"}
+    assert event.query_string_parameters == {"limit": "7", "nextToken": "abc"}
+    assert event.multi_value_query_string_parameters == {"limit": ["5", "7"], "nextToken": ["abc"]}
+    assert event.multi_value_headers["X-Many"] == ["1", "2"]
+    assert event.json_body == {"a": 1}
+    assert event.request_context.request_id == request_id
+    assert event.request_context.stage == "local"
+
+
+def test_binary_body_is_base64_encoded() -> None:
+    event = proxy_event(
+        method="POST",
+        path="/users",
+        query="",
+        headers=[],
+        body=b"\xff\x00",
+        resource="/users",
+        path_parameters={},
+        request_id="r",
+    )
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\xff\x00"
+
+
+def test_proxy_result_merges_headers() -> None:
+    result = proxy_result(
+        {
+            "statusCode": 201,
+            "headers": {"X-One": "1"},
+            "multiValueHeaders": {"Content-Type": ["application/json"]},
+            "body": "{}",
+            "isBase64Encoded": False,
+        }
+    )
+    assert result.status == 201
+    assert sorted(result.headers) == [("Content-Type", "application/json"), ("X-One", "1")]
+    assert result.body == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("event_id", "user_id"),
+    [
+        ("e1", "u1"),
+        ("e" * 64, "u" * 64),
+        ("weird id/with:chars", "ü-ser"),
+        ("", ""),
+    ],
+)
+def test_execution_names_are_valid_and_findable(event_id: str, user_id: str) -> None:
+    request_id = str(uuid.uuid4())
+    for workflow in names.WORKFLOW_ROUTES.values():
+        name = server.execution_name(workflow, event_id, user_id, request_id)
+        assert 1 <= len(name) <= 80
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", name), name
+        assert name.startswith(f"{workflow}-")
+        assert name.endswith(request_id)
+    short = server.execution_name("register", "e1", "u1", request_id)
+    assert short == f"register-e1-u1-{request_id}"
+
+
+def test_the_api_handler_serves_one_request_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Powertools keeps the current request on the resolver class: calls must not overlap."""
+    engine = SimpleNamespace(
+        template=SimpleNamespace(functions={}), region="us-east-1", account=names.LOCAL_ACCOUNT
+    )
+    local_api = server.LocalApi(engine)  # type: ignore[arg-type]
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def slow_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.02)
+        with lock:
+            inside -= 1
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
+
+    monkeypatch.setattr(api, "handler", slow_handler)
+
+    def one(_: int) -> int:
+        reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
+        return reply.status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(one, range(16))) == [200] * 16
+    assert most == 1
+
+
+def test_unknown_routes_never_reach_the_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = SimpleNamespace(
+        template=SimpleNamespace(functions={}), region="us-east-1", account=names.LOCAL_ACCOUNT
+    )
+    local_api = server.LocalApi(engine)  # type: ignore[arg-type]
+    monkeypatch.setattr(api, "handler", lambda event, context: pytest.fail("called"))
+
+    reply = local_api.handle(method="DELETE", target="/users/u1", headers=[], body=b"", request_id="r")
+
+    assert reply.status == 404
+    assert b'"RouteNotFound"' in reply.body
+
+
+def test_the_server_refuses_routes_as_the_api_lambda_does() -> None:
+    assert server.ROUTE_NOT_FOUND == api.ROUTE_NOT_FOUND
+    refused = api.handle_content_type(RequestUnsupportedContentType("text/plain", errors=[]))
+    assert refused.status_code == 415
+    assert refused.body == {
+        "error": server.UNSUPPORTED_MEDIA_TYPE,
+        "message": server.UNSUPPORTED_MEDIA_MESSAGE,
+    }

@@ -1,0 +1,70 @@
+"""The checked-in OpenAPI document is the one the code builds, and it covers every route."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from infrastructure import names
+from registration import openapi
+
+DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def test_checked_in_document_matches_the_code() -> None:
+    assert DOCUMENT.read_text(encoding="utf-8") == openapi.render(openapi.document()), (
+        "docs/openapi.json is out of date: run `.venv/bin/python -m registration.openapi`"
+    )
+
+
+def test_every_route_is_documented_and_nothing_else() -> None:
+    document = openapi.document()
+    documented = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    assert documented == set(names.WORKFLOW_ROUTES) | set(names.LAMBDA_ROUTES)
+
+
+def test_every_reference_resolves_and_every_error_has_the_error_body() -> None:
+    document = openapi.document()
+    schemas = document["components"]["schemas"]
+    for ref in _refs(document):
+        assert ref.startswith("#/components/schemas/")
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            statuses = {int(s) for s in operation["responses"]}
+            assert {422, 500} <= statuses, (method, path)
+            for status, response in operation["responses"].items():
+                schema = response["content"]["application/json"]["schema"]
+                if int(status) >= 400:
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+
+
+def test_workflow_routes_document_their_models() -> None:
+    paths = openapi.document()["paths"]
+    register = paths["/events/{eventId}/register"]["post"]
+    unregister = paths["/events/{eventId}/register/{userId}"]["delete"]
+
+    assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/RegisterRequest"
+    )
+    assert set(register["responses"]) == {"201", "404", "409", "422", "500", "503"}
+    assert set(unregister["responses"]) == {"200", "404", "422", "500", "503"}
+    assert "EventFull" in register["responses"]["409"]["description"]
+
+
+def test_check_mode_reports_drift(tmp_path: Path) -> None:
+    stale = tmp_path / "openapi.json"
+    stale.write_text(json.dumps({"openapi": "3.1.0"}), encoding="utf-8")
+    assert openapi.main(["--output", str(stale), "--check"]) == 1
+    assert openapi.main(["--output", str(stale)]) == 0
+    assert openapi.main(["--output", str(stale), "--check"]) == 0
