@@ -154,7 +154,9 @@ def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
         elif isinstance(construct, iam.CfnPolicy):
             for rule, reason in _policy_findings(stack, construct):
                 _ack(construct, rule, reason, made)
-        elif isinstance(construct, sfn.CfnStateMachine):
-            if construct.state_machine_type == sfn.StateMachineType.STANDARD.value:
-                _ack(construct, "AwsSolutions-SF1", STANDARD_LOGS_REASON, made)
+        elif (
+            isinstance(construct, sfn.CfnStateMachine)
+            and construct.state_machine_type == sfn.StateMachineType.STANDARD.value
+        ):
+            _ack(construct, "AwsSolutions-SF1", STANDARD_LOGS_REASON, made)
     return made

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz")]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = REPO_ROOT / "docs" / "openapi.json"
 FIGURES = REPO_ROOT / ".local" / "reliability-fuzz.json"
-FUZZ_EXAMPLES = 60
+FUZZ_EXAMPLES = 80
 FUZZ_EXAMPLES_THOROUGH = 600
 EXAMPLES = FUZZ_EXAMPLES_THOROUGH if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else FUZZ_EXAMPLES
 

@@ -430,11 +430,7 @@ def test_timestamps_are_normalized() -> None:
 # --- the task handlers ---------------------------------------------------------------------
 
 
-def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import json
-
+def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(monkeypatch: pytest.MonkeyPatch) -> None:
     from handlers import reconcile_event
     from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 
@@ -445,7 +441,11 @@ def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(
         emitted[name] = emitted.get(name, 0) + value
         add_metric(name=name, unit=unit, value=value, **kwargs)
 
+    warnings: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(reconcile_event.metrics, "add_metric", record)
+    monkeypatch.setattr(
+        reconcile_event.logger, "warning", lambda message, extra=None, **_: warnings.append((message, extra))
+    )
     table = f"handler-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("TABLE_NAME", table)
     with moto_store(table) as store:
@@ -462,8 +462,9 @@ def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(
     assert emitted["ReconciliationCountRepairs"] == 1
     assert emitted["ReconciliationEventsRepaired"] == 1
     assert emitted["ReconciliationPromotions"] == 0
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    (repair,) = [entry for entry in logged if entry["message"] == "reconciliation repaired drift"]
-    assert (repair["eventId"], repair["correlation_id"]) == ("e", "run-9")
-    assert repair["before"] == {"registeredCount": 2, "waitlistCount": 0, "waitlistSeq": 0}
-    assert repair["after"] == {"registeredCount": 1, "waitlistCount": 0, "waitlistSeq": 0}
+    assert reconcile_event.logger.get_correlation_id() == "run-9"
+    ((message, details),) = warnings
+    assert message == "reconciliation repaired drift"
+    assert details["eventId"] == "e"
+    assert details["before"] == {"registeredCount": 2, "waitlistCount": 0, "waitlistSeq": 0}
+    assert details["after"] == {"registeredCount": 1, "waitlistCount": 0, "waitlistSeq": 0}
