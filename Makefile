@@ -12,13 +12,14 @@ SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams run bench
+.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams run bench reliability
 
 help:
 	@echo "make run            serve the whole pipeline on 127.0.0.1:3000 (DynamoDB Local, local engine)"
 	@echo "make test           every test tier (unit, property, integration, infrastructure) + lint"
 	@echo "make test-thorough  the same with many more hypothesis examples"
 	@echo "make bench          cost, latency and AWS figures; rewrites docs/benchmarks.md and its plots"
+	@echo "make reliability    concurrency, fault, fuzz and security suites; rewrites docs/reliability.md"
 	@echo "make demo           one registration story through the local engine, with execution histories"
 	@echo "make diagrams       redraw the workflow diagrams (README, docs/workflows.md) from the synthesized ASL"
 	@echo "make synth          write cdk.out/ (no Docker, no AWS account)"
@@ -65,6 +66,9 @@ run: deps $(TEMPLATE)
 
 bench: deps $(TEMPLATE)
 	$(PY) -m infrastructure.bench
+
+reliability: deps $(TEMPLATE)
+	CI=1 $(PY) -m tests.reliability
 
 demo: deps $(TEMPLATE)
 	$(PY) -m infrastructure.local.demo $(if $(filter memory,$(DB)),--in-memory,)

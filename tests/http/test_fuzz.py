@@ -6,7 +6,7 @@ that operation (status, content type, body schema), none a 5xx, and invalid inpu
 be refused. After every refused request the whole table is read back: it must be
 exactly as before (a rejected request writes nothing).
 
-`make test` runs FUZZ_EXAMPLES examples per operation and generation mode; the
+`make test` runs FUZZ_EXAMPLES examples per operation (valid and invalid mixed); the
 `thorough` hypothesis profile runs FUZZ_EXAMPLES_THOROUGH. The figures go to
 `.local/reliability-fuzz.json`.
 """
@@ -23,20 +23,22 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis import checks
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode, checks
 
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.server import LocalServer
+from tests.fixtures import figures as figure_files
 from tests.fixtures.table_checks import scan_table, table_violations
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = REPO_ROOT / "docs" / "openapi.json"
-FIGURES = REPO_ROOT / ".local" / "reliability-fuzz.json"
-FUZZ_EXAMPLES = 80
-FUZZ_EXAMPLES_THOROUGH = 600
+FIGURES = figure_files.path("fuzz")
+FUZZ_EXAMPLES = 150
+FUZZ_EXAMPLES_THOROUGH = 1000
 EXAMPLES = FUZZ_EXAMPLES_THOROUGH if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else FUZZ_EXAMPLES
 
 schema = schemathesis.openapi.from_path(str(OPENAPI))
@@ -57,7 +59,7 @@ class Tally:
         self.statuses: Counter[str] = Counter()
         self.by_operation: dict[str, Counter[str]] = {}
         self.refused_checked = 0
-        self.started = time.perf_counter()
+        self.seconds = 0.0  # time spent sending and checking (the module may be interleaved)
         self.snapshot: list[dict[str, Any]] | None = None
 
     def record(self, operation: str, status: int) -> None:
@@ -70,25 +72,34 @@ TALLY = Tally()
 
 @pytest.fixture(scope="module")
 def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
+    TALLY.snapshot = None  # a new engine starts from a fresh table
     with LocalServer(local_engine, port=0) as running:
         yield running
     if TALLY.statuses:
-        FIGURES.parent.mkdir(parents=True, exist_ok=True)
-        FIGURES.write_text(
-            json.dumps(
-                {
-                    "examplesPerOperation": EXAMPLES,
-                    "requests": sum(TALLY.statuses.values()),
-                    "seconds": round(time.perf_counter() - TALLY.started, 1),
-                    "statuses": dict(sorted(TALLY.statuses.items())),
-                    "refusedRequestsCheckedForWrites": TALLY.refused_checked,
-                    "byOperation": {
-                        op: dict(sorted(c.items())) for op, c in sorted(TALLY.by_operation.items())
-                    },
-                },
-                indent=2,
-            )
-            + "\n"
+        document = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        workers = document.get("workers", {}) if document.get("run") == figure_files.RUN_ID else {}
+        workers[figure_files.WORKER] = {
+            "seconds": TALLY.seconds,
+            "refused": TALLY.refused_checked,
+            "byOperation": {op: dict(c) for op, c in TALLY.by_operation.items()},
+        }
+        by_operation: dict[str, Counter[str]] = {}
+        for worker in workers.values():
+            for op, counts in worker["byOperation"].items():
+                by_operation.setdefault(op, Counter()).update(counts)
+        statuses: Counter[str] = sum(by_operation.values(), Counter())
+        figure_files.merge(
+            "fuzz",
+            {
+                "examplesPerOperation": EXAMPLES,
+                "operations": len(by_operation),
+                "requests": sum(statuses.values()),
+                "seconds": round(sum(w["seconds"] for w in workers.values()), 1),
+                "statuses": dict(sorted(statuses.items())),
+                "refusedRequestsCheckedForWrites": sum(w["refused"] for w in workers.values()),
+                "byOperation": {op: dict(sorted(c.items())) for op, c in sorted(by_operation.items())},
+                "workers": workers,
+            },
         )
 
 
@@ -97,27 +108,46 @@ def table(local_engine: LocalEngine) -> tuple[Any, str]:
     return local_engine.dynamodb_client(), local_engine.table_name
 
 
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+def _cases(operation: Any) -> st.SearchStrategy[schemathesis.Case]:
+    return st.one_of(
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    )
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda operation: operation.label)
 def test_every_answer_is_documented_and_refusals_write_nothing(
-    case: schemathesis.Case, server: LocalServer, table: tuple[Any, str]
+    operation: Any, server: LocalServer, table: tuple[Any, str]
 ) -> None:
     client, table_name = table
-    if TALLY.snapshot is None:
-        TALLY.snapshot = scan_table(client, table_name)
-    response = case.call(base_url=server.url, timeout=60)
-    TALLY.record(f"{case.method.upper()} {case.path}", response.status_code)
-    after = scan_table(client, table_name)
-    if response.status_code >= 400:
-        TALLY.refused_checked += 1
-        assert after == TALLY.snapshot, f"{case.method} {case.formatted_path} -> {response.status_code} wrote"
-    TALLY.snapshot = after
-    case.validate_response(response, checks=CHECKS)
+
+    @given(case=_cases(operation))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def fuzz(case: schemathesis.Case) -> None:
+        started = time.perf_counter()
+        try:
+            check(case)
+        finally:
+            TALLY.seconds += time.perf_counter() - started
+
+    def check(case: schemathesis.Case) -> None:
+        if TALLY.snapshot is None:
+            TALLY.snapshot = scan_table(client, table_name)
+        response = case.call(base_url=server.url, timeout=60)
+        TALLY.record(f"{case.method.upper()} {case.path}", response.status_code)
+        after = scan_table(client, table_name)
+        if response.status_code >= 400:
+            TALLY.refused_checked += 1
+            assert after == TALLY.snapshot, (
+                f"{case.method} {case.formatted_path} -> {response.status_code} wrote"
+            )
+        TALLY.snapshot = after
+        case.validate_response(response, checks=CHECKS)
+
+    fuzz()
 
 
 def test_the_fuzzed_table_keeps_every_invariant(server: LocalServer, table: tuple[Any, str]) -> None:

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 from infrastructure import names
+from tests.fixtures import figures as figure_files
 from tests.infrastructure.conftest import Synthesized
 
 pytestmark = [pytest.mark.infrastructure, pytest.mark.xdist_group("security")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIGURES = REPO_ROOT / ".local" / "reliability-nag.json"
 ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
 NAG_PACKS = ("AwsSolutions", "Serverless")
 # cfn-lint checks left out, each with its reason.
@@ -97,8 +97,7 @@ def figures() -> Iterator[dict[str, Any]]:
     collected: dict[str, Any] = {}
     yield collected
     if collected:
-        FIGURES.parent.mkdir(parents=True, exist_ok=True)
-        FIGURES.write_text(json.dumps(collected, indent=2) + "\n")
+        figure_files.merge("nag", collected)
 
 
 def _finding_lines(violations: list[dict[str, Any]]) -> list[str]:

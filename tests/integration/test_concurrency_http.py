@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from infrastructure.local.engine import LocalEngine
 from infrastructure.local.server import LocalServer
 from registration.models import NewUser
 from registration.store import RegistrationStore
+from tests.fixtures import figures as figure_files
 from tests.fixtures.table_checks import (
     event_partition,
     invariant_violations,
@@ -39,8 +39,15 @@ from tests.http.client import Answer, Client, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("concurrency")]
 
-FIGURES = Path(__file__).resolve().parents[2] / ".local" / "reliability-concurrency.json"
+FIGURES = figure_files.path("concurrency")
 IN_FLIGHT = 32
+# API Gateway gives an integration 29 s, and the local server does the same by default.
+# The local engine runs every execution in one Python process, an order of magnitude
+# slower than AWS, and a burst of joins on one event's waitlist is its worst case: its
+# tail can pass 29 s on a loaded machine. These runs wait longer, and the figures count
+# the requests that took more than 29 s.
+WORKFLOW_TIMEOUT_S = 120.0
+API_GATEWAY_LIMIT_S = 29.0
 SEATS = 50
 CROWD = 500
 READ_INTERVAL_S = 0.05
@@ -51,7 +58,7 @@ READ_INTERVAL_S = 0.05
 
 @pytest.fixture(scope="module")
 def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
-    with LocalServer(local_engine, port=0) as running:
+    with LocalServer(local_engine, port=0, workflow_timeout=WORKFLOW_TIMEOUT_S) as running:
         yield running
 
 
@@ -65,9 +72,16 @@ def figures() -> Iterator[dict[str, Any]]:
     collected: dict[str, Any] = {}
     yield collected
     if collected:
-        FIGURES.parent.mkdir(parents=True, exist_ok=True)
-        document = {"inFlight": IN_FLIGHT, "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        FIGURES.write_text(json.dumps({**document, "scenarios": collected}, indent=2) + "\n")
+        previous = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        scenarios = previous.get("scenarios", {}) if previous.get("run") == figure_files.RUN_ID else {}
+        figure_files.merge(
+            "concurrency",
+            {
+                "inFlight": IN_FLIGHT,
+                "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "scenarios": {**scenarios, **collected},
+            },
+        )
 
 
 def _users(store: RegistrationStore, count: int, prefix: str) -> list[str]:
@@ -114,6 +128,7 @@ class Run:
                 "max": round(latencies[-1]),
             },
             "statuses": dict(sorted(self.statuses().items())),
+            "over29s": sum(1 for r in self.results if r.seconds > API_GATEWAY_LIMIT_S),
             "eventReads": len(self.reads),
             **extra,
         }
@@ -150,10 +165,12 @@ def _run(
         done.set()
         if thread:
             thread.join(timeout=30)
-    run = Run(results, time.perf_counter() - started, reads)
-    server_errors = [(r.label, r.answer.status, r.answer.raw) for r in results if r.answer.status >= 500]
+    return Run(results, time.perf_counter() - started, reads)
+
+
+def _no_server_errors(run: Run) -> None:
+    server_errors = [(r.label, r.answer.status, r.answer.raw) for r in run.results if r.answer.status >= 500]
     assert not server_errors, server_errors[:5]
-    return run
 
 
 def _event_reader(client: Client, event_id: str) -> Callable[[], dict[str, Any]]:
@@ -175,6 +192,7 @@ def _over_capacity(reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class Crowd:
     event_id: str
+    run: Run
     registered: list[str]
     waitlisted: dict[str, int]  # userId -> position it was told
 
@@ -190,21 +208,21 @@ def crowd_with_waitlist(
         [(u, lambda u=u: client.register(event_id, u)) for u in users],  # type: ignore[misc]
         sample=_event_reader(client, event_id),
     )
-    assert [r.answer.status for r in run.results] == [201] * CROWD, run.statuses()
-    bodies = {r.label: r.answer.body for r in run.results}
+    bodies = {r.label: r.answer.body for r in run.results if r.answer.status == 201}
     registered = [u for u, b in bodies.items() if b["status"] == "registered"]
     waitlisted = {u: b["position"] for u, b in bodies.items() if b["status"] == "waitlisted"}
-    assert not _over_capacity(run.reads)
     figures["registerWithWaitlist"] = run.summary(
         capacity=SEATS, registered=len(registered), waitlisted=len(waitlisted)
     )
-    return Crowd(event_id, registered, waitlisted)
+    return Crowd(event_id, run, registered, waitlisted)
 
 
 def test_500_registrations_fill_50_seats_then_a_waitlist_of_450(
     crowd_with_waitlist: Crowd, client: Client, local_engine: LocalEngine
 ) -> None:
     crowd = crowd_with_waitlist
+    assert [r.answer.status for r in crowd.run.results] == [201] * CROWD, crowd.run.statuses()
+    assert not _over_capacity(crowd.run.reads)
     assert len(crowd.registered) == SEATS
     assert len(crowd.waitlisted) == CROWD - SEATS
     assert sorted(crowd.waitlisted.values()) == list(range(1, CROWD - SEATS + 1))
@@ -231,6 +249,7 @@ def test_500_registrations_without_a_waitlist_seat_50_and_refuse_450(
         sample=_event_reader(client, event_id),
     )
 
+    _no_server_errors(run)
     seated = [r.label for r in run.results if r.answer.status == 201]
     refused = [r for r in run.results if r.answer.status != 201]
     assert len(seated) == SEATS
@@ -264,6 +283,7 @@ def test_50_concurrent_unregistrations_promote_the_first_50_in_order(
     crowd_with_waitlist: Crowd, client: Client, local_engine: LocalEngine, figures: dict[str, Any]
 ) -> None:
     crowd = crowd_with_waitlist
+    assert (len(crowd.registered), len(crowd.waitlisted)) == (SEATS, CROWD - SEATS)
     queue = sorted(crowd.waitlisted, key=crowd.waitlisted.__getitem__)
 
     run = _run(
@@ -323,6 +343,7 @@ def test_a_random_mixed_workload_keeps_every_invariant(
             calls.append((f"unregister {event_id}", lambda e=event_id, u=user_id: client.unregister(e, u)))  # type: ignore[misc]
 
     run = _run(calls, sample=_event_reader(client, events[0]))
+    _no_server_errors(run)
     assert not _over_capacity(run.reads)
 
     allowed = {
