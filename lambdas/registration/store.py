@@ -178,13 +178,7 @@ class RegistrationStore:
 
     def create_user(self, new: NewUser) -> User:
         user = User(userId=new.userId, name=new.name, createdAt=now_iso())
-        item = {
-            **keys.user_key(user.userId),
-            "entity": "USER",
-            "GSI1PK": keys.USERS,
-            "GSI1SK": keys.user_pk(user.userId),
-            **user.model_dump(),
-        }
+        item = self.user_item(user)
         try:
             self._call(
                 "put_item",
@@ -362,6 +356,7 @@ class RegistrationStore:
         the new place is exactly `waitlistCount + 1` of that snapshot.
         """
         event_id, seq = event.eventId, event.waitlistSeq + 1
+        membership, slot = self.waitlist_items(event_id, user_id, seq, request_id, at)
         mine = _is_request(request_id)
         return self._transact(
             [
@@ -390,17 +385,7 @@ class RegistrationStore:
                 TxItem(
                     {
                         "Put": {
-                            "Item": {
-                                **keys.waitlisted_key(event_id, user_id),
-                                "entity": "WAITLISTED",
-                                "GSI1PK": keys.user_pk(user_id),
-                                "GSI1SK": keys.event_pk(event_id),
-                                "eventId": event_id,
-                                "userId": user_id,
-                                "seq": seq,
-                                "joinedAt": at,
-                                "requestId": request_id,
-                            },
+                            "Item": membership,
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
@@ -415,14 +400,7 @@ class RegistrationStore:
                 TxItem(
                     {
                         "Put": {
-                            "Item": {
-                                **keys.queue_key(event_id, seq),
-                                "entity": "WAITLIST_SLOT",
-                                "eventId": event_id,
-                                "userId": user_id,
-                                "seq": seq,
-                                "joinedAt": at,
-                            },
+                            "Item": slot,
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     }
@@ -605,11 +583,10 @@ class RegistrationStore:
             "requestId": request_id,
         }
 
-    # --- item builders (bulk loading) ------------------------------------------------
+    # --- item builders ---------------------------------------------------------------
     #
-    # The items the writes above put, returned without writing (plain values, not
-    # DynamoDB JSON). A bulk loader that builds items with these stays shaped like the
-    # data layer; tests/unit/test_bench_seed.py checks they match what the writes store.
+    # The items the writes above put (plain values, not DynamoDB JSON); the bulk loader
+    # of the benchmark builds its items with the same functions.
 
     @staticmethod
     def user_item(user: User) -> Item:
