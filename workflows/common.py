@@ -68,9 +68,10 @@ def invoke_task(
     state_name: str,
     function: lambda_.IFunction,
     *,
-    result_path: str,
+    result_path: str | None = None,
     output_path: str | None = None,
     parameters: Mapping[str, Any] | None = None,
+    timeout: Duration = TASK_TIMEOUT,
 ) -> tasks.LambdaInvoke:
     """A Task state whose resource is the function ARN and whose result is the
     handler's return value, retried on transient failures only."""
@@ -83,7 +84,7 @@ def invoke_task(
         retry_on_service_exceptions=False,
         result_path=result_path,
         output_path=output_path,
-        task_timeout=sfn.Timeout.duration(TASK_TIMEOUT),
+        task_timeout=sfn.Timeout.duration(timeout),
     )
     task.add_retry(
         errors=list(RETRYABLE_ERRORS),

@@ -21,13 +21,11 @@ Output of a successful run: the run summary (`ReconciliationRun`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infrastructure import names
@@ -47,37 +45,7 @@ RECORD_TASK = "RecordReconciliation"
 TASKS = (LIST_TASK, RECONCILE_TASK, TALLY_TASK, RECORD_TASK)
 
 
-def _task(
-    scope: Construct,
-    state_name: str,
-    function: lambda_.IFunction,
-    *,
-    parameters: Mapping[str, Any] | None = None,
-    result_path: str | None = None,
-    output_path: str | None = None,
-    timeout: Duration = common.TASK_TIMEOUT,
-) -> tasks.LambdaInvoke:
-    """Like `common.invoke_task` (same retries on transient errors only), with a timeout."""
-    task = tasks.LambdaInvoke(
-        scope,
-        state_name,
-        lambda_function=function,
-        payload=sfn.TaskInput.from_object(dict(parameters)) if parameters is not None else None,
-        payload_response_only=True,
-        retry_on_service_exceptions=False,
-        result_path=result_path,
-        output_path=output_path,
-        task_timeout=sfn.Timeout.duration(timeout),
-    )
-    task.add_retry(
-        errors=list(common.RETRYABLE_ERRORS),
-        interval=common.RETRY_INTERVAL,
-        backoff_rate=common.RETRY_BACKOFF_RATE,
-        max_attempts=common.RETRY_MAX_ATTEMPTS,
-        max_delay=common.RETRY_MAX_DELAY,
-        jitter_strategy=sfn.JitterType.FULL,
-    )
-    return task
+_task = common.invoke_task
 
 
 class ReconcileWorkflow(Construct):
