@@ -133,6 +133,15 @@ def retry_text(retriers: list[Mapping[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def fail_text(name: str, state: Mapping[str, Any]) -> str:
+    """What a Fail state ends with: its error, or the path it takes the error from
+    (`ErrorPath`); nothing when the error is the state's own name."""
+    if "ErrorPath" in state:
+        return f"error: {state['ErrorPath']}"
+    error = str(state.get("Error", ""))
+    return "" if error in ("", name) else f"error: {error}"
+
+
 def resource_text(state: Mapping[str, Any], handlers: Mapping[str, str]) -> str:
     """What a Task runs: the Lambda handler when the resource is a function, else the integration."""
     resource = str(state.get("Resource", ""))
@@ -187,8 +196,7 @@ class _Flowchart:
             if kind in ("Map", "Parallel"):
                 self._render_container(name, state, node_id, indent)
             elif kind == "Fail":
-                error = state.get("Error", "")
-                fail_nodes.append(f"{node_id}([{_label(name, '' if error == name else f'error: {error}')}])")
+                fail_nodes.append(f"{node_id}([{_label(name, fail_text(name, state))}])")
                 self.add_class("fail", node_id)
             elif kind == "Succeed":
                 self.lines.append(f"{indent}{node_id}([{_label(name)}])")
@@ -317,7 +325,8 @@ LEGEND = (
     "Solid arrows are transitions (`Next`, and each `Choice` rule with its condition); dashed "
     "arrows are caught errors (`Catch`), labelled with the error names. A task names the Lambda "
     "handler it runs and its `Retry` policy. Fail states are grouped; their names are the error "
-    "codes the API maps to HTTP statuses."
+    "codes the API maps to HTTP statuses, except those labelled `error: $.path`, which end with "
+    "the error found at that path (the one the workflow failed with, passed on unchanged)."
 )
 
 

@@ -31,6 +31,8 @@ TASK_HANDLERS = {
     "CheckRegistration": "handlers.check_registration.handler",
     "WriteUnregistration": "handlers.write_unregistration.handler",
     "PromoteFromWaitlist": "handlers.promote_from_waitlist.handler",
+    "ClaimRequest": "handlers.claim_request.handler",
+    "RecordOutcome": "handlers.record_outcome.handler",
 }
 
 # Environment variables the functions read.

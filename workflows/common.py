@@ -16,7 +16,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from registration import errors
+from registration import errors, outcomes
 
 # Error names raised by the task handlers: the exception class names, which Lambda
 # reports as the error type and Step Functions matches in Catch/Retry.
@@ -28,6 +28,8 @@ ALREADY_WAITLISTED = errors.AlreadyWaitlisted.code
 EVENT_FULL = errors.EventFull.code
 NOT_REGISTERED = errors.NotRegistered.code
 CONTENTION_LIMIT_EXCEEDED = errors.ContentionLimitExceeded.code
+IDEMPOTENCY_KEY_REUSED = errors.IdempotencyKeyReused.code
+REQUEST_IN_PROGRESS = errors.RequestInProgress.code
 # The decision a write was based on no longer holds: decide again (a loop in the graph).
 DECISION_STALE = errors.DecisionStale.code
 # A throttled or failed database call the task could not absorb itself: retried here.
@@ -132,6 +134,118 @@ def catch_decision_stale(task: tasks.LambdaInvoke, decide_again: sfn.IChainable)
     Add this before any other catch on the task: catchers are tried in order.
     """
     task.add_catch(decide_again, errors=[DECISION_STALE], result_path=CONFLICT_RESULT_PATH)
+
+
+IDEMPOTENCY_KEY_PATH = "$.idempotencyKey"
+CLAIM_RESULT_PATH = "$.claim"
+OUTCOME_RESULT_PATH = "$.outcome"
+OUTPUT_PATH = "$.outcome.output"
+RECORD_ERROR_PATH = "$.recordError"
+ANY_ERROR = "States.ALL"
+# What the body's failures are caught as, to be recorded and failed again unchanged (a
+# Fail state's ErrorPath may not name a `States.*` error): every business outcome, the
+# transient failures the Retry policies gave up on, and an unknown decision. Anything
+# else (`States.Timeout`, `States.Runtime`, a handler's unexpected exception) is left
+# uncaught, so the execution fails with its own name as it would unwrapped; a keyed
+# request's claim then waits for its lease (and a retry after it runs again).
+RECORDED_ERRORS = (
+    *sorted(outcomes.WORKFLOW_ERROR_STATUS),
+    UNEXPECTED_DECISION,
+    *(
+        name
+        for name in RETRYABLE_ERRORS
+        if not name.startswith("States.") and name != TRANSIENT_DATABASE_ERROR
+    ),
+)
+
+
+def idempotent(
+    scope: Construct,
+    operation: str,
+    functions: Mapping[str, lambda_.IFunction],
+    *,
+    body: sfn.IChainable,
+) -> sfn.IChainable:
+    """Wrap a workflow's `body` so that a request sent with an `Idempotency-Key` runs once.
+
+    With a key (`$.idempotencyKey`), `ClaimRequest` claims it first and either lets the
+    body run or ends the execution as the first one with that key ended (a replay), and
+    `RecordSuccess` / `RecordFailure` store how it ended. Without a key only the body runs.
+    The body runs in a one-branch Parallel state, so every way it can end (its Fail
+    states included) reaches one place: the error and cause it failed with are passed on
+    unchanged (see RECORDED_ERRORS), and the HTTP answer is the same as without the wrapper.
+    """
+    request = {
+        "idempotencyKey": sfn.JsonPath.string_at(IDEMPOTENCY_KEY_PATH),
+        "operation": operation,
+        "eventId": sfn.JsonPath.string_at("$.eventId"),
+        "userId": sfn.JsonPath.string_at("$.userId"),
+        "requestId": sfn.JsonPath.string_at("$.requestId"),
+    }
+    failed = sfn.Fail(scope, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+    done = sfn.Succeed(scope, "Done", output_path=OUTPUT_PATH)
+
+    run = sfn.Parallel(
+        scope,
+        "Run",
+        comment="The workflow itself; one branch, so its failures are caught in one place",
+        result_selector={"output": sfn.JsonPath.object_at("$[0]")},
+        result_path=OUTCOME_RESULT_PATH,
+    )
+    run.branch(body)
+
+    record_success = invoke_task(
+        scope,
+        "RecordSuccess",
+        functions["RecordOutcome"],
+        parameters={**request, "output": sfn.JsonPath.object_at(OUTPUT_PATH)},
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    record_failure = invoke_task(
+        scope,
+        "RecordFailure",
+        functions["RecordOutcome"],
+        parameters={**request, "error": sfn.JsonPath.object_at(ERROR_RESULT_PATH)},
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    # The caller's answer matters more than the record: an unrecorded claim only makes a
+    # replay wait for its lease to run out, then run again.
+    record_success.add_catch(done, errors=[ANY_ERROR], result_path=RECORD_ERROR_PATH)
+    record_failure.add_catch(failed, errors=[ANY_ERROR], result_path=RECORD_ERROR_PATH)
+
+    keyed = sfn.Condition.is_present(IDEMPOTENCY_KEY_PATH)
+    run.add_catch(
+        sfn.Choice(scope, "RecordFailureIfKeyed").when(keyed, record_failure.next(failed)).otherwise(failed),
+        errors=list(RECORDED_ERRORS),
+        result_path=ERROR_RESULT_PATH,
+    )
+    run.next(sfn.Choice(scope, "RecordSuccessIfKeyed").when(keyed, record_success.next(done)).otherwise(done))
+
+    claim = invoke_task(
+        scope, "ClaimRequest", functions["ClaimRequest"], parameters=request, result_path=CLAIM_RESULT_PATH
+    )
+    claim.add_catch(
+        failed,
+        errors=[VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS],
+        result_path=ERROR_RESULT_PATH,
+    )
+    replay_or_run = (
+        sfn.Choice(scope, "ReplayOrRun")
+        .when(sfn.Condition.boolean_equals(f"{CLAIM_RESULT_PATH}.replay", False), run)
+        .when(
+            sfn.Condition.boolean_equals(f"{CLAIM_RESULT_PATH}.succeeded", True),
+            sfn.Succeed(scope, "ReplayedSuccess", output_path=f"{CLAIM_RESULT_PATH}.output"),
+        )
+        .otherwise(
+            sfn.Fail(
+                scope,
+                "ReplayedFailure",
+                error_path=f"{CLAIM_RESULT_PATH}.error",
+                cause_path=f"{CLAIM_RESULT_PATH}.cause",
+            )
+        )
+    )
+    return sfn.Choice(scope, "IdempotencyKeyGiven").when(keyed, claim.next(replay_or_run)).otherwise(run)
 
 
 def express_state_machine(

@@ -81,7 +81,8 @@ class RegisterWorkflow(Construct):
             .otherwise(unexpected)
         )
 
-        definition = validate.next(check_capacity).next(seat_or_waitlist)
+        body = validate.next(check_capacity).next(seat_or_waitlist)
+        definition = common.idempotent(self, OPERATION, functions, body=body)
         self.state_machine, self.log_group = common.express_state_machine(
             self,
             "StateMachine",

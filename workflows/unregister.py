@@ -96,7 +96,8 @@ class UnregisterWorkflow(Construct):
             .otherwise(unexpected)
         )
 
-        definition = validate.next(check_registration).next(what_to_remove)
+        body = validate.next(check_registration).next(what_to_remove)
+        definition = common.idempotent(self, OPERATION, functions, body=body)
         self.state_machine, self.log_group = common.express_state_machine(
             self,
             "StateMachine",

@@ -60,6 +60,8 @@ COMMAND = "make bench"
 OPERATIONS: dict[str, str] = {
     "register_seat": "register into a seat",
     "register_floor": "floor: one conditioned transaction",
+    "register_seat_keyed": "register into a seat, with Idempotency-Key",
+    "register_replay": "replay of that request (same key)",
     "join_waitlist": "join the waitlist",
     "unregister_promote": "unregister, head of waitlist promoted",
     "unregister_release": "unregister, no waitlist",
@@ -248,14 +250,15 @@ class CostBench:
         self.seeder = seeder
         self.settings = settings
 
-    def _execute(self, workflow: str, event_id: str, user_id: str, expect: dict[str, Any]) -> Run:
+    def _execute(
+        self, workflow: str, event_id: str, user_id: str, expect: dict[str, Any], key: str | None = None
+    ) -> Run:
         request_id = uuid.uuid4().hex
+        execution_input = {"eventId": event_id, "userId": user_id, "requestId": request_id}
+        if key is not None:
+            execution_input["idempotencyKey"] = key
         with self.meter.counting() as records:
-            result = self.engine.run(
-                workflow,
-                {"eventId": event_id, "userId": user_id, "requestId": request_id},
-                name=f"bench-{workflow}-{request_id}",
-            )
+            result = self.engine.run(workflow, execution_input, name=f"bench-{workflow}-{request_id}")
         output = result.output if isinstance(result.output, dict) else {}
         if not result.succeeded or any(output.get(k) != v for k, v in expect.items()):
             raise BenchError(
@@ -341,17 +344,21 @@ class CostBench:
         self._execute(names.REGISTER_WORKFLOW, event_id, "warm-up-user", {"status": "registered"})
         self._execute(names.UNREGISTER_WORKFLOW, event_id, "warm-up-user", {"status": "unregistered"})
 
-    def at_size(self, size: int, newcomers: Sequence[str], floor_users: Sequence[str]) -> list[Measure]:
+    def at_size(
+        self, size: int, newcomers: Sequence[str], floor_users: Sequence[str], keyed_users: Sequence[str]
+    ) -> list[Measure]:
         repeats = len(newcomers)
         register, unregister = names.REGISTER_WORKFLOW, names.UNREGISTER_WORKFLOW
         out: list[Measure] = []
 
         # An event with `size` registrants and free seats, no waitlist.
         seats = f"bench-seats-{size:07d}"
-        seated = seed_event(self.seeder, seats, capacity=size + 2 * repeats, seated=size).seated
+        seated = seed_event(self.seeder, seats, capacity=size + 3 * repeats, seated=size).seated
 
-        def run(workflow: str, event: str, user: str, expect: dict[str, Any]) -> Callable[[], Any]:
-            return lambda: self._execute(workflow, event, user, expect)
+        def run(
+            workflow: str, event: str, user: str, expect: dict[str, Any], key: str | None = None
+        ) -> Callable[[], Any]:
+            return lambda: self._execute(workflow, event, user, expect, key)
 
         out.append(
             self._measure(
@@ -363,6 +370,25 @@ class CostBench:
         )
         out.append(
             self._measure("register_floor", size, seats, [self._floor_run(seats, u) for u in floor_users])
+        )
+        # The same registration sent with an Idempotency-Key, then sent again.
+        keys_by_user = {u: f"bench-{size}-{u}" for u in keyed_users}
+        registered = {"status": "registered"}
+        out.append(
+            self._measure(
+                "register_seat_keyed",
+                size,
+                seats,
+                [run(register, seats, u, registered, keys_by_user[u]) for u in keyed_users],
+            )
+        )
+        out.append(
+            self._measure(
+                "register_replay",
+                size,
+                seats,
+                [run(register, seats, u, registered, keys_by_user[u]) for u in keyed_users],
+            )
         )
         out.append(
             self._measure(
@@ -425,11 +451,12 @@ def measure_costs(
             bench.warm_up()
             newcomers = [f"n{n:07d}" for n in range(settings.repeats)]
             floor_users = [f"f{n:07d}" for n in range(settings.repeats)]
-            seed_users(seeder, [*newcomers, *floor_users], show_progress=False)
+            keyed_users = [f"k{n:07d}" for n in range(settings.repeats)]
+            seed_users(seeder, [*newcomers, *floor_users, *keyed_users], show_progress=False)
             for size in settings.sizes:
                 log(f"cost: events of {size:,} registrants")
                 began = time.monotonic()
-                results.costs.extend(bench.at_size(size, newcomers, floor_users))
+                results.costs.extend(bench.at_size(size, newcomers, floor_users, keyed_users))
                 results.seed_seconds += time.monotonic() - began
 
 

@@ -40,9 +40,17 @@ THROTTLING_BURST_LIMIT = 200
 ACCESS_LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 
 # The API function reads and writes users and events and lists everything; it never
-# touches seats or the waitlist (those are the workflows' transactions).
+# touches seats or the waitlist (those are the workflows' transactions). For
+# `Idempotency-Key` on its own POST routes it also claims (PutItem), completes
+# (UpdateItem) and releases (DeleteItem) idempotency records: the update and delete are
+# confined to those records by IAM's `dynamodb:LeadingKeys`, so it can never update or
+# delete a user, an event or a seat.
 API_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchGetItem")
+API_IDEMPOTENCY_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 API_INDEX_ACTIONS = ("dynamodb:Query",)
+
+# The request header that makes a POST or DELETE run at most once per key.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # Step Functions execution names: 1 to 80 characters; with CloudWatch logging on (our
 # Express machines log everything) only letters, digits, '-' and '_' are safe. The
@@ -91,9 +99,11 @@ def workflow_request_template(workflow: str, state_machine_arn: str, *, path: st
 
     `eventId` and `userId` come from the path when it has them, otherwise from the JSON
     body. The request id is the execution's correlation id (`requestId` in its input)
-    and the unique part of its name. Values go into `input` (a JSON document inside a
-    JSON string) escaped twice; the name keeps only characters Step Functions accepts
-    and is trimmed so that it never exceeds 80 characters.
+    and the unique part of its name. A non-empty `Idempotency-Key` header becomes
+    `idempotencyKey` in the input (absent otherwise, so the workflow runs unwrapped).
+    Values go into `input` (a JSON document inside a JSON string) escaped twice; the
+    name keeps only characters Step Functions accepts and is trimmed so that it never
+    exceeds 80 characters.
     """
     from_path = set(path_parameters(path))
     budget = execution_name_budget(workflow)
@@ -107,6 +117,21 @@ def workflow_request_template(workflow: str, state_machine_arn: str, *, path: st
             f'#set(${field} = "$!{field}Value")',
         ]
     lines.append('#set($requestId = "$context.requestId")')
+    # The Idempotency-Key header, read from the headers only and its name matched
+    # case-insensitively, as HTTP wants and as the API function does. Not
+    # `$input.params(x)`: it would also take a query-string parameter of that name. Not
+    # `$input.params().header.get(x)` either: that lookup depends on how the client
+    # spelled the name (HTTP/2 clients send it in lower case). Absent and empty are the
+    # same: no key.
+    lines += [
+        '#set($idempotencyKey = "")',
+        "#foreach($headerName in $input.params().header.keySet())",
+        f'#if($headerName.matches("(?i){IDEMPOTENCY_HEADER}"))',
+        '#set($idempotencyKey = "$!input.params().header.get($headerName)")',
+        "#end",
+        "#end",
+        f"#set($idempotencyKeyInput = {_escaped(_escaped('$idempotencyKey'))})",
+    ]
     for field, limit in (("eventId", budget), ("userId", budget), ("requestId", REQUEST_ID_LENGTH)):
         name_var = f"$name{field[0].upper()}{field[1:]}"
         lines += [
@@ -118,10 +143,12 @@ def workflow_request_template(workflow: str, state_machine_arn: str, *, path: st
         # Once for the input document, once more for the string that carries it.
         lines.append(f"#set(${field}Input = {_escaped(_escaped('$' + field))})")
     # Formal references (`${x}`): a Velocity identifier may contain '-'.
+    # `idempotencyKey` only when the request has one: without it the input is unchanged.
     execution_input = (
         '{\\"eventId\\": \\"${eventIdInput}\\", '
         '\\"userId\\": \\"${userIdInput}\\", '
-        '\\"requestId\\": \\"${requestIdInput}\\"}'
+        '\\"requestId\\": \\"${requestIdInput}\\"'
+        '#if($idempotencyKey != ""), \\"idempotencyKey\\": \\"${idempotencyKeyInput}\\"#end}'
     )
     lines += [
         "{",
@@ -443,6 +470,13 @@ class RegistrationApi(Construct):
         role.add_to_policy(iam.PolicyStatement(actions=list(API_TABLE_ACTIONS), resources=[table.table_arn]))
         role.add_to_policy(
             iam.PolicyStatement(
+                actions=list(API_IDEMPOTENCY_ACTIONS),
+                resources=[table.table_arn],
+                conditions=task_functions.leading_keys_condition(task_functions.IDEMPOTENCY_LEADING_KEYS),
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
                 actions=list(API_INDEX_ACTIONS),
                 resources=[f"{table.table_arn}/index/{GSI1_NAME}"],
             )
@@ -521,8 +555,11 @@ class RegistrationApi(Construct):
             ),
         )
 
+        request_parameters = {f"method.request.path.{p}": True for p in path_parameters(path)}
+        # Optional: declared so it is documented; the request validator does not require it.
+        request_parameters[f"method.request.header.{IDEMPOTENCY_HEADER}"] = False
         method_options: dict[str, Any] = {
-            "request_parameters": {f"method.request.path.{p}": True for p in path_parameters(path)},
+            "request_parameters": request_parameters,
             "method_responses": [
                 apigateway.MethodResponse(status_code=str(status))
                 for status in workflow_method_statuses(workflow)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -13,6 +14,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infrastructure import names
+from registration import keys
 
 # Repository-relative location of the Lambda code asset (handlers plus the shared package).
 LAMBDA_ASSET_DIR = Path(__file__).resolve().parents[2] / "lambdas"
@@ -67,7 +69,21 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:GetItem",
         *_QUERY,
     ),
+    # Idempotency records only (see LEADING_KEYS).
+    "ClaimRequest": ("dynamodb:PutItem", "dynamodb:GetItem"),
+    "RecordOutcome": ("dynamodb:UpdateItem", "dynamodb:DeleteItem"),
 }
+# Tasks confined to items whose partition key starts with a prefix (IAM's
+# `dynamodb:LeadingKeys`): the idempotency tasks can touch nothing else in the table.
+IDEMPOTENCY_LEADING_KEYS = [f"{keys.IDEMPOTENCY_PREFIX}*"]
+LEADING_KEYS: dict[str, list[str]] = {
+    "ClaimRequest": IDEMPOTENCY_LEADING_KEYS,
+    "RecordOutcome": IDEMPOTENCY_LEADING_KEYS,
+}
+
+
+def leading_keys_condition(patterns: list[str]) -> dict[str, Any]:
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": patterns}}
 
 
 class TaskFunctions(Construct):
@@ -123,10 +139,12 @@ class TaskFunctions(Construct):
                 resources=[log_group.log_group_arn],
             )
         )
+        leading_keys = LEADING_KEYS.get(task_name)
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=list(TABLE_ACTIONS[task_name]),
                 resources=[table.table_arn],
+                conditions=leading_keys_condition(leading_keys) if leading_keys else None,
             )
         )
         return lambda_.Function(

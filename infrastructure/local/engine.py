@@ -109,13 +109,51 @@ class ExecutionResult:
 
 
 # States whose parsed components keep no per-execution data between runs (moto's
-# interpreter keeps that in the execution's environment); Map and Parallel own workers.
+# interpreter keeps that in the execution's environment). A Parallel state's branch
+# workers live only inside one evaluation, so it is reusable when its branches are; Map
+# keeps item processors and is not.
 REUSABLE_STATE_TYPES = frozenset({"Task", "Choice", "Pass", "Fail", "Succeed", "Wait"})
+PARALLEL = "Parallel"
+
+
+def _all_reusable(states: Mapping[str, Any]) -> bool:
+    for state in states.values():
+        if state.get("Type") == PARALLEL:
+            if not all(_all_reusable(branch.get("States", {})) for branch in state.get("Branches", [])):
+                return False
+        elif state.get("Type") not in REUSABLE_STATE_TYPES:
+            return False
+    return True
+
+
+def _branch_error_name(error_name: str) -> Any:
+    """The error a failed Parallel branch passes on, as AWS passes it on.
+
+    moto wraps it as a custom error name, which refuses the reserved `States.` prefix, so
+    a branch that failed with `States.Timeout` would fail its Parallel state with
+    `States.Runtime` instead.
+    """
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+        CustomErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+
+    if error_name and error_name.startswith("States."):
+        try:
+            return StatesErrorName.from_name(error_name)
+        except (ValueError, KeyError):
+            pass
+    return CustomErrorName(error_name=error_name)
+
+
 PROGRAM_POOL_SIZE = 16
 
 
 class _WorkerHooks:
-    """Two wrappers around moto's ``ExecutionWorker`` (the body of an execution thread).
+    """Two wrappers around moto's ``ExecutionWorker`` (the body of an execution thread),
+    and one fix to its Parallel state (see ``_branch_error_name``).
 
     * ``_execution_logic``: when it returns, the execution's status, output, error and
       cause are all set; the worker is flagged and its waiter woken, instead of being
@@ -124,8 +162,9 @@ class _WorkerHooks:
       latency, not correctness.
     * ``_get_evaluation_entrypoint``: moto re-parses the ASL with ANTLR for every
       execution (about 17 ms for the register workflow, over half of a run). Parsed
-      programs of definitions made only of simple states go back to a small pool
-      after the execution, so no program is ever shared by two running executions.
+      programs of definitions made only of simple states (and Parallel states of
+      them) go back to a small pool after the execution, so no program is ever shared
+      by two running executions.
     """
 
     lock = threading.Lock()
@@ -135,6 +174,14 @@ class _WorkerHooks:
     events: dict[str, threading.Event] = {}  # noqa: RUF012
     programs: dict[str, list[Any]] = {}  # noqa: RUF012
     reusable: dict[str, bool] = {}  # noqa: RUF012
+
+    branch_error_name: Any = None
+
+    @staticmethod
+    def _branches_module() -> Any:
+        from moto.stepfunctions.parser.asl.component.state.exec.state_parallel import branches_decl
+
+        return branches_decl
 
     @staticmethod
     def _worker_class() -> Any:
@@ -147,8 +194,7 @@ class _WorkerHooks:
         reusable = cls.reusable.get(definition)
         if reusable is None:
             try:
-                states = json.loads(definition).get("States", {})
-                reusable = all(state.get("Type") in REUSABLE_STATE_TYPES for state in states.values())
+                reusable = _all_reusable(json.loads(definition).get("States", {}))
             except (ValueError, AttributeError):
                 reusable = False
             cls.reusable[definition] = reusable
@@ -208,6 +254,10 @@ class _WorkerHooks:
             worker_class._execution_logic = _execution_logic
             worker_class._get_evaluation_entrypoint = _get_evaluation_entrypoint
 
+            branches = cls._branches_module()
+            cls.branch_error_name = branches.CustomErrorName
+            branches.CustomErrorName = _branch_error_name
+
     @classmethod
     def uninstall(cls) -> None:
         with cls.lock:
@@ -218,6 +268,9 @@ class _WorkerHooks:
             for name, original in cls.originals.items():
                 setattr(worker_class, name, original)
             cls.originals = {}
+            if cls.branch_error_name is not None:
+                cls._branches_module().CustomErrorName = cls.branch_error_name
+                cls.branch_error_name = None
             cls.programs.clear()
             cls.reusable.clear()
 

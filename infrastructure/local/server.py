@@ -5,7 +5,8 @@
 * Workflow routes (`names.WORKFLOW_ROUTES`) run the synthesized state machine on the
   local engine and wait for its end, as API Gateway's StartSyncExecution integration
   does; the outcome becomes a response through `registration.outcomes`, the mapping
-  API Gateway's response templates are generated from.
+  API Gateway's response templates are generated from. An `Idempotency-Key` header
+  goes into the execution input as `idempotencyKey`, as the request template puts it.
 * Every other route (`names.LAMBDA_ROUTES`) becomes an API Gateway REST proxy event
   for the API Lambda's handler, called in-process.
 * `GET /openapi.json` and `GET /docs` (Swagger UI, served offline) describe the API.
@@ -102,6 +103,19 @@ def _is_json(headers: Sequence[tuple[str, str]]) -> bool:
     return True
 
 
+def idempotency_key(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The `Idempotency-Key` header as API Gateway's request template passes it on: the
+    name matched case-insensitively, the last one sent, and an empty value as none."""
+    # Imported here: registration.idempotency sets up the handlers' Logger (see LocalApi).
+    from registration.idempotency import HEADER
+
+    found = None
+    for name, value in headers:
+        if name.lower() == HEADER.lower():
+            found = value
+    return found or None
+
+
 def route_not_found(method: str, path: str) -> Reply:
     """The API Lambda's not-found answer, for what API Gateway itself would refuse."""
     return Reply.error(404, ROUTE_NOT_FOUND, f"No route {method} {path}")
@@ -180,7 +194,7 @@ class LocalApi:
             if not _is_json(headers):
                 # The integration only has an application/json request template.
                 return Reply.error(415, UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_MEDIA_MESSAGE)
-            return self._workflow(workflow, parameters, body, request_id)
+            return self._workflow(workflow, parameters, body, request_id, idempotency_key(headers))
         event = proxy_event(
             method=method,
             path=path,
@@ -223,7 +237,14 @@ class LocalApi:
                 headers.append((name, value))
         return Reply(proxied.status, proxied.body, content_type, headers)
 
-    def _workflow(self, workflow: str, parameters: dict[str, str], body: bytes, request_id: str) -> Reply:
+    def _workflow(
+        self,
+        workflow: str,
+        parameters: dict[str, str],
+        body: bytes,
+        request_id: str,
+        key: str | None = None,
+    ) -> Reply:
         try:
             if workflow == names.REGISTER_WORKFLOW:
                 user_id = self._api.register_request(body).userId
@@ -234,6 +255,9 @@ class LocalApi:
         event_id = parameters["eventId"]
         name = execution_name(workflow, event_id, user_id, request_id)
         execution_input = {"eventId": event_id, "userId": user_id, "requestId": request_id}
+        if key is not None:
+            # The workflow claims the key (and refuses a malformed one), as on AWS.
+            execution_input["idempotencyKey"] = key
         try:
             result = self.engine.run(workflow, execution_input, name=name, timeout=self.workflow_timeout)
         except ExecutionTimeout:

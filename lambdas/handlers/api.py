@@ -8,6 +8,8 @@ workflows directly (see `infrastructure.names.WORKFLOW_ROUTES`).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -28,6 +30,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from registration import idempotency
 from registration.errors import DomainError, ValidationError
 from registration.models import (
     ErrorBody,
@@ -38,18 +41,21 @@ from registration.models import (
     Page,
     RegisterRequest,
     Registration,
+    StoredResponse,
     User,
     UserRegistration,
     WaitlistEntry,
 )
 from registration.observability import logger, tracer
-from registration.openapi import error_responses
+from registration.openapi import IDEMPOTENCY_ERRORS, error_responses
 from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE
 from registration.store import MAX_PAGE, get_store
 from registration.validation import validation_error
 
 DEFAULT_PAGE = 25
 ROUTE_NOT_FOUND = "RouteNotFound"
+# Methods that honour the `Idempotency-Key` header.
+IDEMPOTENT_METHODS = frozenset({"POST", "DELETE"})
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -93,7 +99,7 @@ def _require_object_body() -> None:
     status_code=201,
     summary="Create a user",
     tags=["users"],
-    responses=_responses(201, "The user as stored", "UserAlreadyExists"),
+    responses=_responses(201, "The user as stored", "UserAlreadyExists", *IDEMPOTENCY_ERRORS),
 )
 def create_user(user: NewUser) -> User:
     _require_object_body()
@@ -140,7 +146,7 @@ def list_user_registrations(
     summary="Create an event",
     description="The id is generated when absent; the event starts with no one registered.",
     tags=["events"],
-    responses=_responses(201, "The event as stored", "EventAlreadyExists"),
+    responses=_responses(201, "The event as stored", "EventAlreadyExists", *IDEMPOTENCY_ERRORS),
 )
 def create_event(event: NewEvent) -> Event:
     _require_object_body()
@@ -195,11 +201,15 @@ def _json(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-def error_response(error: DomainError) -> Response[dict[str, Any]]:
+def error_body(error: DomainError) -> dict[str, Any]:
     body: dict[str, Any] = {"error": error.code, "message": error.message}
     if isinstance(error, ValidationError):
         body["fields"] = error.fields
-    return _json(error.http_status, body)
+    return body
+
+
+def error_response(error: DomainError) -> Response[dict[str, Any]]:
+    return _json(error.http_status, error_body(error))
 
 
 def malformed_json(detail: str) -> ValidationError:
@@ -303,16 +313,100 @@ def handle_unexpected(error: Exception) -> Response[dict[str, Any]]:
 # --- entry point -----------------------------------------------------------------------
 
 
+def _proxy(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """A proxy result outside the resolver (415, replays, a refused key)."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }
+
+
+def _header(event: dict[str, Any], name: str) -> str | None:
+    """A header's value, its name matched case-insensitively as API Gateway does."""
+    found = None
+    for key, value in (event.get("headers") or {}).items():
+        if str(key).lower() == name.lower():
+            found = value
+    return None if found is None else str(found)
+
+
+def _body_text(event: dict[str, Any]) -> str | None:
+    body = event.get("body")
+    if body and event.get("isBase64Encoded"):
+        raw = base64.b64decode(body)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return str(body)  # not text: its encoded form stands for it
+    return None if body is None else str(body)
+
+
+def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict[str, Any]:
+    """Run the request once per `Idempotency-Key` (`registration.idempotency`): a replay
+    gets the first answer, a 5xx releases the key."""
+    store = get_store()
+    request_id = str((event.get("requestContext") or {}).get("requestId") or context.aws_request_id)
+    fingerprint = idempotency.request_fingerprint(
+        str(event.get("httpMethod")),
+        str(event.get("resource")),
+        event.get("pathParameters"),
+        _body_text(event),
+    )
+    try:
+        stored = idempotency.begin(store, key, fingerprint, request_id)
+    except DomainError as error:
+        logger.info("refused", extra={"error": error.code, "reason": error.message})
+        return _proxy(error.http_status, error_body(error))
+    except Exception:
+        logger.exception("unexpected failure")
+        return _proxy(500, {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE})
+    if stored is not None:
+        return _proxy(stored.statusCode, stored.body)
+    try:
+        result = app.resolve(event, context)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.release_request(key, request_id)
+        raise
+    status = int(result.get("statusCode", 500))
+    try:
+        body = json.loads(result.get("body") or "null")
+    except ValueError:
+        body = None
+    answer = (
+        StoredResponse(statusCode=status, body=body)
+        if isinstance(body, dict)
+        # Not an answer we can replay: release the key, as for a failure of ours.
+        else StoredResponse(statusCode=idempotency.RETRYABLE_STATUS, body={})
+    )
+    try:
+        idempotency.finish(store, key, request_id, answer)
+    except Exception:
+        # The caller's answer matters more than the record: an unrecorded claim only makes
+        # a replay wait for its lease to run out, then run again.
+        logger.exception("could not record the answer", extra={"idempotencyKey": key})
+    return result
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Not re-entrant: Powertools keeps the current event on the resolver class, and a
-    Lambda execution environment serves one request at a time."""
+    Lambda execution environment serves one request at a time.
+
+    A POST or DELETE with an `Idempotency-Key` header runs at most once per key; GET
+    ignores the header."""
     if _not_json(event):
-        return {
-            "statusCode": 415,
-            "headers": {"Content-Type": content_types.APPLICATION_JSON},
-            "body": json.dumps(UNSUPPORTED_MEDIA),
-            "isBase64Encoded": False,
-        }
-    return app.resolve(event, context)
+        return _proxy(415, dict(UNSUPPORTED_MEDIA))
+    if str(event.get("httpMethod", "")).upper() not in IDEMPOTENT_METHODS:
+        return app.resolve(event, context)
+    try:
+        key = idempotency.parse_key(_header(event, idempotency.HEADER))
+    except ValidationError as error:
+        logger.info("invalid request", extra={"fields": error.fields})
+        return _proxy(error.http_status, error_body(error))
+    if key is None:
+        return app.resolve(event, context)
+    return _idempotent(event, context, key)

@@ -86,6 +86,18 @@ class TransientDatabaseError(DomainError):
     http_status = 503
 
 
+class IdempotencyKeyReused(DomainError):
+    """The `Idempotency-Key` was first used for a different request."""
+
+    http_status = 422
+
+
+class RequestInProgress(DomainError):
+    """The first request with this `Idempotency-Key` has not finished yet; retry shortly."""
+
+    http_status = 409
+
+
 ERRORS: dict[str, type[DomainError]] = {
     cls.code: cls
     for cls in (
@@ -101,5 +113,7 @@ ERRORS: dict[str, type[DomainError]] = {
         ContentionLimitExceeded,
         DecisionStale,
         TransientDatabaseError,
+        IdempotencyKeyReused,
+        RequestInProgress,
     )
 }

@@ -114,3 +114,20 @@ def reconciliation_record_key(event_id: str, at: str, run_id: str) -> Key:
 
 def reconciliation_run_key(at: str, run_id: str) -> Key:
     return {"PK": RECONCILIATION_RUNS_PK, "SK": f"{RUN_PREFIX}{at}#{run_id}"}
+
+
+# --- idempotent requests -----------------------------------------------------------------
+#
+# | item                          | PK                     | SK      |
+# |-------------------------------|------------------------|---------|
+# | request (per Idempotency-Key) | IDEMPOTENCY#{key}      | REQUEST |
+#
+# One partition per key, so a stampede of keyed requests spreads like the requests do.
+# Records expire (`expiresAt`, the table's TTL attribute) after a day.
+
+IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"
+REQUEST = "REQUEST"
+
+
+def idempotency_key(key: str) -> Key:
+    return {"PK": f"{IDEMPOTENCY_PREFIX}{key}", "SK": REQUEST}

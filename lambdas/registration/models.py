@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -186,6 +186,71 @@ class RegisterState(WorkflowRequest):
 class UnregisterState(WorkflowRequest):
     event: EventState
     decision: UnregisterDecision | None = None
+
+
+# --- idempotent requests ---------------------------------------------------------------
+
+IdempotencyKey = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
+    Field(
+        description="1 to 128 letters, digits, '-', '_', '.' or ':' (a UUID is a good key)",
+        examples=["4f1c2a9e-8d3b-4c5e-9a7f-0b6d2e1c3f4a"],
+    ),
+]
+IdempotencyStatus = Literal["IN_PROGRESS", "COMPLETED"]
+
+
+class StoredResponse(_Record):
+    """What the first request answered, replayed as is. A workflow's failure also keeps
+    its error code and cause, so a replayed execution fails exactly as the first did."""
+
+    statusCode: int
+    body: dict[str, Any]
+    error: str | None = None
+    cause: str | None = None
+
+
+class IdempotencyRecord(_Record):
+    key: str
+    fingerprint: str
+    status: IdempotencyStatus
+    requestId: str
+    createdAt: Timestamp
+    leaseExpiresAt: int = Field(
+        description="Epoch seconds after which a retry may take an unfinished request over"
+    )
+    expiresAt: int = Field(description="Epoch seconds; the table's TTL attribute")
+    response: StoredResponse | None = None
+
+
+class ClaimInput(WorkflowRequest):
+    """A workflow started with an `Idempotency-Key`."""
+
+    idempotencyKey: IdempotencyKey
+    operation: Literal["register", "unregister"]
+
+
+class ClaimResult(_Record):
+    """`replay` false: run the workflow. True: end as the first execution ended."""
+
+    replay: bool
+    succeeded: bool | None = None
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    cause: str | None = None
+
+
+class CaughtError(BaseModel):
+    """An error as a Step Functions Catch records it."""
+
+    Error: str
+    Cause: str | None = None
+
+
+class RecordOutcomeInput(ClaimInput):
+    output: dict[str, Any] | None = None
+    error: CaughtError | None = None
 
 
 # --- HTTP API --------------------------------------------------------------------------

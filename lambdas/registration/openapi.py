@@ -19,11 +19,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from registration.errors import ERRORS
-from registration.models import ErrorBody, Identifier, RegisterRequest, RegisterResult, UnregisterResult
+from registration.idempotency import HEADER as IDEMPOTENCY_HEADER
+from registration.idempotency import RETENTION_SECONDS
+from registration.models import (
+    ErrorBody,
+    IdempotencyKey,
+    Identifier,
+    RegisterRequest,
+    RegisterResult,
+    UnregisterResult,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -33,16 +42,24 @@ VERSION = "1.0.0"
 DESCRIPTION = (
     "Users, events with limited seats, registrations and a first-come-first-served waitlist.\n\n"
     'JSON in, JSON out. Every error body is `{"error": "<Code>", "message": "<sentence>"}`; '
-    "a 422 also lists the offending `fields`. Lists are paginated with `limit` (1 to 100, "
+    "a 422 `ValidationError` also lists the offending `fields`. Lists are paginated with `limit` (1 to 100, "
     "default 25) and the `nextToken` of the previous page.\n\n"
     "`POST /events/{eventId}/register` and `DELETE /events/{eventId}/register/{userId}` run "
-    "Step Functions workflows; every other route is served by one Lambda function."
+    "Step Functions workflows; every other route is served by one Lambda function.\n\n"
+    f"Every POST and DELETE takes an optional `{IDEMPOTENCY_HEADER}` header: a retry with the "
+    f"same key within {RETENTION_SECONDS // 3600} hours gets the first answer (status and body) "
+    "and changes nothing; the same key with a different request is refused (422 "
+    "`IdempotencyKeyReused`), and so is a retry while the first request still runs (409 "
+    "`RequestInProgress`). A failure of ours (5xx) is not kept: a retry runs the request again."
 )
 # The repository root when run from a checkout (lambdas/registration/openapi.py).
 DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REF_PREFIX = "#/components/schemas/"
 
 INTERNAL_ERROR = "InternalError"
+# What a request sent with an `Idempotency-Key` can also be answered (every POST and DELETE).
+IDEMPOTENCY_ERRORS = ("IdempotencyKeyReused", "RequestInProgress")
+IDEMPOTENT_METHODS = ("post", "delete")
 # Error codes each route can answer with (422 ValidationError and 500 InternalError are
 # implied). The workflow lists follow the Fail states of workflows/register.py and
 # workflows/unregister.py.
@@ -54,13 +71,20 @@ REGISTER_ERRORS = (
     "EventFull",
     "ContentionLimitExceeded",
     "TransientDatabaseError",
+    *IDEMPOTENCY_ERRORS,
 )
-UNREGISTER_ERRORS = ("EventNotFound", "NotRegistered", "ContentionLimitExceeded", "TransientDatabaseError")
+UNREGISTER_ERRORS = (
+    "EventNotFound",
+    "NotRegistered",
+    "ContentionLimitExceeded",
+    "TransientDatabaseError",
+    *IDEMPOTENCY_ERRORS,
+)
 
 _STATUS_TEXT = {
     404: "Not found",
     409: "Conflict",
-    422: "Invalid input, with the offending fields",
+    422: "Refused; a `ValidationError` lists the offending fields",
     500: "Unexpected failure; the cause is logged, not returned",
     503: "Too much contention or throttling; retry later",
 }
@@ -103,6 +127,35 @@ def _path_parameter(name: str) -> dict[str, Any]:
     schema = TypeAdapter(Identifier).json_schema()
     schema["title"] = name[0].upper() + name[1:].lower()
     return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def idempotency_parameter() -> dict[str, Any]:
+    """The optional `Idempotency-Key` header, with the shared model's constraints.
+
+    An empty value is no key (API Gateway's request templates cannot tell it from an
+    absent header), so the schema admits it beside the key itself."""
+    key = TypeAdapter(IdempotencyKey).json_schema()
+    schema = {"anyOf": [key, {"const": "", "description": "No key: as if the header were absent"}]}
+    return {
+        "name": IDEMPOTENCY_HEADER,
+        "in": "header",
+        "required": False,
+        "description": (
+            f"Makes a retry safe: the same request with the same key within "
+            f"{RETENTION_SECONDS // 3600} hours gets the first answer and changes nothing. "
+            "Send a new key (a UUID) for each new request; an empty value counts as none."
+        ),
+        "schema": schema,
+    }
+
+
+def _add_idempotency_parameter(paths: Mapping[str, Any]) -> None:
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method in IDEMPOTENT_METHODS:
+                parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])
+                if not any(p.get("name") == IDEMPOTENCY_HEADER for p in parameters):
+                    parameters.append(idempotency_parameter())
 
 
 def workflow_paths() -> dict[str, dict[str, Any]]:
@@ -193,6 +246,7 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
         if clash:
             raise ValueError(f"{path}: the API Lambda also serves {sorted(clash)}")
         paths.setdefault(path, {}).update(operations)
+    _add_idempotency_parameter(paths)
     document["paths"] = dict(sorted(paths.items()))
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     extra = _schemas(

@@ -35,6 +35,8 @@ WORKFLOW_ERROR_STATUS: dict[str, int] = {
         "EventFull",
         "ContentionLimitExceeded",
         "TransientDatabaseError",
+        "IdempotencyKeyReused",
+        "RequestInProgress",
     }
 }
 

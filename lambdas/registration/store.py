@@ -45,6 +45,7 @@ from registration.models import (
     Counters,
     Event,
     EventState,
+    IdempotencyRecord,
     Membership,
     NewEvent,
     NewUser,
@@ -52,6 +53,7 @@ from registration.models import (
     ReconciliationRun,
     Registration,
     RepairAction,
+    StoredResponse,
     User,
     UserRegistration,
     WaitlistEntry,
@@ -1144,6 +1146,101 @@ class RegistrationStore:
                 "ExpressionAttributeValues": values,
             }
         }
+
+    # --- idempotent requests -----------------------------------------------------------
+
+    def claim_request(self, claim: IdempotencyRecord, now: int) -> IdempotencyRecord | None:
+        """Write `claim` (IN_PROGRESS) unless a live record holds its key; None when written.
+
+        A record is dead once `expiresAt` has passed (TTL deletes lazily), and an
+        unfinished one may be taken over after its lease by the same request (same
+        fingerprint). The request that wrote a claim may write it again (a retried task).
+        Otherwise the record that holds the key is returned, read in the same call.
+        """
+        item = {
+            **keys.idempotency_key(claim.key),
+            "entity": "IDEMPOTENCY",
+            **claim.model_dump(exclude_none=True),
+        }
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item=_ser(item),
+                ConditionExpression=(
+                    "attribute_not_exists(PK) OR expiresAt < :now OR requestId = :requestId "
+                    "OR (#status = :inProgress AND leaseExpiresAt < :now AND fingerprint = :fingerprint)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_ser(
+                    {
+                        ":now": now,
+                        ":requestId": claim.requestId,
+                        ":inProgress": "IN_PROGRESS",
+                        ":fingerprint": claim.fingerprint,
+                    }
+                ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            held = exc.response.get("Item") or self._call(
+                "get_item",
+                TableName=self.table_name,
+                Key=_ser(keys.idempotency_key(claim.key)),
+                ConsistentRead=True,
+            ).get("Item")
+            if not held:  # pragma: no cover - deleted between the write and the read: try again
+                return self.claim_request(claim, now)
+            return IdempotencyRecord.model_validate(_plain_deep(_deser(held)))
+        return None
+
+    def complete_request(self, key: str, request_id: str, response: StoredResponse, at: str) -> bool:
+        """Store the answer of the request that holds the claim; False if another took it over."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_ser(keys.idempotency_key(key)),
+                UpdateExpression="SET #status = :completed, #response = :response, completedAt = :at",
+                ConditionExpression="requestId = :requestId",
+                ExpressionAttributeNames={"#status": "status", "#response": "response"},
+                ExpressionAttributeValues=_ser(
+                    {
+                        ":completed": "COMPLETED",
+                        ":response": response.model_dump(exclude_none=True),
+                        ":at": at,
+                        ":requestId": request_id,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def release_request(self, key: str, request_id: str) -> bool:
+        """Forget an unfinished claim so that a retry runs the request again."""
+        try:
+            self._call(
+                "delete_item",
+                TableName=self.table_name,
+                Key=_ser(keys.idempotency_key(key)),
+                ConditionExpression="requestId = :requestId AND #status = :inProgress",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_ser({":requestId": request_id, ":inProgress": "IN_PROGRESS"}),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get_request(self, key: str) -> IdempotencyRecord | None:
+        item = self._get(keys.idempotency_key(key))
+        return IdempotencyRecord.model_validate(_plain_deep(item)) if item else None
 
 
 def _membership(item: Item, status: str) -> Membership:

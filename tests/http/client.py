@@ -82,8 +82,8 @@ class Client:
     def post(self, path: str, json_body: Any = _MISSING, **kwargs: Any) -> Answer:
         return self.request("POST", path, json_body, **kwargs)
 
-    def delete(self, path: str) -> Answer:
-        return self.request("DELETE", path)
+    def delete(self, path: str, **kwargs: Any) -> Answer:
+        return self.request("DELETE", path, **kwargs)
 
     # The story's steps, asserting success.
 

@@ -4,7 +4,13 @@ Every operation in docs/openapi.json gets generated requests, valid and invalid 
 parameters, query strings, bodies, content types). Every answer must be documented for
 that operation (status, content type, body schema), none a 5xx, and invalid input must
 be refused. After every refused request the whole table is read back: it must be
-exactly as before (a rejected request writes nothing).
+exactly as before (a rejected request writes nothing but, when it carried an
+`Idempotency-Key`, the record of its answer).
+
+A valid `Idempotency-Key` that schemathesis generates is replaced by a fresh one, so
+that keyed requests reach their routes instead of colliding on a few generated keys;
+each keyed request is then sent again, and the replay must answer the same status and
+body and leave the table exactly as the first left it.
 
 `make test` runs FUZZ_EXAMPLES examples per operation (valid and invalid mixed); the
 `thorough` hypothesis profile runs FUZZ_EXAMPLES_THOROUGH. The figures go to
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +36,8 @@ from schemathesis import GenerationMode, checks
 
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.server import LocalServer
+from registration import idempotency, keys
+from registration.errors import ValidationError
 from tests.fixtures import figures as figure_files
 from tests.fixtures.table_checks import scan_table, table_violations
 
@@ -59,6 +68,7 @@ class Tally:
         self.statuses: Counter[str] = Counter()
         self.by_operation: dict[str, Counter[str]] = {}
         self.refused_checked = 0
+        self.replays_checked = 0
         self.seconds = 0.0  # time spent sending and checking (the module may be interleaved)
         self.snapshot: list[dict[str, Any]] | None = None
 
@@ -68,6 +78,7 @@ class Tally:
 
 
 TALLY = Tally()
+FuzzCase = schemathesis.Case[Any]
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +92,7 @@ def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
         workers[figure_files.WORKER] = {
             "seconds": TALLY.seconds,
             "refused": TALLY.refused_checked,
+            "replays": TALLY.replays_checked,
             "byOperation": {op: dict(c) for op, c in TALLY.by_operation.items()},
         }
         by_operation: dict[str, Counter[str]] = {}
@@ -97,6 +109,7 @@ def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
                 "seconds": round(sum(w["seconds"] for w in workers.values()), 1),
                 "statuses": dict(sorted(statuses.items())),
                 "refusedRequestsCheckedForWrites": sum(w["refused"] for w in workers.values()),
+                "keyedRequestsReplayed": sum(w.get("replays", 0) for w in workers.values()),
                 "byOperation": {op: dict(sorted(c.items())) for op, c in sorted(by_operation.items())},
                 "workers": workers,
             },
@@ -108,10 +121,34 @@ def table(local_engine: LocalEngine) -> tuple[Any, str]:
     return local_engine.dynamodb_client(), local_engine.table_name
 
 
-OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
 
 
-def _cases(operation: Any) -> st.SearchStrategy[schemathesis.Case]:
+def _fresh_key(case: FuzzCase) -> str | None:
+    """Replace a valid generated `Idempotency-Key` with a new one; the key sent, if any."""
+    for name, value in (case.headers or {}).items():
+        if name.lower() != idempotency.HEADER.lower() or not isinstance(value, str):
+            continue
+        try:
+            if idempotency.parse_key(value) is None:
+                return None
+        except ValidationError:
+            return None  # a malformed key: it must be refused
+        key = str(uuid.uuid4())
+        case.headers[name] = key
+        return key
+    return None
+
+
+def _without_record(items: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
+    """The table but the idempotency record of `key` (the answer a refusal may store)."""
+    if key is None:
+        return items
+    record = f"{keys.IDEMPOTENCY_PREFIX}{key}"
+    return [item for item in items if item["PK"] != record]
+
+
+def _cases(operation: Any) -> st.SearchStrategy[FuzzCase]:
     return st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
@@ -126,26 +163,36 @@ def test_every_answer_is_documented_and_refusals_write_nothing(
 
     @given(case=_cases(operation))
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    def fuzz(case: schemathesis.Case) -> None:
+    def fuzz(case: FuzzCase) -> None:
         started = time.perf_counter()
         try:
             check(case)
         finally:
             TALLY.seconds += time.perf_counter() - started
 
-    def check(case: schemathesis.Case) -> None:
+    def check(case: FuzzCase) -> None:
         if TALLY.snapshot is None:
             TALLY.snapshot = scan_table(client, table_name)
+        key = _fresh_key(case)
         response = case.call(base_url=server.url, timeout=60)
         TALLY.record(f"{case.method.upper()} {case.path}", response.status_code)
         after = scan_table(client, table_name)
         if response.status_code >= 400:
             TALLY.refused_checked += 1
-            assert after == TALLY.snapshot, (
+            assert _without_record(after, key) == _without_record(TALLY.snapshot, key), (
                 f"{case.method} {case.formatted_path} -> {response.status_code} wrote"
             )
         TALLY.snapshot = after
         case.validate_response(response, checks=CHECKS)
+        if key is not None and response.status_code < 500:
+            replay = case.call(base_url=server.url, timeout=60)
+            TALLY.replays_checked += 1
+            assert (replay.status_code, replay.json()) == (response.status_code, response.json()), (
+                f"{case.method} {case.formatted_path}: the replay answered differently"
+            )
+            assert scan_table(client, table_name) == after, (
+                f"{case.method} {case.formatted_path}: the replay wrote"
+            )
 
     fuzz()
 

@@ -106,12 +106,15 @@ def test_show_a_successful_run_as_a_timeline(server: LocalServer, story: dict[st
     assert shown["execution"]["status"] == "SUCCEEDED"
     assert shown["execution"]["output"]["status"] == "waitlisted"
     states = shown["states"]
-    assert states[0]["name"] == "Validate"
+    # Sent without an Idempotency-Key: straight from the key check to the workflow itself.
+    assert states[0]["name"] == "IdempotencyKeyGiven"
+    assert "ClaimRequest" not in [s["name"] for s in states]
     assert states[-1]["type"] == "Succeed"
     for state in states:
         assert state["durationMs"] is not None and state["durationMs"] >= 0
         assert state["input"] is not None
     tasks = [s for s in states if s["type"] == "Task"]
+    assert tasks[0]["name"] == "Validate"
     assert tasks and all(len(s["attempts"]) == 1 and s["retries"] == 0 for s in tasks)
     assert all(s["attempts"][0]["status"] == "succeeded" for s in tasks)
 

@@ -12,7 +12,13 @@ from infrastructure import names
 from infrastructure.constructs import api
 from registration import outcomes
 from tests.infrastructure.conftest import Synthesized
-from tests.infrastructure.test_template import POWERTOOLS_LAYER, join_to_text, policy_statements, table_id
+from tests.infrastructure.test_template import (
+    IDEMPOTENCY_ONLY,
+    POWERTOOLS_LAYER,
+    join_to_text,
+    policy_statements,
+    table_id,
+)
 
 pytestmark = pytest.mark.infrastructure
 
@@ -116,7 +122,29 @@ def test_workflow_routes_start_their_state_machine_synchronously(
     assert arns == [f"${{{state_machine_ids[workflow]}}}"]
     assert '\\"requestId\\": \\"${requestIdInput}\\"' in request
     assert '#set($requestId = "$context.requestId")' in request
+    assert '\\"idempotencyKey\\": \\"${idempotencyKeyInput}\\"' in request
     assert f'"name": "{workflow}-' in request
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_workflow_routes_declare_the_idempotency_header_optional(
+    synthesized: Synthesized, methods: dict[tuple[str, str], dict[str, Any]], route: tuple[str, str]
+) -> None:
+    method = methods[route]
+    path_parameters = {f"method.request.path.{p}": True for p in api.path_parameters(route[1])}
+    assert path_parameters  # every workflow route names its event
+    assert method["RequestParameters"] == {
+        **path_parameters,
+        "method.request.header.Idempotency-Key": False,
+    }
+    # The validator (register only) still checks the body and the required path
+    # parameters; an optional header is never required by it.
+    if "RequestValidatorId" in method:
+        validator = synthesized.raw["Resources"][method["RequestValidatorId"]["Ref"]]["Properties"]
+        assert validator["ValidateRequestBody"] is True
+        assert validator["ValidateRequestParameters"] is True
+    else:
+        assert names.WORKFLOW_ROUTES[route] == names.UNREGISTER_WORKFLOW
 
 
 @pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
@@ -252,22 +280,43 @@ class _Util:
 
 
 class _Input:
-    def __init__(self, body: str, params: dict[str, str]) -> None:
+    """`$input`: `params(x)` searches the path, the query string, then the headers (as API
+    Gateway documents it); `params()` is the map of all three."""
+
+    def __init__(
+        self,
+        body: str,
+        params: dict[str, str],
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> None:
         self._body = body
-        self._params = params
+        self._params = {"path": params, "querystring": query or {}, "header": headers or {}}
 
     def path(self, expression: str) -> Any:
         document = json.loads(self._body) if self._body else {}
         return document if expression == "$" else document.get(expression[2:])
 
-    def params(self, name: str) -> str:
-        return self._params.get(name, "")
+    def params(self, name: str | None = None) -> Any:
+        if name is None:
+            return self._params
+        for kind in ("path", "querystring", "header"):
+            if name in self._params[kind]:
+                return self._params[kind][name]
+        return ""
 
 
-def _evaluate(template: str, body: str, params: dict[str, str] | None = None) -> tuple[int | None, str]:
+def _evaluate(
+    template: str,
+    body: str,
+    params: dict[str, str] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+) -> tuple[int | None, str]:
     airspeed = pytest.importorskip("airspeed")
     context: dict[str, Any] = {"requestId": REQUEST_ID, "responseOverride": {}}
-    namespace = {"input": _Input(body, params or {}), "util": _Util(), "context": context}
+    namespace = {"input": _Input(body, params or {}, headers, query), "util": _Util(), "context": context}
     text = airspeed.Template(template).merge(namespace)
     return context["responseOverride"].get("status"), text
 
@@ -348,6 +397,77 @@ def test_evaluated_request_templates(event_id: str, user_id: str) -> None:
         assert name.startswith(f"{workflow}-") and name.endswith(REQUEST_ID)
 
 
+def _start_request(
+    route: tuple[str, str], *, headers: dict[str, str] | None = None, query: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The StartSyncExecution request a workflow route makes, for event e1 and user u1."""
+    (_, path), workflow = route, names.WORKFLOW_ROUTES[route]
+    arn = f"arn:aws:states:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:stateMachine:Machine"
+    template = api.workflow_request_template(workflow, arn, path=path)
+    params = {"eventId": "e1"}
+    body = {}
+    if "{userId}" in path:
+        params["userId"] = "u1"
+    else:
+        body["userId"] = "u1"
+    _, text = _evaluate(template, json.dumps(body), params, headers=headers, query=query)
+    request: dict[str, Any] = json.loads(text)
+    return request
+
+
+WITHOUT_KEY = {"eventId": "e1", "userId": "u1", "requestId": REQUEST_ID}
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+@pytest.mark.parametrize(
+    "key",
+    [
+        "4f1c2a9e-8d3b-4c5e-9a7f-0b6d2e1c3f4a",
+        'say "hi"',
+        "back\\slash\\",
+        '\\"',
+        "it's/é\t",
+        "${requestId} #if(true)x#end $!util",
+    ],
+)
+def test_evaluated_request_template_passes_the_idempotency_key(route: tuple[str, str], key: str) -> None:
+    request = _start_request(route, headers={"Idempotency-Key": key, "Accept": "application/json"})
+    execution_input = json.loads(request["input"])
+    assert execution_input == {**WITHOUT_KEY, "idempotencyKey": key}
+    assert execution_input["idempotencyKey"] == key
+    # The execution name does not depend on the key.
+    assert request["name"] == _start_request(route)["name"]
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+@pytest.mark.parametrize("header", ["Idempotency-Key", "idempotency-key", "IDEMPOTENCY-KEY"])
+def test_evaluated_request_template_matches_the_header_name_in_any_case(
+    route: tuple[str, str], header: str
+) -> None:
+    execution_input = json.loads(_start_request(route, headers={header: "k-1"})["input"])
+    assert execution_input["idempotencyKey"] == "k-1"
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        (None, None),
+        ({"Idempotency-Key": ""}, None),
+        ({"Accept": "application/json"}, None),
+        ({"X-Idempotency-Key": "k-1", "Idempotency-Keys": "k-2"}, None),
+        # A query-string parameter of that name is not the header.
+        (None, {"Idempotency-Key": "k-1"}),
+    ],
+)
+def test_evaluated_request_template_without_a_key_is_unchanged(
+    route: tuple[str, str], headers: dict[str, str] | None, query: dict[str, str] | None
+) -> None:
+    request = _start_request(route, headers=headers, query=query)
+    assert "idempotencyKey" not in request["input"]
+    assert json.loads(request["input"]) == WITHOUT_KEY
+
+
 # --- errors API Gateway answers itself ------------------------------------------------------
 
 
@@ -401,10 +521,19 @@ def test_api_function_role_is_least_privilege(synthesized: Synthesized, api_func
     role_id = props["Role"]["Fn::GetAtt"][0]
     table = table_id(synthesized)
     grants: dict[str, set[str]] = {}
+    confined: list[tuple[str, set[str]]] = []
     for statement in policy_statements(synthesized, role_id):
+        assert statement["Effect"] == "Allow", statement
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resource = join_to_text(statement["Resource"])
+        if "Condition" in statement:
+            assert statement["Condition"] == IDEMPOTENCY_ONLY, statement
+            confined.append((resource, set(actions)))
+            continue
         grants.setdefault(resource, set()).update(actions)
+    # Updates and deletes only on idempotency records (`IDEMPOTENCY#...` partition keys):
+    # never on a user, an event or a seat.
+    assert confined == [(f"${{{table}.Arn}}", {"dynamodb:UpdateItem", "dynamodb:DeleteItem"})]
     assert grants[f"${{{table}.Arn}}"] == {
         "dynamodb:GetItem",
         "dynamodb:PutItem",

@@ -139,3 +139,29 @@ def test_reserved_words_and_odd_names_become_safe_ids() -> None:
     chart = diagrams.render_flowchart(definition)
     assert "s_end --> s_1__odd_" in chart
     assert 's_1__odd_(["1 #quot;odd#quot;"])' in chart
+
+
+def test_fail_states_show_their_error_or_the_path_it_is_taken_from() -> None:
+    definition = {
+        "StartAt": "Which",
+        "States": {
+            "Which": {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$.n", "NumericEquals": 1, "Next": "Own"},
+                    {"Variable": "$.n", "NumericEquals": 2, "Next": "Other"},
+                    {"Variable": "$.n", "NumericEquals": 3, "Next": "Bare"},
+                ],
+                "Default": "Failed",
+            },
+            "Own": {"Type": "Fail", "Error": "Own", "Cause": "c"},
+            "Other": {"Type": "Fail", "Error": "Broken"},
+            "Bare": {"Type": "Fail"},
+            "Failed": {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
+        },
+    }
+    lines = [line.strip() for line in diagrams.render_flowchart(definition).splitlines()]
+    assert 'Failed(["Failed<br/>error: $.error.Error"])' in lines
+    assert 'Other(["Other<br/>error: Broken"])' in lines
+    assert 'Own(["Own"])' in lines  # the error is the state's name: said once
+    assert 'Bare(["Bare"])' in lines  # no error at all: no empty `error:` line

@@ -193,6 +193,24 @@ def test_database_actions_name_only_the_table_and_its_index(synthesized: Synthes
     assert seen >= len(names.TASK_HANDLERS)
 
 
+# Actions whose request always names its item's partition key: with `ForAllValues`, a
+# `dynamodb:LeadingKeys` condition on a request without keys would match anything.
+KEYED_ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
+
+
+def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthesized) -> None:
+    confined = []
+    for logical_id, statement in _policies(synthesized):
+        if "Condition" not in statement:
+            continue
+        confined.append(logical_id)
+        assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
+        assert set(_list(statement["Action"])) <= KEYED_ITEM_ACTIONS, (logical_id, statement)
+    # ClaimRequest's and RecordOutcome's roles, and the API function's updates and deletes.
+    assert len(confined) == 3, confined
+
+
 # Table encryption and point-in-time recovery (test_template.py), stage throttling and
 # the API function's role (test_api.py), each task's and each state machine's role
 # (test_template.py) are checked where those resources are.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
 from infrastructure import names
+from registration import outcomes
 from tests.infrastructure.conftest import Synthesized, function_id_from_arn
+from workflows import common
 
 pytestmark = pytest.mark.infrastructure
 
@@ -31,15 +34,21 @@ RETRYABLE = [
     "States.Timeout",
     "TransientDatabaseError",
 ]
+# The functions the idempotency wrapper around each Express workflow invokes.
+IDEMPOTENCY_FUNCTIONS = {"ClaimRequest", "RecordOutcome"}
 WORKFLOW_FUNCTIONS = {
-    names.REGISTER_WORKFLOW: {"Validate", "CheckCapacity", "WriteRegistration"},
+    names.REGISTER_WORKFLOW: {"Validate", "CheckCapacity", "WriteRegistration", *IDEMPOTENCY_FUNCTIONS},
     names.UNREGISTER_WORKFLOW: {
         "Validate",
         "CheckRegistration",
         "WriteUnregistration",
         "PromoteFromWaitlist",
+        *IDEMPOTENCY_FUNCTIONS,
     },
 }
+# The wrapper's tasks that record how the execution ended, and where each goes on
+# (success or failure) whether or not the record could be written.
+RECORD_TASKS = {"RecordSuccess": "Done", "RecordFailure": "Failed"}
 # Each task's DynamoDB actions: exactly these, on the table only (no index).
 TABLE_ACTIONS = {
     "Validate": {"dynamodb:GetItem", "dynamodb:BatchGetItem"},
@@ -68,7 +77,13 @@ TABLE_ACTIONS = {
         "dynamodb:GetItem",
         "dynamodb:Query",
     },
+    "ClaimRequest": {"dynamodb:PutItem", "dynamodb:GetItem"},
+    "RecordOutcome": {"dynamodb:UpdateItem", "dynamodb:DeleteItem"},
 }
+# Items whose partition key starts with `IDEMPOTENCY#` and nothing else (IAM's
+# `dynamodb:LeadingKeys`): the only condition any table grant carries.
+IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
+CONFINED_TASKS = {"ClaimRequest": IDEMPOTENCY_ONLY, "RecordOutcome": IDEMPOTENCY_ONLY}
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -117,14 +132,43 @@ def edges(definition: dict[str, Any]) -> set[tuple[str, str, str]]:
             for error in catcher["ErrorEquals"]:
                 result.add((name, error, catcher["Next"]))
         for choice in state.get("Choices", []):
-            result.add((name, choice["StringEquals"], choice["Next"]))
+            result.add((name, choice_text(choice), choice["Next"]))
         if "Default" in state:
             result.add((name, "default", state["Default"]))
     return result
 
 
+def choice_text(choice: dict[str, Any]) -> str:
+    """A Choice rule as its compared string (`"seat"`), else `<variable> <test> <value>`."""
+    if "StringEquals" in choice:
+        return str(choice["StringEquals"])
+    ((test, value),) = [(k, v) for k, v in choice.items() if k not in ("Variable", "Next")]
+    return f"{choice['Variable']} {test} {json.dumps(value)}"
+
+
 def task_states(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: s for n, s in definition["States"].items() if s["Type"] == "Task"}
+
+
+def all_task_states(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Task states at every level (inside Parallel branches and Map processors too)."""
+    found = dict(task_states(definition))
+    for state in definition["States"].values():
+        nested = [*state.get("Branches", [])]
+        if "ItemProcessor" in state:
+            nested.append(state["ItemProcessor"])
+        for machine in nested:
+            for name, task in all_task_states(machine).items():
+                assert name not in found, f"task name {name} is used twice"
+                found[name] = task
+    return found
+
+
+def workflow_body(definition: dict[str, Any]) -> dict[str, Any]:
+    """The workflow itself: the one branch of the `Run` Parallel state of the wrapper."""
+    (branch,) = definition["States"]["Run"]["Branches"]
+    body: dict[str, Any] = branch
+    return body
 
 
 # --- table -----------------------------------------------------------------------------
@@ -256,6 +300,7 @@ def test_function_role_is_least_privilege(
         (service,) = services
         if service == "dynamodb":
             assert resources == [table_arn], statement  # the table only, no index
+            assert statement.get("Condition") == CONFINED_TASKS.get(task), statement
             dynamodb_actions |= actions
         elif service == "logs":
             assert actions == {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -314,7 +359,7 @@ def test_tasks_invoke_only_their_workflows_functions(
     workflow: str,
 ) -> None:
     definition = synthesized.definition(state_machine_ids[workflow])
-    used = {function_id_from_arn(s["Resource"]) for s in task_states(definition).values()}
+    used = {function_id_from_arn(s["Resource"]) for s in all_task_states(definition).values()}
     expected = {function_ids[task] for task in WORKFLOW_FUNCTIONS[workflow]}
     assert used == expected
 
@@ -352,7 +397,9 @@ def test_every_task_retries_transient_failures_only(
     synthesized: Synthesized, state_machine_ids: dict[str, str], workflow: str
 ) -> None:
     definition = synthesized.definition(state_machine_ids[workflow])
-    for name, state in task_states(definition).items():
+    tasks = all_task_states(definition)
+    assert set(RECORD_TASKS) | {"ClaimRequest", "Validate"} <= set(tasks)
+    for name, state in tasks.items():
         (retry,) = state["Retry"]
         assert retry["ErrorEquals"] == RETRYABLE, name
         assert retry["IntervalSeconds"] == 1
@@ -360,6 +407,13 @@ def test_every_task_retries_transient_failures_only(
         assert retry["MaxAttempts"] == 3
         assert retry.get("JitterStrategy") == "FULL"
         assert 1 <= state["TimeoutSeconds"] <= 30
+        if name in RECORD_TASKS:
+            # Recording the outcome is best effort: whatever stops it, the caller still
+            # gets the answer the workflow gave.
+            assert state["Catch"] == [
+                {"ErrorEquals": ["States.ALL"], "ResultPath": "$.recordError", "Next": RECORD_TASKS[name]}
+            ], name
+            continue
         assert not any(
             "States.ALL" in c["ErrorEquals"] or "States.TaskFailed" in c["ErrorEquals"]
             for c in state.get("Catch", [])
@@ -370,7 +424,7 @@ def test_every_task_retries_transient_failures_only(
 def test_fail_states_take_the_cause_of_the_caught_error(
     synthesized: Synthesized, state_machine_ids: dict[str, str], workflow: str
 ) -> None:
-    definition = synthesized.definition(state_machine_ids[workflow])
+    definition = workflow_body(synthesized.definition(state_machine_ids[workflow]))
     states = definition["States"]
     for name, state in task_states(definition).items():
         for catcher in state.get("Catch", []):
@@ -388,9 +442,100 @@ def test_fail_states_take_the_cause_of_the_caught_error(
             assert state["Error"] == name  # one Fail state per error name
 
 
+KEYED = "$.idempotencyKey IsPresent true"
+WRAPPER_EDGES = {
+    ("IdempotencyKeyGiven", KEYED, "ClaimRequest"),
+    ("IdempotencyKeyGiven", "default", "Run"),
+    ("ClaimRequest", "next", "ReplayOrRun"),
+    ("ClaimRequest", "ValidationError", "Failed"),
+    ("ClaimRequest", "IdempotencyKeyReused", "Failed"),
+    ("ClaimRequest", "RequestInProgress", "Failed"),
+    ("ReplayOrRun", "$.claim.replay BooleanEquals false", "Run"),
+    ("ReplayOrRun", "$.claim.succeeded BooleanEquals true", "ReplayedSuccess"),
+    ("ReplayOrRun", "default", "ReplayedFailure"),
+    ("Run", "next", "RecordSuccessIfKeyed"),
+    *(("Run", error, "RecordFailureIfKeyed") for error in common.RECORDED_ERRORS),
+    ("RecordSuccessIfKeyed", KEYED, "RecordSuccess"),
+    ("RecordSuccessIfKeyed", "default", "Done"),
+    ("RecordSuccess", "next", "Done"),
+    ("RecordSuccess", "States.ALL", "Done"),
+    ("RecordFailureIfKeyed", KEYED, "RecordFailure"),
+    ("RecordFailureIfKeyed", "default", "Failed"),
+    ("RecordFailure", "next", "Failed"),
+    ("RecordFailure", "States.ALL", "Failed"),
+}
+
+
+@pytest.mark.parametrize("workflow", EXPRESS_WORKFLOWS)
+def test_idempotency_wrapper_contract(
+    synthesized: Synthesized,
+    state_machine_ids: dict[str, str],
+    function_ids: dict[str, str],
+    workflow: str,
+) -> None:
+    """With `idempotencyKey` in the input: claim, then replay or run, then record the
+    outcome. Without it: the workflow runs in `Run` and ends as it always did."""
+    definition = synthesized.definition(state_machine_ids[workflow])
+    states = definition["States"]
+    assert definition["StartAt"] == "IdempotencyKeyGiven"
+    assert edges(definition) == WRAPPER_EDGES
+    assert set(states) == {name for edge in WRAPPER_EDGES for name in (edge[0], edge[2])}
+
+    # The workflow itself is the one branch of `Run`, from Validate on.
+    run = states["Run"]
+    assert run["Type"] == "Parallel"
+    (branch,) = run["Branches"]
+    assert branch["StartAt"] == "Validate"
+    assert run["ResultSelector"] == {"output.$": "$[0]"}
+    assert run["ResultPath"] == "$.outcome"
+    assert "Retry" not in run
+    # Every business outcome and known transient failure of the workflow (a Fail state's
+    # error included) is recorded and goes on as it was; `States.*` errors are not caught
+    # (a Fail state's ErrorPath may not name one), so the execution fails with them as is.
+    (catch,) = run["Catch"]
+    assert catch["ResultPath"] == "$.error" and catch["Next"] == "RecordFailureIfKeyed"
+    assert not any(e.startswith("States.") for e in catch["ErrorEquals"])
+    business = {code for code, status in outcomes.WORKFLOW_ERROR_STATUS.items() if status < 500}
+    assert business | {"TransientDatabaseError", "ContentionLimitExceeded", "UnexpectedDecision"} <= set(
+        catch["ErrorEquals"]
+    )
+    assert states["Failed"] == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    assert states["Done"] == {"Type": "Succeed", "OutputPath": "$.outcome.output"}
+    assert states["ReplayedSuccess"] == {"Type": "Succeed", "OutputPath": "$.claim.output"}
+    assert states["ReplayedFailure"] == {
+        "Type": "Fail",
+        "ErrorPath": "$.claim.error",
+        "CausePath": "$.claim.cause",
+    }
+
+    request = {
+        "idempotencyKey.$": "$.idempotencyKey",
+        "operation": workflow,
+        "eventId.$": "$.eventId",
+        "userId.$": "$.userId",
+        "requestId.$": "$.requestId",
+    }
+    claim = states["ClaimRequest"]
+    assert function_id_from_arn(claim["Resource"]) == function_ids["ClaimRequest"]
+    assert claim["Parameters"] == request
+    assert claim["ResultPath"] == "$.claim"
+    assert all(c["ResultPath"] == "$.error" for c in claim["Catch"])
+    for name, extra in (
+        ("RecordSuccess", {"output.$": "$.outcome.output"}),
+        ("RecordFailure", {"error.$": "$.error"}),
+    ):
+        record = states[name]
+        assert function_id_from_arn(record["Resource"]) == function_ids["RecordOutcome"], name
+        assert record["Parameters"] == {**request, **extra}, name
+        assert record["ResultPath"] is None, name  # the answer is the workflow's, not the record's
+    for choice in ("IdempotencyKeyGiven", "RecordSuccessIfKeyed", "RecordFailureIfKeyed"):
+        (rule,) = states[choice]["Choices"]
+        assert (rule["Variable"], rule["IsPresent"]) == ("$.idempotencyKey", True), choice
+
+
 def test_validate_parameters(synthesized: Synthesized, state_machine_ids: dict[str, str]) -> None:
     for workflow in EXPRESS_WORKFLOWS:
-        validate = synthesized.definition(state_machine_ids[workflow])["States"]["Validate"]
+        validate = workflow_body(synthesized.definition(state_machine_ids[workflow]))["States"]["Validate"]
         assert validate["Parameters"] == {
             "eventId.$": "$.eventId",
             "userId.$": "$.userId",
@@ -401,7 +546,7 @@ def test_validate_parameters(synthesized: Synthesized, state_machine_ids: dict[s
 
 
 def test_register_workflow_contract(synthesized: Synthesized, state_machine_ids: dict[str, str]) -> None:
-    definition = synthesized.definition(state_machine_ids[names.REGISTER_WORKFLOW])
+    definition = workflow_body(synthesized.definition(state_machine_ids[names.REGISTER_WORKFLOW]))
     states = definition["States"]
     assert definition["StartAt"] == "Validate"
     assert edges(definition) == {
@@ -444,7 +589,7 @@ def test_register_workflow_contract(synthesized: Synthesized, state_machine_ids:
 def test_unregister_workflow_contract(
     synthesized: Synthesized, state_machine_ids: dict[str, str], function_ids: dict[str, str]
 ) -> None:
-    definition = synthesized.definition(state_machine_ids[names.UNREGISTER_WORKFLOW])
+    definition = workflow_body(synthesized.definition(state_machine_ids[names.UNREGISTER_WORKFLOW]))
     states = definition["States"]
     assert definition["StartAt"] == "Validate"
     assert edges(definition) == {

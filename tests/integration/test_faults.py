@@ -30,6 +30,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from infrastructure import names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
+from registration import keys, outcomes
 from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore, now_iso, transaction_token
 from tests.fixtures.faults import KINDS, TASK, Fault, FaultInjector
@@ -37,7 +38,11 @@ from tests.fixtures.faults import KINDS, TASK, Fault, FaultInjector
 pytestmark = pytest.mark.integration
 
 FIGURES = Path(__file__).resolve().parents[2] / ".local" / "reliability-faults.json"
-TIME_FIELDS = frozenset({"createdAt", "registeredAt", "joinedAt"})
+TIME_FIELDS = frozenset({"createdAt", "registeredAt", "joinedAt", "completedAt"})
+# Epoch seconds on idempotency records (lease and TTL): they follow the clock.
+EPOCH_FIELDS = frozenset({"leaseExpiresAt", "expiresAt"})
+# A digest of the twin's own ids: differs between twins by construction.
+DIGEST_FIELDS = frozenset({"fingerprint"})
 # The workflows' Retry policy: 3 retries after the first attempt (workflows/common.py).
 SFN_RETRIES = 3
 # The data layer's in-task retries of a conflicting transaction (1 + CONFLICT_RETRIES tries).
@@ -64,12 +69,23 @@ class Scenario:
     queued: tuple[str, ...]
     actor: str
     tasks: tuple[Task, ...]
+    # Sent with an Idempotency-Key: the claim and the record of the outcome run too.
+    keyed: bool = False
+    # The states the one-shot cases fault (all of them by default). A keyed path
+    # re-runs tasks the plain paths already cover; only its own tasks are faulted.
+    faulted: tuple[str, ...] | None = None
+    ends: str = "SUCCEEDED"
 
 
 VALIDATE_REGISTER = Task("Validate", "validate", ("BatchGetItem",))
 VALIDATE_UNREGISTER = Task("Validate", "validate", ("GetItem",))
 # The first decision uses the snapshot Validate read: no call of its own.
 CHECK_CAPACITY = Task("CheckCapacity", "check_capacity", ())
+
+CLAIM = Task("ClaimRequest", "claim_request", ("PutItem",))
+RECORD_SUCCESS = Task("RecordSuccess", "record_outcome", ("UpdateItem",))
+RECORD_FAILURE = Task("RecordFailure", "record_outcome", ("UpdateItem",))
+KEYED_TASKS = ("ClaimRequest", "RecordSuccess", "RecordFailure")
 
 PATHS: dict[str, Scenario] = {
     "register_seat": Scenario(
@@ -132,13 +148,69 @@ PATHS: dict[str, Scenario] = {
             Task("LeaveWaitlist", "write_unregistration", ("TransactWriteItems",)),
         ),
     ),
+    "register_seat_keyed": Scenario(
+        names.REGISTER_WORKFLOW,
+        capacity=2,
+        seated=("a",),
+        queued=(),
+        actor="new",
+        tasks=(
+            CLAIM,
+            VALIDATE_REGISTER,
+            CHECK_CAPACITY,
+            Task("TakeSeat", "write_registration", ("TransactWriteItems",)),
+            RECORD_SUCCESS,
+        ),
+        keyed=True,
+        faulted=KEYED_TASKS,
+    ),
+    "unregister_with_promotion_keyed": Scenario(
+        names.UNREGISTER_WORKFLOW,
+        capacity=1,
+        seated=("a",),
+        queued=("w1", "w2"),
+        actor="a",
+        tasks=(
+            CLAIM,
+            VALIDATE_UNREGISTER,
+            Task("CheckRegistration", "check_registration", ("BatchGetItem", "Query")),
+            Task("PromoteFromWaitlist", "promote_from_waitlist", ("TransactWriteItems",)),
+            RECORD_SUCCESS,
+        ),
+        keyed=True,
+        faulted=KEYED_TASKS,
+    ),
+    # A business refusal is an answer too: it is recorded (RecordFailure) and replayed.
+    "already_registered_keyed": Scenario(
+        names.REGISTER_WORKFLOW,
+        capacity=2,
+        seated=("a",),
+        queued=(),
+        actor="a",
+        tasks=(
+            CLAIM,
+            VALIDATE_REGISTER,
+            CHECK_CAPACITY,
+            # The seat is found taken by the write's condition, not by a read.
+            Task("TakeSeat", "write_registration", ("TransactWriteItems",)),
+            RECORD_FAILURE,
+        ),
+        keyed=True,
+        faulted=KEYED_TASKS,
+        ends="FAILED",
+    ),
 }
 
 # --- the cases -------------------------------------------------------------------------
 
-ABSORBED = "absorbed"  # succeeded; output and table as a clean run's
+ABSORBED = "absorbed"  # ended, answered and left the table as a clean run did
 FAILED_UNCHANGED = "failed, table unchanged"
 FAILED_COMMITTED = "failed, write committed whole"  # the answer of a committed write was lost
+# Answered as a clean run, but the outcome was never recorded: the claim waits for its
+# lease to run out (a replay meanwhile is told RequestInProgress).
+ANSWERED_UNRECORDED = "answered, claim left to its lease"
+# Failed before the request ran, after its claim was written: a retry waits for the lease.
+FAILED_CLAIM_LEFT = "failed, request not run, claim left to its lease"
 DIVERGED = "diverged"  # anything else: a bug
 
 
@@ -170,6 +242,8 @@ def _one_shot_cases() -> list[Any]:
     params: list[Any] = []
     for path, scenario in PATHS.items():
         for task in scenario.tasks:
+            if scenario.faulted is not None and task.state not in scenario.faulted:
+                continue
             for operation in task.calls:
                 for kind in KINDS.values():
                     if operation in kind.operations:
@@ -230,6 +304,13 @@ def _budget_cases() -> list[Any]:
             ("CheckCapacity", Fault("TaskTimeout", "check_capacity", skip=1)),
             ("TakeSeat", Fault("ReadTimeoutAfterCall", w, tx)),
         )),
+        # Keyed: the claim is refused every time; nothing is written.
+        Case("register_seat_keyed", "ClaimRequest", Fault("Throttling", "claim_request", "PutItem", None), FAILED_UNCHANGED, transient),
+        # Keyed: the claim is written but its answer is lost every time; the request never runs.
+        Case("register_seat_keyed", "ClaimRequest", Fault("ReadTimeoutAfterCall", "claim_request", "PutItem", None), FAILED_CLAIM_LEFT, transient),
+        # Keyed: the outcome can never be recorded; the caller still gets the answer.
+        Case("register_seat_keyed", "RecordSuccess", Fault("Throttling", "record_outcome", "UpdateItem", None), ANSWERED_UNRECORDED),
+        Case("already_registered_keyed", "RecordFailure", Fault("InternalServerError", "record_outcome", "UpdateItem", None), ANSWERED_UNRECORDED),
     ]  # fmt: skip
     return [pytest.param(c, id=c.id) for c in cases]
 
@@ -244,9 +325,10 @@ class Twin:
     event_id: str
     users: dict[str, str]  # role -> userId
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    key: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def replacements(self) -> list[tuple[str, str]]:
-        pairs = [(self.request_id, "<request>"), (self.event_id, "<event>")]
+        pairs = [(self.request_id, "<request>"), (self.event_id, "<event>"), (self.key, "<key>")]
         pairs += [(user_id, f"<user:{role}>") for role, user_id in self.users.items()]
         return sorted(pairs, key=lambda p: len(p[0]), reverse=True)
 
@@ -258,6 +340,7 @@ class Run:
     after: list[dict[str, Any]]
     output: Any
     error: str | None
+    answer: tuple[Any, ...]  # what the caller gets, normalised: status, output, error, message
 
 
 def _build(store: RegistrationStore, scenario: Scenario) -> Twin:
@@ -312,6 +395,13 @@ def _dump(store: RegistrationStore, twin: Twin) -> list[dict[str, Any]]:
         ).get("Item")
         if item:
             raw.append(item)
+    record = client.get_item(
+        TableName=table,
+        Key={"PK": {"S": f"{keys.IDEMPOTENCY_PREFIX}{twin.key}"}, "SK": {"S": keys.REQUEST}},
+        ConsistentRead=True,
+    ).get("Item")
+    if record:
+        raw.append(record)
     items = [{k: _deserializer.deserialize(v) for k, v in item.items()} for item in raw]
     normalised = [_normalise(item, twin) for item in items]
     return sorted(normalised, key=lambda i: (i["PK"], i["SK"]))
@@ -324,7 +414,16 @@ def _normalise(value: Any, twin: Twin) -> Any:
         return value
     if isinstance(value, dict):
         return {
-            _normalise(k, twin): "<time>" if k in TIME_FIELDS else _normalise(v, twin)
+            _normalise(k, twin): "<time>"
+            if k in TIME_FIELDS
+            else "<epoch>"
+            if k in EPOCH_FIELDS
+            else "<digest>"
+            if k in DIGEST_FIELDS
+            # A stored Lambda error document carries the invocation's own id and stack.
+            else _normalise(outcomes.cause_message(v), twin)
+            if k == "cause"
+            else _normalise(v, twin)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -332,15 +431,33 @@ def _normalise(value: Any, twin: Twin) -> Any:
     return value
 
 
-def _run(engine: LocalEngine, store: RegistrationStore, scenario: Scenario, twin: Twin) -> Run:
+def _run(
+    engine: LocalEngine,
+    store: RegistrationStore,
+    scenario: Scenario,
+    twin: Twin,
+    request_id: str | None = None,
+) -> Run:
     before = _dump(store, twin)
+    request_id = request_id or twin.request_id
+    execution_input = {
+        "eventId": twin.event_id,
+        "userId": twin.users[scenario.actor],
+        "requestId": request_id,
+    }
+    if scenario.keyed:
+        execution_input["idempotencyKey"] = twin.key
     result = engine.run(
-        scenario.workflow,
-        {"eventId": twin.event_id, "userId": twin.users[scenario.actor], "requestId": twin.request_id},
-        name=f"{scenario.workflow}-{twin.request_id}",
-        timeout=60,
+        scenario.workflow, execution_input, name=f"{scenario.workflow}-{request_id}", timeout=60
     )
-    return Run(result, before, _dump(store, twin), _normalise(result.output, twin), result.error)
+    output = _normalise(result.output, twin)
+    message = outcomes.cause_message(result.cause) if result.cause else None
+    answer = (result.status, output, result.error, _normalise(message, twin))
+    return Run(result, before, _dump(store, twin), output, result.error, answer)
+
+
+def _without_record(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for i in items if not str(i["PK"]).startswith(keys.IDEMPOTENCY_PREFIX)]
 
 
 # --- fixtures --------------------------------------------------------------------------
@@ -371,8 +488,8 @@ def clean_runs(
     for path, scenario in PATHS.items():
         first = _run(local_engine, local_store, scenario, _build(local_store, scenario))
         second = _run(local_engine, local_store, scenario, _build(local_store, scenario))
-        assert first.result.succeeded, first.result
-        assert (first.output, first.before, first.after) == (second.output, second.before, second.after)
+        assert first.result.status == scenario.ends, first.result
+        assert (first.answer, first.before, first.after) == (second.answer, second.before, second.after)
         runs[path] = first
     return runs
 
@@ -395,7 +512,7 @@ def test_the_matrix_names_every_call_each_task_makes(
     for path, scenario in PATHS.items():
         twin = _build(local_store, scenario)
         with injector.recording(twin.request_id) as calls:
-            assert _run(local_engine, local_store, scenario, twin).result.succeeded
+            assert _run(local_engine, local_store, scenario, twin).result.status == scenario.ends
         declared = Counter({(t.function, op): 1 for t in scenario.tasks for op in t.calls})
         assert calls == declared, path
 
@@ -423,10 +540,20 @@ def test_fault(
         if e["type"] in ("LambdaFunctionFailed", "LambdaFunctionTimedOut")
     ]
     redecided = failures.count("DecisionStale")
-    if run.result.succeeded and run.output == clean.output and run.after == clean.after:
+    answered_as_clean = run.answer == clean.answer
+    same_but_the_record = _without_record(run.after) == _without_record(clean.after)
+    claim = local_store.get_request(twin.key) if scenario.keyed else None
+    claim_left = claim is not None and claim.status == "IN_PROGRESS"
+    if answered_as_clean and run.after == clean.after:
         outcome = ABSORBED
+    elif answered_as_clean and same_but_the_record and claim_left:
+        outcome = ANSWERED_UNRECORDED
     elif not run.result.succeeded and run.after == run.before:
         outcome = FAILED_UNCHANGED
+    elif (
+        not run.result.succeeded and _without_record(run.after) == _without_record(run.before) and claim_left
+    ):
+        outcome = FAILED_CLAIM_LEFT
     elif not run.result.succeeded and run.after == clean.after:
         outcome = FAILED_COMMITTED
     else:
@@ -459,6 +586,15 @@ def test_fault(
     assert outcome == case.expect, (run.result.status, run.error, run.result.cause, run.after, clean.after)
     if case.expect == ABSORBED:
         assert run.output == clean.output
+        if scenario.keyed:
+            # Whatever the first run went through, a replay answers as a clean run did
+            # and changes nothing.
+            replay = _run(local_engine, local_store, scenario, twin, request_id=uuid.uuid4().hex)
+            assert replay.answer == clean.answer
+            assert replay.after == run.after
+    elif case.expect == ANSWERED_UNRECORDED:
+        replay = _run(local_engine, local_store, scenario, twin, request_id=uuid.uuid4().hex)
+        assert replay.error == "RequestInProgress" and replay.after == run.after
     else:
         assert run.error == case.error, run.result.cause
         if case.fault.kind != "TransactionConflict":

@@ -14,6 +14,18 @@ import pytest
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from registration import keys
 from registration.store import RegistrationStore
+from tests.unit.test_idempotency import (  # noqa: F401 - collected here with this module's `store`
+    test_a_business_failure_is_stored_with_its_code_and_cause,
+    test_a_different_request_with_the_key_is_refused,
+    test_a_failure_of_ours_releases_the_claim,
+    test_a_retried_claim_of_the_same_request_is_its_own,
+    test_a_success_is_replayed_as_the_workflow_output,
+    test_an_expired_record_no_longer_holds_its_key,
+    test_an_unfinished_claim_can_be_taken_over_after_its_lease,
+    test_first_request_claims_then_its_answer_is_replayed,
+    test_release_only_removes_the_callers_unfinished_claim,
+    test_the_same_request_while_the_first_runs_is_told_to_wait,
+)
 from tests.unit.test_store import (  # noqa: F401 - collected here with this module's `store`
     test_event_starts_empty_and_duplicate_refused,
     test_fill_free_seat_repairs_a_free_seat,

@@ -94,7 +94,18 @@ def test_history_shows_each_task(local_engine: LocalEngine, local_store: Registr
     outcome = Workflows(local_engine).register(event, user)
     history = local_engine.history(outcome.execution_arn)
     entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
-    assert entered == ["Validate", "CheckCapacity", "SeatOrWaitlist", "TakeSeat", "Registered"]
+    # Without an Idempotency-Key the workflow runs in `Run`, between two Choices on the key.
+    assert entered == [
+        "IdempotencyKeyGiven",
+        "Run",
+        "Validate",
+        "CheckCapacity",
+        "SeatOrWaitlist",
+        "TakeSeat",
+        "Registered",
+        "RecordSuccessIfKeyed",
+        "Done",
+    ]
     kinds = Counter(e["type"] for e in history)
     assert kinds["LambdaFunctionSucceeded"] == 3
     assert kinds["ExecutionSucceeded"] == 1

@@ -13,6 +13,7 @@ from handlers import api
 from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
+from registration import idempotency
 from registration.errors import ValidationError
 from registration.observability import logger
 from registration.store import RegistrationStore
@@ -160,3 +161,177 @@ def test_register_request_refuses_bad_bodies(body: bytes, field: str) -> None:
 
 def test_register_request_accepts_a_user_id() -> None:
     assert api.register_request(b'{"userId": "u-1"}').userId == "u-1"
+
+
+# --- Idempotency-Key -------------------------------------------------------------------
+
+
+def keyed(method: str, path: str, body: Any = None, *, key: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", idempotency.HEADER: key}
+    return call(method, path, body, headers=headers, **kwargs)
+
+
+def _users(store: RegistrationStore) -> list[dict[str, Any]]:
+    return [u.model_dump() for u in store.list_users(100, None).items]
+
+
+def _events(store: RegistrationStore) -> list[dict[str, Any]]:
+    return [e.model_dump() for e in store.list_events(100, None).items]
+
+
+def test_a_replay_gets_the_first_answer_and_changes_nothing(store: RegistrationStore) -> None:
+    key = str(uuid.uuid4())
+    first = keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)
+    assert first[0] == 201
+    users = _users(store)
+    record = store.get_request(key)
+    assert record is not None and record.status == "COMPLETED"
+
+    # The same request, spelled differently (key order, spacing): the same request.
+    again = keyed("POST", "/users", raw=b'{ "name" : "Ada",\n "userId":"ada" }', key=key)
+
+    assert again == first
+    assert _users(store) == users
+    assert store.get_request(key) == record
+
+
+def test_a_replayed_event_creation_is_the_same_generated_event(store: RegistrationStore) -> None:
+    key = str(uuid.uuid4())
+    body = {"title": "Keynote", "capacity": 3}
+    status, created = keyed("POST", "/events", body, key=key)
+    assert status == 201
+    events = _events(store)
+
+    assert keyed("POST", "/events", body, key=key) == (201, created)
+    assert _events(store) == events
+    assert [e["eventId"] for e in events] == [created["eventId"]]
+    # Without the key the same body is a new request, and a new event.
+    assert call("POST", "/events", body)[1]["eventId"] != created["eventId"]
+
+
+def test_a_refusal_is_replayed_too(store: RegistrationStore) -> None:
+    call("POST", "/users", {"userId": "ada", "name": "Ada"})
+    key = str(uuid.uuid4())
+    refused = keyed("POST", "/users", {"userId": "ada", "name": "Again"}, key=key)
+    assert (refused[0], refused[1]["error"]) == (409, "UserAlreadyExists")
+
+    record = store.get_request(key)
+    assert record is not None and record.response is not None
+    assert (record.response.statusCode, record.response.body) == refused
+
+    assert keyed("POST", "/users", {"userId": "ada", "name": "Again"}, key=key) == refused
+
+
+def test_the_same_key_for_a_different_request_is_refused(store: RegistrationStore) -> None:
+    key = str(uuid.uuid4())
+    assert keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)[0] == 201
+
+    for method, path, body in [
+        ("POST", "/users", {"userId": "grace", "name": "Grace"}),
+        ("POST", "/users", {"userId": "ada", "name": "Ada L."}),
+        ("POST", "/events", {"userId": "ada", "name": "Ada"}),
+    ]:
+        status, refused = keyed(method, path, body, key=key)
+        assert (status, refused["error"]) == (422, "IdempotencyKeyReused"), (method, path, body)
+        assert set(refused) == {"error", "message"}
+    assert [u["userId"] for u in _users(store)] == ["ada"]
+    assert _events(store) == []
+
+
+def test_a_request_whose_first_is_still_running_gets_409(store: RegistrationStore) -> None:
+    key = str(uuid.uuid4())
+    body = {"userId": "ada", "name": "Ada"}
+    running = idempotency.begin(
+        store,
+        key,
+        idempotency.request_fingerprint("POST", "/users", None, json.dumps(body)),
+        "the-first-request",
+    )
+    assert running is None  # the first request holds the key
+
+    status, answer = keyed("POST", "/users", body, key=key)
+
+    assert (status, answer["error"]) == (409, "RequestInProgress")
+    assert _users(store) == []
+    # A different request with that key is told it is a different request.
+    assert keyed("POST", "/users", {**body, "name": "B"}, key=key)[1]["error"] == "IdempotencyKeyReused"
+    record = store.get_request(key)
+    assert record is not None and (record.status, record.requestId) == ("IN_PROGRESS", "the-first-request")
+
+
+def test_a_failure_of_ours_releases_the_key(
+    store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = str(uuid.uuid4())
+    create_user = store.create_user
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(store, "create_user", broken)
+    status, answer = keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)
+    assert (status, answer["error"]) == (500, "InternalError")
+    assert store.get_request(key) is None
+
+    monkeypatch.setattr(store, "create_user", create_user)
+    assert keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)[0] == 201
+    assert [u["userId"] for u in _users(store)] == ["ada"]
+
+
+@pytest.mark.parametrize("key", ["has space", "é", "a/b", "k" * 129])
+def test_a_malformed_key_is_422_naming_the_header(store: RegistrationStore, key: str) -> None:
+    status, body = keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)
+
+    assert (status, body["error"]) == (422, "ValidationError")
+    assert [f["field"] for f in body["fields"]] == ["Idempotency-Key"]
+    assert _users(store) == []
+
+
+def test_the_header_name_is_case_insensitive_and_an_empty_key_is_none(store: RegistrationStore) -> None:
+    key = str(uuid.uuid4())
+    lower = {"content-type": "application/json", "idempotency-key": key}
+    first = call("POST", "/users", {"userId": "ada", "name": "Ada"}, headers=lower)
+    assert first[0] == 201
+    assert keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key) == first
+
+    empty = keyed("POST", "/users", {"userId": "grace", "name": "Grace"}, key="")
+    assert empty[0] == 201
+    assert keyed("POST", "/users", {"userId": "grace", "name": "Grace"}, key="")[1]["error"] == (
+        "UserAlreadyExists"
+    )
+
+
+def test_get_ignores_the_header(store: RegistrationStore) -> None:
+    call("POST", "/users", {"userId": "ada", "name": "Ada"})
+    headers = {idempotency.HEADER: "not a valid key!"}
+
+    status, user = call("GET", "/users/ada", headers=headers)
+
+    assert (status, user["userId"]) == (200, "ada")
+    assert call("GET", "/users", headers={idempotency.HEADER: "k-1"})[0] == 200
+    assert store.get_request("k-1") is None
+
+
+def test_a_body_refused_for_its_media_type_does_not_take_the_key(store: RegistrationStore) -> None:
+    key = str(uuid.uuid4())
+    headers = {"Content-Type": "text/plain", idempotency.HEADER: key}
+    assert call("POST", "/users", raw=b'{"userId": "ada", "name": "Ada"}', headers=headers)[0] == 415
+    assert store.get_request(key) is None
+
+    assert keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)[0] == 201
+
+
+def test_request_fingerprints_are_what_the_request_asks_for() -> None:
+    fingerprint = idempotency.request_fingerprint
+    same = fingerprint("POST", "/users", None, '{"a": 1, "b": [1, 2]}')
+    assert fingerprint("post", "/users", {}, '{"b":[1,2],"a":1}') == same
+    assert fingerprint("POST", "/events", None, '{"a": 1, "b": [1, 2]}') != same
+    assert fingerprint("DELETE", "/users", None, '{"a": 1, "b": [1, 2]}') != same
+    assert fingerprint("POST", "/users", None, '{"a": 1, "b": [2, 1]}') != same
+    assert fingerprint("POST", "/e/{id}", {"id": "1"}, None) != fingerprint(
+        "POST", "/e/{id}", {"id": "2"}, None
+    )
+    # Not JSON: the text itself; a JSON string is not the same as that text.
+    assert fingerprint("POST", "/users", None, "a b") != fingerprint("POST", "/users", None, "a  b")
+    assert fingerprint("POST", "/users", None, '"x"') != fingerprint("POST", "/users", None, "x")
+    assert fingerprint("POST", "/users", None, None) == fingerprint("POST", "/users", None, "")

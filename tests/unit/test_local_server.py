@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from handlers import api
 from infrastructure import names
+from infrastructure.execution_names import execution_name
 from infrastructure.local import server
 from infrastructure.local.proxy_event import RouteTable, proxy_event, proxy_result
 
@@ -112,12 +113,12 @@ def test_proxy_result_merges_headers() -> None:
 def test_execution_names_are_valid_and_findable(event_id: str, user_id: str) -> None:
     request_id = str(uuid.uuid4())
     for workflow in names.WORKFLOW_ROUTES.values():
-        name = server.execution_name(workflow, event_id, user_id, request_id)
+        name = execution_name(workflow, event_id, user_id, request_id)
         assert 1 <= len(name) <= 80
         assert re.fullmatch(r"[A-Za-z0-9_-]+", name), name
         assert name.startswith(f"{workflow}-")
         assert name.endswith(request_id)
-    short = server.execution_name("register", "e1", "u1", request_id)
+    short = execution_name("register", "e1", "u1", request_id)
     assert short == f"register-e1-u1-{request_id}"
 
 
@@ -173,3 +174,54 @@ def test_the_server_refuses_routes_as_the_api_lambda_does() -> None:
         "error": server.UNSUPPORTED_MEDIA_TYPE,
         "message": server.UNSUPPORTED_MEDIA_MESSAGE,
     }
+
+
+def test_the_idempotency_key_header_is_read_as_api_gateway_passes_it() -> None:
+    assert server.idempotency_key([("Content-Type", "application/json")]) is None
+    assert server.idempotency_key([("idempotency-KEY", "k-1")]) == "k-1"
+    assert server.idempotency_key([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]) == "k-2"
+    assert server.idempotency_key([("Idempotency-Key", "")]) is None
+    # Malformed keys are passed on: the workflow refuses them.
+    assert server.idempotency_key([("Idempotency-Key", "not a key!")]) == "not a key!"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("Idempotency-Key", "k-1")], {"idempotencyKey": "k-1"}),
+        ([("IDEMPOTENCY-KEY", "k-2")], {"idempotencyKey": "k-2"}),
+        ([("Idempotency-Key", "")], {}),
+        ([], {}),
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "target", "body"),
+    [
+        ("POST", "/events/e1/register", b'{"userId": "u1"}'),
+        ("DELETE", "/events/e1/register/u1", b""),
+    ],
+)
+def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
+    headers: list[tuple[str, str]], expected: dict[str, str], method: str, target: str, body: bytes
+) -> None:
+    started: list[dict[str, Any]] = []
+
+    def run(workflow: str, execution_input: dict[str, Any], **kwargs: Any) -> Any:
+        started.append(execution_input)
+        return SimpleNamespace(status="SUCCEEDED", output={"ok": True}, error=None, cause=None)
+
+    engine = SimpleNamespace(
+        template=SimpleNamespace(functions={}), region="us-east-1", account=names.LOCAL_ACCOUNT, run=run
+    )
+    local_api = server.LocalApi(engine)  # type: ignore[arg-type]
+
+    reply = local_api.handle(
+        method=method,
+        target=target,
+        headers=[("Content-Type", "application/json"), *headers],
+        body=body,
+        request_id="r-1",
+    )
+
+    assert reply.status in (200, 201), reply.body
+    assert started == [{"eventId": "e1", "userId": "u1", "requestId": "r-1", **expected}]

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from infrastructure import names
 from registration import openapi
+from registration.models import IdempotencyKey
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
@@ -58,8 +61,37 @@ def test_workflow_routes_document_their_models() -> None:
         "/RegisterRequest"
     )
     assert set(register["responses"]) == {"201", "404", "409", "422", "500", "503"}
-    assert set(unregister["responses"]) == {"200", "404", "422", "500", "503"}
+    assert set(unregister["responses"]) == {"200", "404", "409", "422", "500", "503"}
     assert "EventFull" in register["responses"]["409"]["description"]
+
+
+def test_every_post_and_delete_documents_the_idempotency_key() -> None:
+    key_schema = TypeAdapter(IdempotencyKey).json_schema()
+    keyed = 0
+    for path, operations in openapi.document()["paths"].items():
+        for method, operation in operations.items():
+            headers = [p for p in operation.get("parameters", []) if p["in"] == "header"]
+            if method not in ("post", "delete"):
+                assert headers == [], (method, path)
+                continue
+            keyed += 1
+            assert [(h["name"], h["required"]) for h in headers] == [("Idempotency-Key", False)], path
+            key, empty = headers[0]["schema"]["anyOf"]
+            for constraint in ("type", "minLength", "maxLength", "pattern"):
+                assert key[constraint] == key_schema[constraint], (path, constraint)
+            assert empty["const"] == ""  # an empty header is no key, as API Gateway passes it on
+            responses = operation["responses"]
+            assert "`RequestInProgress`" in responses["409"]["description"], (method, path)
+            assert "`IdempotencyKeyReused`" in responses["422"]["description"], (method, path)
+    assert keyed == sum(1 for method, _ in {*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES} if method != "GET")
+
+
+def test_read_routes_do_not_list_the_idempotency_errors() -> None:
+    for path, operations in openapi.document()["paths"].items():
+        if "get" in operations:
+            described = json.dumps(operations["get"]["responses"])
+            assert "RequestInProgress" not in described, path
+            assert "IdempotencyKeyReused" not in described, path
 
 
 def test_check_mode_reports_drift(tmp_path: Path) -> None:

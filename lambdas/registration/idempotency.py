@@ -1,0 +1,165 @@
+"""Idempotent requests: a POST or DELETE sent with an `Idempotency-Key` runs at most once.
+
+The first request with a key claims it (one conditioned write); when it finishes, its
+answer is stored on the claim. Within `RETENTION_SECONDS`:
+
+* the same request again gets the stored answer and changes nothing;
+* a different request with the same key is refused (`IdempotencyKeyReused`, 422);
+* any request with the key while the first is still running is refused
+  (`RequestInProgress`, 409).
+
+"The same request" is decided by a fingerprint of what the request asks for (route,
+path ids, body), not of how it was sent. Business answers (2xx, 4xx) are stored; a
+failure of ours (5xx) releases the claim instead, so a retry runs the request again. A
+claim whose request died without either (a timed-out execution) can be taken over by the
+same request once its lease has run out.
+
+The register and unregister workflows call this from their first and last tasks (API
+Gateway starts them directly, so no Lambda sits in front); the API Lambda calls it around
+its routes. Both keep one record format in the single table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from registration import outcomes
+from registration.errors import IdempotencyKeyReused, RequestInProgress, ValidationError
+from registration.models import (
+    CaughtError,
+    ClaimResult,
+    IdempotencyKey,
+    IdempotencyRecord,
+    StoredResponse,
+)
+from registration.observability import count, logger
+from registration.store import RegistrationStore, now_iso
+from registration.validation import field_errors
+
+HEADER = "Idempotency-Key"
+RETENTION_SECONDS = 24 * 60 * 60
+# Longer than anything a request may run: an Express workflow stops after 60 s, the
+# API Lambda after 10 s. Until then a second request is told to wait, never run twice.
+LEASE_SECONDS = 90
+# Ours to fix, not the caller's: the claim is released and a retry runs the request again.
+RETRYABLE_STATUS = 500
+
+
+def fingerprint(*parts: Any) -> str:
+    """A digest of what a request asks for; parts are JSON values (dict keys are sorted)."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def workflow_fingerprint(operation: str, event_id: str, user_id: str) -> str:
+    return fingerprint("workflow", operation, event_id, user_id)
+
+
+def begin(
+    store: RegistrationStore, key: str, request_fingerprint: str, request_id: str
+) -> StoredResponse | None:
+    """Claim `key` for this request: None to go ahead, or the first request's answer.
+
+    Raises `IdempotencyKeyReused` or `RequestInProgress` when the key is not this
+    request's to run or replay.
+    """
+    now = int(time.time())
+    claim = IdempotencyRecord(
+        key=key,
+        fingerprint=request_fingerprint,
+        status="IN_PROGRESS",
+        requestId=request_id,
+        createdAt=now_iso(),
+        leaseExpiresAt=now + LEASE_SECONDS,
+        expiresAt=now + RETENTION_SECONDS,
+    )
+    held = store.claim_request(claim, now)
+    if held is None:
+        return None
+    if held.fingerprint != request_fingerprint:
+        count("IdempotencyKeyReused")
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key} was used for a different request; send a new key for a new request"
+        )
+    if held.status != "COMPLETED" or held.response is None:
+        count("RequestsInProgress")
+        raise RequestInProgress(
+            f"The first request with Idempotency-Key {key} is still running; retry in a few seconds"
+        )
+    count("IdempotentReplays")
+    logger.info("idempotent replay", extra={"idempotencyKey": key, "firstRequestId": held.requestId})
+    return held.response
+
+
+def finish(store: RegistrationStore, key: str, request_id: str, response: StoredResponse) -> None:
+    """Store the answer for replays, or release the claim when the failure was ours."""
+    if response.statusCode >= RETRYABLE_STATUS:
+        store.release_request(key, request_id)
+        return
+    if not store.complete_request(key, request_id, response, now_iso()):
+        # Only after our lease ran out and the same request took the claim over.
+        logger.warning("idempotency claim taken over", extra={"idempotencyKey": key, "requestId": request_id})
+
+
+# --- workflows ---------------------------------------------------------------------------
+
+
+def claim_for_workflow(
+    store: RegistrationStore, key: str, operation: str, event_id: str, user_id: str, request_id: str
+) -> ClaimResult:
+    stored = begin(store, key, workflow_fingerprint(operation, event_id, user_id), request_id)
+    if stored is None:
+        return ClaimResult(replay=False)
+    if stored.error is None:
+        return ClaimResult(replay=True, succeeded=True, output=stored.body)
+    return ClaimResult(replay=True, succeeded=False, error=stored.error, cause=stored.cause or "")
+
+
+def workflow_response(
+    operation: str, output: dict[str, Any] | None, error: CaughtError | None
+) -> StoredResponse:
+    """What the HTTP caller got from a finished execution, in storable form."""
+    if error is None:
+        status, body = outcomes.workflow_response(operation, "SUCCEEDED", output, None, None)
+        return StoredResponse(statusCode=status, body=body)
+    status, body = outcomes.workflow_response(operation, "FAILED", None, error.Error, error.Cause)
+    return StoredResponse(statusCode=status, body=body, error=error.Error, cause=error.Cause or "")
+
+
+# --- the API Lambda ----------------------------------------------------------------------
+
+_KEY = TypeAdapter(IdempotencyKey)
+
+
+def parse_key(value: str | None) -> str | None:
+    """The `Idempotency-Key` header's value: None when absent or empty (API Gateway's
+    request templates cannot tell the two apart), a ValidationError naming the header
+    when malformed."""
+    if not value:
+        return None
+    try:
+        return _KEY.validate_python(value)
+    except PydanticValidationError as exc:
+        fields = [{**field, "field": HEADER} for field in field_errors(exc)]
+        summary = "; ".join(f"{HEADER}: {f['message']}" for f in fields)
+        raise ValidationError(f"Invalid input: {summary}", fields=fields) from None
+
+
+def request_fingerprint(
+    method: str, route: str, path_parameters: dict[str, str] | None, body: str | None
+) -> str:
+    """What an HTTP request asks for: method, route, path ids and body. A JSON body counts
+    as its value (spacing and key order do not matter), any other body as its text."""
+    content: Any = None
+    if body:
+        try:
+            content = ["json", json.loads(body)]
+        except ValueError:
+            content = ["text", body]
+    return fingerprint("http", method.upper(), route, dict(path_parameters or {}), content)
