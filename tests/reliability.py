@@ -232,7 +232,7 @@ def _idempotency(faults: dict[str, Any] | None) -> list[str]:
         "  sort key it keeps every record under one partition key, a hot partition under a",
         "  stampede; one record format serves both kinds of route.",
         "",
-        "Tested by `tests/unit/test_idempotency.py` (also on DynamoDB Local), ",
+        "Tested by `tests/unit/test_idempotency.py` (also on DynamoDB Local),",
         "`tests/integration/test_idempotent_workflows.py` (replays, reuse, concurrent requests",
         "with one key, a lost unregister answer recovered), a property test through the real",
         "workflows (`tests/property/test_idempotency_properties.py`), the HTTP tier, and the",
