@@ -232,7 +232,7 @@ class _Flowchart:
             for catcher in state.get("Catch", []):
                 caught.setdefault(catcher["Next"], []).extend(catcher.get("ErrorEquals", []))
             for target, errors in caught.items():
-                edges.append(f"{node_id} -.->|{_label(', '.join(errors))}| {ids[target]}")
+                edges.append(f"{node_id} -.->|{_label(compact_errors(errors))}| {ids[target]}")
 
         if fail_nodes:
             group = self.new_id(prefix, "failures")

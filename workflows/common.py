@@ -149,7 +149,8 @@ ANY_ERROR = "States.ALL"
 # uncaught, so the execution fails with its own name as it would unwrapped; a keyed
 # request's claim then waits for its lease (and a retry after it runs again).
 RECORDED_ERRORS = (
-    *sorted(outcomes.WORKFLOW_ERROR_STATUS),
+    # The claim's own refusals come from ClaimRequest, never from the body.
+    *sorted(set(outcomes.WORKFLOW_ERROR_STATUS) - {IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS}),
     UNEXPECTED_DECISION,
     *(
         name

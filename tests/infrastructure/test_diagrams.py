@@ -59,7 +59,10 @@ SAMPLE: dict[str, Any] = {
             "Resource": "arn:aws:states:::aws-sdk:dynamodb:query",
             "Retry": [{"ErrorEquals": ["DynamoDb.ThrottlingException", "States.Timeout"], "MaxAttempts": 5}],
             "Catch": [
-                {"ErrorEquals": ["Bad", "Worse"], "Next": "Broken"},
+                {
+                    "ErrorEquals": ["Bad", "Worse", "Lambda.Unknown", "Lambda.ServiceException"],
+                    "Next": "Broken",
+                },
                 {"ErrorEquals": ["States.ALL"], "Next": "Broken"},
             ],
             "Next": "EachEvent",
@@ -114,7 +117,8 @@ def test_render_flowchart_covers_tasks_choices_catches_maps_and_parallels() -> N
         in lines
     )
     # Catchers going to one state are one edge listing every error.
-    assert 'Load -.->|"Bad, Worse, States.ALL"| Broken' in lines
+    # Error names sharing a prefix are shown once, as `Prefix.*`, like retry policies.
+    assert 'Load -.->|"Bad, Worse, Lambda.*, States.ALL"| Broken' in lines
     assert 'subgraph EachEvent ["EachEvent<br/>Map, each item of $.events, at most 4 at a time"]' in lines
     assert 'EachEvent__Count["Count<br/>λ handlers.count.handler"]' in lines
     assert (

@@ -495,7 +495,11 @@ def test_idempotency_wrapper_contract(
     (catch,) = run["Catch"]
     assert catch["ResultPath"] == "$.error" and catch["Next"] == "RecordFailureIfKeyed"
     assert not any(e.startswith("States.") for e in catch["ErrorEquals"])
-    business = {code for code, status in outcomes.WORKFLOW_ERROR_STATUS.items() if status < 500}
+    claim_refusals = {"IdempotencyKeyReused", "RequestInProgress"}  # ClaimRequest's, not the body's
+    assert not claim_refusals & set(catch["ErrorEquals"])
+    business = {
+        code for code, status in outcomes.WORKFLOW_ERROR_STATUS.items() if status < 500
+    } - claim_refusals
     assert business | {"TransientDatabaseError", "ContentionLimitExceeded", "UnexpectedDecision"} <= set(
         catch["ErrorEquals"]
     )
