@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registration.models import NewEvent, NewUser
@@ -26,6 +26,9 @@ def _answer(outcome: Outcome) -> tuple[object, ...]:
     return (outcome.status, outcome.output, outcome.error)
 
 
+# Every example adds to the engine's one table, and moto copies the whole table on each
+# transaction: past a few dozen examples each one is slower than the last.
+@settings(max_examples=min(settings.default.max_examples, 60))
 @given(capacity=st.integers(0, 2), waitlist=st.booleans(), sent=requests)
 def test_a_key_runs_its_first_request_once(
     store: RegistrationStore,
