@@ -452,57 +452,28 @@ class RegistrationApi(Construct):
     # Lambda routes -------------------------------------------------------------------
 
     def _api_function(self, table: dynamodb.ITable, layer: lambda_.ILayerVersion) -> lambda_.Function:
-        log_group = logs.LogGroup(
-            self, f"{names.API_FUNCTION_ID}LogGroup", retention=task_functions.LOG_RETENTION
-        )
-        role = iam.Role(
-            self,
-            f"{names.API_FUNCTION_ID}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Runs the API function (users, events, listings)",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],
-            )
-        )
-        role.add_to_policy(iam.PolicyStatement(actions=list(API_TABLE_ACTIONS), resources=[table.table_arn]))
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=list(API_IDEMPOTENCY_ACTIONS),
-                resources=[table.table_arn],
-                conditions=task_functions.leading_keys_condition(task_functions.IDEMPOTENCY_LEADING_KEYS),
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=list(API_INDEX_ACTIONS),
-                resources=[f"{table.table_arn}/index/{GSI1_NAME}"],
-            )
-        )
-        return lambda_.Function(
+        return task_functions.python_function(
             self,
             names.API_FUNCTION_ID,
-            runtime=task_functions.RUNTIME,
-            architecture=task_functions.ARCHITECTURE,
-            handler=names.API_HANDLER,
+            names.API_HANDLER,
             code=lambda_.Code.from_asset(
                 str(task_functions.LAMBDA_ASSET_DIR), exclude=task_functions.ASSET_EXCLUDES
             ),
-            layers=[layer],
-            memory_size=task_functions.MEMORY_SIZE_MB,
-            timeout=task_functions.TIMEOUT,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=role,
-            log_group=log_group,
+            layer=layer,
+            statements=[
+                iam.PolicyStatement(actions=list(API_TABLE_ACTIONS), resources=[table.table_arn]),
+                iam.PolicyStatement(
+                    actions=list(API_IDEMPOTENCY_ACTIONS),
+                    resources=[table.table_arn],
+                    conditions=task_functions.leading_keys_condition(task_functions.IDEMPOTENCY_LEADING_KEYS),
+                ),
+                iam.PolicyStatement(
+                    actions=list(API_INDEX_ACTIONS), resources=[f"{table.table_arn}/index/{GSI1_NAME}"]
+                ),
+            ],
+            table=table,
+            role_description="Runs the API function (users, events, listings)",
             description=f"HTTP API routes other than the workflows ({names.API_HANDLER})",
-            environment={
-                names.ENV_TABLE_NAME: table.table_name,
-                "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": task_functions.LOG_LEVEL,
-            },
         )
 
     # Workflow routes -----------------------------------------------------------------

@@ -16,7 +16,6 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -24,14 +23,11 @@ from constructs import Construct
 from infrastructure import names
 from infrastructure.constructs.table import GSI1_NAME
 from infrastructure.constructs.task_functions import (
-    ARCHITECTURE,
     ASSET_EXCLUDES,
     LAMBDA_ASSET_DIR,
-    LOG_LEVEL,
-    LOG_RETENTION,
     MEMORY_SIZE_MB,
-    RUNTIME,
     TIMEOUT,
+    python_function,
 )
 from workflows.reconcile import RECONCILE_TASK, ReconcileWorkflow
 
@@ -182,42 +178,21 @@ class Reconciliation(Construct):
         table: dynamodb.ITable,
         layer: lambda_.ILayerVersion,
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(self, f"{task}LogGroup", retention=LOG_RETENTION)
-        role = iam.Role(
-            self,
-            f"{task}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Runs the {task} reconciliation task",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],
-            )
-        )
-        environment = {
-            "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
-            "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-            "POWERTOOLS_LOG_LEVEL": LOG_LEVEL,
-        }
+        statements = []
         if TABLE_ACTIONS[task]:
             resource = f"{table.table_arn}/index/{GSI1_NAME}" if task in INDEX_READERS else table.table_arn
-            role.add_to_policy(iam.PolicyStatement(actions=list(TABLE_ACTIONS[task]), resources=[resource]))
-            environment[names.ENV_TABLE_NAME] = table.table_name
+            statements.append(iam.PolicyStatement(actions=list(TABLE_ACTIONS[task]), resources=[resource]))
         long_running = task == RECONCILE_TASK
-        return lambda_.Function(
+        return python_function(
             self,
             task,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=handler,
+            handler,
             code=code,
-            layers=[layer],
+            layer=layer,
+            statements=statements,
+            table=table if TABLE_ACTIONS[task] else None,
+            role_description=f"Runs the {task} reconciliation task",
+            description=f"Reconciliation task {task} ({handler})",
             memory_size=RECONCILE_MEMORY_MB if long_running else MEMORY_SIZE_MB,
             timeout=RECONCILE_TIMEOUT if long_running else TIMEOUT,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=role,
-            log_group=log_group,
-            description=f"Reconciliation task {task} ({handler})",
-            environment=environment,
         )

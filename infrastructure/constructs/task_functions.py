@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,46 +125,78 @@ class TaskFunctions(Construct):
         code: lambda_.Code,
         table: dynamodb.ITable,
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(self, f"{task_name}LogGroup", retention=LOG_RETENTION)
-        role = iam.Role(
-            self,
-            f"{task_name}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Runs the {task_name} workflow task",
-        )
-        # Only its own log group (the function never creates one: it exists already).
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],
-            )
-        )
         leading_keys = LEADING_KEYS.get(task_name)
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=list(TABLE_ACTIONS[task_name]),
-                resources=[table.table_arn],
-                conditions=leading_keys_condition(leading_keys) if leading_keys else None,
-            )
+        grant = iam.PolicyStatement(
+            actions=list(TABLE_ACTIONS[task_name]),
+            resources=[table.table_arn],
+            conditions=leading_keys_condition(leading_keys) if leading_keys else None,
         )
-        return lambda_.Function(
+        return python_function(
             self,
             task_name,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=handler,
+            handler,
             code=code,
-            layers=[self.powertools_layer],
-            memory_size=MEMORY_SIZE_MB,
-            timeout=TIMEOUT,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=role,
-            log_group=log_group,
+            layer=self.powertools_layer,
+            statements=[grant],
+            table=table,
+            role_description=f"Runs the {task_name} workflow task",
             description=f"Workflow task {task_name} ({handler})",
-            environment={
-                names.ENV_TABLE_NAME: table.table_name,
-                "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": LOG_LEVEL,
-            },
         )
+
+
+def python_function(
+    scope: Construct,
+    construct_id: str,
+    handler: str,
+    *,
+    code: lambda_.Code,
+    layer: lambda_.ILayerVersion,
+    statements: Sequence[iam.PolicyStatement],
+    table: dynamodb.ITable | None,
+    role_description: str,
+    description: str,
+    memory_size: int = MEMORY_SIZE_MB,
+    timeout: Duration = TIMEOUT,
+) -> lambda_.Function:
+    """One of the project's Lambda functions: python3.13 with the Powertools layer, traced,
+    its own log group, and its own role allowed to write to that log group and to do what
+    `statements` grant, nothing else. `table` (when given) is named in its environment."""
+    log_group = logs.LogGroup(scope, f"{construct_id}LogGroup", retention=LOG_RETENTION)
+    role = iam.Role(
+        scope,
+        f"{construct_id}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=role_description,
+    )
+    # Only its own log group (the function never creates one: it exists already).
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[log_group.log_group_arn],
+        )
+    )
+    for statement in statements:
+        role.add_to_policy(statement)
+    environment = {
+        "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
+        "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": LOG_LEVEL,
+    }
+    if table is not None:
+        environment[names.ENV_TABLE_NAME] = table.table_name
+    return lambda_.Function(
+        scope,
+        construct_id,
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        handler=handler,
+        code=code,
+        layers=[layer],
+        memory_size=memory_size,
+        timeout=timeout,
+        tracing=lambda_.Tracing.ACTIVE,
+        role=role,
+        log_group=log_group,
+        description=description,
+        environment=environment,
+    )

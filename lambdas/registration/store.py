@@ -519,24 +519,30 @@ class RegistrationStore:
     def fill_free_seat(self, event_id: str, head: WaitlistHead, request_id: str, at: str, token: str) -> bool:
         """Moves the head of the waitlist into a seat that is free (repair path)."""
         return self._transact(
-            [
-                *self._promotion_items(event_id, head, request_id, at),
-                TxItem(
-                    {
-                        "Update": {
-                            "Key": keys.event_key(event_id),
-                            "UpdateExpression": (
-                                "SET registeredCount = registeredCount + :one, "
-                                "waitlistCount = waitlistCount - :one"
-                            ),
-                            "ConditionExpression": "registeredCount < #capacity AND waitlistCount > :zero",
-                            "ExpressionAttributeNames": {"#capacity": "capacity"},
-                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
-                        }
-                    }
-                ),
-            ],
-            token,
+            [*self._promotion_items(event_id, head, request_id, at), self._fill_seat_update(event_id)], token
+        )
+
+    def _fill_seat_update(self, event_id: str, seen: Counters | None = None) -> TxItem:
+        """One seat more and one waiter fewer while a seat is free and someone waits (and,
+        given `seen`, only while the counters are exactly that)."""
+        condition = "registeredCount < #capacity AND waitlistCount > :zero"
+        values: dict[str, Any] = {":one": 1, ":zero": 0}
+        if seen is not None:
+            seen_condition = _counters_condition(seen)
+            condition = f"{seen_condition['ConditionExpression']} AND {condition}"
+            values.update(seen_condition["ExpressionAttributeValues"])
+        return TxItem(
+            {
+                "Update": {
+                    "Key": keys.event_key(event_id),
+                    "UpdateExpression": (
+                        "SET registeredCount = registeredCount + :one, waitlistCount = waitlistCount - :one"
+                    ),
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#capacity": "capacity"},
+                    "ExpressionAttributeValues": values,
+                }
+            }
         )
 
     def _promotion_items(self, event_id: str, head: WaitlistHead, request_id: str, at: str) -> list[TxItem]:
@@ -929,7 +935,6 @@ class RegistrationStore:
     ) -> bool:
         """Moves the head of the waitlist into a free seat (as `fill_free_seat`), only if the
         counters are still exactly `seen`, and records the promotion."""
-        condition = _counters_condition(seen)
         after = Counters(
             registeredCount=seen.registeredCount + 1,
             waitlistCount=seen.waitlistCount - 1,
@@ -938,27 +943,7 @@ class RegistrationStore:
         return self._transact(
             [
                 *self._promotion_items(event_id, head, request_id, at),
-                TxItem(
-                    {
-                        "Update": {
-                            "Key": keys.event_key(event_id),
-                            "UpdateExpression": (
-                                "SET registeredCount = registeredCount + :one, "
-                                "waitlistCount = waitlistCount - :one"
-                            ),
-                            "ConditionExpression": (
-                                f"{condition['ConditionExpression']} "
-                                "AND registeredCount < #capacity AND waitlistCount > :zero"
-                            ),
-                            "ExpressionAttributeNames": {"#capacity": "capacity"},
-                            "ExpressionAttributeValues": {
-                                **condition["ExpressionAttributeValues"],
-                                ":one": 1,
-                                ":zero": 0,
-                            },
-                        }
-                    }
-                ),
+                self._fill_seat_update(event_id, seen),
                 TxItem(self._record_update(event_id, record, before=seen, after=after)),
             ],
             token,

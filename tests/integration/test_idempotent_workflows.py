@@ -9,31 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from infrastructure.local.engine import LocalEngine
-from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore
 from tests.fixtures.drift import partition
-from tests.fixtures.workflows import Outcome, Workflows
+from tests.fixtures.workflows import Outcome, Workflows, new_event, new_users
 
 pytestmark = pytest.mark.integration
 
 TASK_STARTED = "TaskStateEntered"
-
-
-def _fresh(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def _users(store: RegistrationStore, count: int) -> list[str]:
-    users = [_fresh("u") for _ in range(count)]
-    for user in users:
-        store.create_user(NewUser(userId=user, name="Keyed"))
-    return users
-
-
-def _event(store: RegistrationStore, capacity: int, waitlist: bool) -> str:
-    return store.create_event(
-        NewEvent(eventId=_fresh("e"), title="Keyed", capacity=capacity, hasWaitlist=waitlist)
-    ).eventId
 
 
 def _states(engine: LocalEngine, outcome: Outcome) -> list[str]:
@@ -56,8 +38,8 @@ def _same(first: Outcome, again: Outcome) -> bool:
 def test_a_replayed_registration_answers_the_same_and_changes_nothing(
     local_engine: LocalEngine, local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=1, waitlist=True)
-    ada, bob = _users(local_store, 2)
+    event = new_event(local_store, capacity=1, waitlist=True)
+    ada, bob = new_users(local_store, 2)
     key_ada, key_bob = str(uuid.uuid4()), str(uuid.uuid4())
 
     seated = local_workflows.register(event, ada, idempotency_key=key_ada)
@@ -77,8 +59,8 @@ def test_a_replayed_registration_answers_the_same_and_changes_nothing(
 def test_a_business_failure_is_replayed_even_after_the_world_changed(
     local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=1, waitlist=False)
-    ada, bob = _users(local_store, 2)
+    event = new_event(local_store, capacity=1, waitlist=False)
+    ada, bob = new_users(local_store, 2)
     assert local_workflows.register(event, ada).ok
     key = str(uuid.uuid4())
 
@@ -103,8 +85,8 @@ def test_a_lost_unregister_answer_is_recovered_by_its_replay(
 ) -> None:
     """Without a key, a client that lost the answer would now get NotRegistered and never
     learn who was promoted; with one, the retry gets the original answer."""
-    event = _event(local_store, capacity=1, waitlist=True)
-    ada, bob = _users(local_store, 2)
+    event = new_event(local_store, capacity=1, waitlist=True)
+    ada, bob = new_users(local_store, 2)
     assert local_workflows.register(event, ada).ok
     assert local_workflows.register(event, bob).ok
     key = str(uuid.uuid4())
@@ -122,8 +104,8 @@ def test_a_lost_unregister_answer_is_recovered_by_its_replay(
 def test_a_key_sent_with_another_request_is_refused_and_nothing_is_written(
     local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=5, waitlist=True)
-    ada, bob = _users(local_store, 2)
+    event = new_event(local_store, capacity=5, waitlist=True)
+    ada, bob = new_users(local_store, 2)
     key = str(uuid.uuid4())
     assert local_workflows.register(event, ada, idempotency_key=key).ok
     table = partition(local_store, event)
@@ -139,8 +121,8 @@ def test_a_key_sent_with_another_request_is_refused_and_nothing_is_written(
 def test_a_malformed_key_is_a_validation_error_before_anything_runs(
     local_engine: LocalEngine, local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=5, waitlist=True)
-    (ada,) = _users(local_store, 1)
+    event = new_event(local_store, capacity=5, waitlist=True)
+    (ada,) = new_users(local_store, 1)
     outcome = local_workflows.register(event, ada, idempotency_key="not a key")
     assert outcome.error == "ValidationError"
     assert "Validate" not in _states(local_engine, outcome)
@@ -150,8 +132,8 @@ def test_a_malformed_key_is_a_validation_error_before_anything_runs(
 def test_concurrent_requests_with_one_key_run_once(
     local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=1, waitlist=True)
-    (ada,) = _users(local_store, 1)
+    event = new_event(local_store, capacity=1, waitlist=True)
+    (ada,) = new_users(local_store, 1)
     key = str(uuid.uuid4())
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -172,8 +154,8 @@ def test_concurrent_requests_with_one_key_run_once(
 def test_without_a_key_nothing_is_recorded(
     local_engine: LocalEngine, local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=1, waitlist=True)
-    (ada,) = _users(local_store, 1)
+    event = new_event(local_store, capacity=1, waitlist=True)
+    (ada,) = new_users(local_store, 1)
     outcome = local_workflows.register(event, ada)
     assert outcome.ok
     states = _states(local_engine, outcome)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,33 +10,15 @@ import pytest
 
 from handlers import write_registration
 from infrastructure.local.engine import LocalEngine
-from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore
-from tests.fixtures.workflows import Workflows
+from tests.fixtures.workflows import Workflows, fresh_id, new_event, new_users
 
 pytestmark = pytest.mark.integration
 
 
-def _fresh(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def _users(store: RegistrationStore, count: int) -> list[str]:
-    users = [_fresh("u") for _ in range(count)]
-    for user in users:
-        store.create_user(NewUser(userId=user, name="Integration"))
-    return users
-
-
-def _event(store: RegistrationStore, capacity: int, waitlist: bool) -> str:
-    return store.create_event(
-        NewEvent(eventId=_fresh("e"), title="Integration", capacity=capacity, hasWaitlist=waitlist)
-    ).eventId
-
-
 def test_a_full_story(local_store: RegistrationStore, local_workflows: Workflows) -> None:
-    event = _event(local_store, capacity=1, waitlist=True)
-    ada, bob, cy = _users(local_store, 3)
+    event = new_event(local_store, capacity=1, waitlist=True)
+    ada, bob, cy = new_users(local_store, 3)
     flows = local_workflows
 
     assert flows.register(event, ada).output == {
@@ -79,8 +60,8 @@ def test_a_full_story(local_store: RegistrationStore, local_workflows: Workflows
 def test_event_full_without_waitlist_writes_nothing(
     local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
-    event = _event(local_store, capacity=1, waitlist=False)
-    first, second = _users(local_store, 2)
+    event = new_event(local_store, capacity=1, waitlist=False)
+    first, second = new_users(local_store, 2)
     assert local_workflows.register(event, first).ok
     refused = local_workflows.register(event, second)
     assert (refused.status, refused.error) == ("FAILED", "EventFull")
@@ -89,8 +70,8 @@ def test_event_full_without_waitlist_writes_nothing(
 
 
 def test_history_shows_each_task(local_engine: LocalEngine, local_store: RegistrationStore) -> None:
-    event = _event(local_store, capacity=5, waitlist=False)
-    (user,) = _users(local_store, 1)
+    event = new_event(local_store, capacity=5, waitlist=False)
+    (user,) = new_users(local_store, 1)
     outcome = Workflows(local_engine).register(event, user)
     history = local_engine.history(outcome.execution_arn)
     entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
@@ -116,8 +97,8 @@ def test_concurrent_registrations_never_overbook(
     local_store: RegistrationStore, local_workflows: Workflows, waitlist: bool
 ) -> None:
     capacity, arrivals = 5, 30
-    event = _event(local_store, capacity=capacity, waitlist=waitlist)
-    users = _users(local_store, arrivals)
+    event = new_event(local_store, capacity=capacity, waitlist=waitlist)
+    users = new_users(local_store, arrivals)
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(lambda u: local_workflows.register(event, u), users))
 
@@ -143,8 +124,8 @@ def test_concurrent_unregistrations_promote_in_order(
     local_store: RegistrationStore, local_workflows: Workflows
 ) -> None:
     capacity = 6
-    event = _event(local_store, capacity=capacity, waitlist=True)
-    users = _users(local_store, capacity * 2)
+    event = new_event(local_store, capacity=capacity, waitlist=True)
+    users = new_users(local_store, capacity * 2)
     for user in users:
         assert local_workflows.register(event, user).ok
     with ThreadPoolExecutor(6) as pool:
@@ -162,15 +143,15 @@ def test_a_write_retried_after_it_committed_changes_nothing(
 ) -> None:
     """A Lambda that timed out after its transaction committed is retried by the workflow
     with the same input; the retry must answer the same and write nothing more."""
-    event_id = _event(local_store, capacity=1, waitlist=True)
-    seated, waiting = _users(local_store, 2)
+    event_id = new_event(local_store, capacity=1, waitlist=True)
+    seated, waiting = new_users(local_store, 2)
     for user in (seated, waiting):
         snapshot = local_store.get_event(event_id)
         seat = snapshot.registeredCount < snapshot.capacity
         state: dict[str, Any] = {
             "eventId": event_id,
             "userId": user,
-            "requestId": _fresh("req"),
+            "requestId": fresh_id("req"),
             "event": snapshot.model_dump(),
             "decision": {
                 "action": "seat" if seat else "waitlist",
