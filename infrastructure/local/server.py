@@ -107,13 +107,9 @@ def idempotency_key(headers: Sequence[tuple[str, str]]) -> str | None:
     """The `Idempotency-Key` header as API Gateway's request template passes it on: the
     name matched case-insensitively, the last one sent, and an empty value as none."""
     # Imported here: registration.idempotency sets up the handlers' Logger (see LocalApi).
-    from registration.idempotency import HEADER
+    from registration.idempotency import header_value
 
-    found = None
-    for name, value in headers:
-        if name.lower() == HEADER.lower():
-            found = value
-    return found or None
+    return header_value(headers) or None
 
 
 def route_not_found(method: str, path: str) -> Reply:

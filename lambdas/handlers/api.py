@@ -323,15 +323,6 @@ def _proxy(status: int, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _header(event: dict[str, Any], name: str) -> str | None:
-    """A header's value, its name matched case-insensitively as API Gateway does."""
-    found = None
-    for key, value in (event.get("headers") or {}).items():
-        if str(key).lower() == name.lower():
-            found = value
-    return None if found is None else str(found)
-
-
 def _body_text(event: dict[str, Any]) -> str | None:
     body = event.get("body")
     if body and event.get("isBase64Encoded"):
@@ -403,7 +394,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if str(event.get("httpMethod", "")).upper() not in IDEMPOTENT_METHODS:
         return app.resolve(event, context)
     try:
-        key = idempotency.parse_key(_header(event, idempotency.HEADER))
+        key = idempotency.parse_key(idempotency.header_value((event.get("headers") or {}).items()))
     except ValidationError as error:
         logger.info("invalid request", extra={"fields": error.fields})
         return _proxy(error.http_status, error_body(error))

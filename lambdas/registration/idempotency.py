@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -135,6 +136,16 @@ def workflow_response(
 # --- the API Lambda ----------------------------------------------------------------------
 
 _KEY = TypeAdapter(IdempotencyKey)
+
+
+def header_value(headers: Iterable[tuple[str, Any]]) -> str | None:
+    """The `Idempotency-Key` header among (name, value) pairs: the name matched
+    case-insensitively, as API Gateway does, and the last one sent."""
+    found = None
+    for name, value in headers:
+        if str(name).lower() == HEADER.lower():
+            found = value
+    return None if found is None else str(found)
 
 
 def parse_key(value: str | None) -> str | None:
