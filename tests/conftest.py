@@ -21,7 +21,7 @@ os.environ.update(
 )
 os.environ.pop("AWS_PROFILE", None)
 
-pytest_plugins = ["tests.fixtures.plugin", "tests.fixtures.engines"]
+pytest_plugins = ["tests.fixtures.plugin", "tests.fixtures.engines", "tests.fixtures.iam_report"]
 
 from hypothesis import HealthCheck, settings  # noqa: E402 - after the environment is set
 

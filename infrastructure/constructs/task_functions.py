@@ -36,9 +36,10 @@ TIMEOUT = Duration.seconds(10)
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 LOG_LEVEL = "INFO"
 
-# DynamoDB actions per task. TransactWriteItems has no IAM action of its own: each
-# action inside a transaction is authorised as the matching item action
-# (Put -> PutItem, Update -> UpdateItem, Delete -> DeleteItem,
+# DynamoDB actions per task: what its code calls (the local engine authorises every call
+# against these roles, and the test suite reports grants no call used). TransactWriteItems
+# has no IAM action of its own: each action inside a transaction is authorised as the
+# matching item action (Put -> PutItem, Update -> UpdateItem, Delete -> DeleteItem,
 # ConditionCheck -> ConditionCheckItem). No task queries GSI1, so no grant on indexes.
 _READ_ITEMS = ("dynamodb:GetItem", "dynamodb:BatchGetItem")
 _QUERY = ("dynamodb:Query",)
@@ -49,7 +50,7 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:ConditionCheckItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        "dynamodb:GetItem",
+        *_READ_ITEMS,  # the membership read on the contention and retry paths is a BatchGetItem
         *_QUERY,
     ),
     "CheckRegistration": (*_READ_ITEMS, *_QUERY),
@@ -66,7 +67,7 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
-        "dynamodb:GetItem",
+        *_READ_ITEMS,
         *_QUERY,
     ),
     # Idempotency records only (see LEADING_KEYS).

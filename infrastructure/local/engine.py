@@ -29,8 +29,10 @@ import boto3
 from botocore.config import Config
 
 from infrastructure import names
+from infrastructure.local import iam
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
 from infrastructure.local.template import (
+    DEFAULT_TEMPLATE_PATH,
     FunctionSpec,
     LocalTemplate,
     StateMachineSpec,
@@ -356,7 +358,9 @@ class LocalEngine:
         use_seam: bool = True,
         retain_executions: int = 1000,
         reuse_programs: bool = True,
+        enforce_iam: bool = True,
     ) -> None:
+        source: str | None = None
         if isinstance(template, LocalTemplate):
             self.template = template
         elif isinstance(template, Mapping):
@@ -367,6 +371,7 @@ class LocalEngine:
                 workflow_outputs=workflow_outputs,
             )
         else:
+            source = str((template or DEFAULT_TEMPLATE_PATH).resolve())
             self.template = load_template(
                 template,
                 region=region,
@@ -391,12 +396,17 @@ class LocalEngine:
                         region=region,
                         account=self.account,
                         environment=fn.environment,
+                        role_arn=fn.role_arn if enforce_iam else None,
                     )
                     for fn in self.template.functions.values()
                 }
             )
             if use_seam
             else None
+        )
+        # Every call a function or a state machine makes is authorised against its role.
+        self.authorizer: iam.Authorizer | None = (
+            iam.Authorizer(self.template, table_name=table_name, source=source) if enforce_iam else None
         )
         self._mock: Any = None
         self._saved_environment: dict[str, str | None] = {}
@@ -462,6 +472,8 @@ class LocalEngine:
             self._hook_installed = True
             if self.seam is not None:
                 self.seam.start()
+            if self.authorizer is not None:
+                iam.install(self.authorizer)
             self._started = True
             self._sfn = self._client("stepfunctions")
             self._backend = stepfunctions_parser_backends[self.account][self.region]
@@ -481,6 +493,8 @@ class LocalEngine:
                 self._drain(drain_timeout)
         if self.seam is not None:
             self.seam.stop()
+        if self.authorizer is not None:
+            iam.uninstall(self.authorizer)
         if self._hook_installed:
             _WorkerHooks.uninstall()
             self._hook_installed = False
@@ -623,8 +637,10 @@ class LocalEngine:
 
     def _create_state_machines(self, role_arn: str) -> None:
         for spec in self.template.state_machines.values():
+            # Executions run as the template's role (see iam), when IAM is enforced.
+            execution_role = spec.role_arn if self.authorizer is not None and spec.role_arn else role_arn
             response = self._sfn.create_state_machine(
-                name=spec.name, definition=spec.definition, roleArn=role_arn, type=spec.type
+                name=spec.name, definition=spec.definition, roleArn=execution_role, type=spec.type
             )
             if response["stateMachineArn"] != spec.arn:
                 raise EngineError(

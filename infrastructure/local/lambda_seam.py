@@ -35,6 +35,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
+from infrastructure.local import iam
+
 PATCH_MODULE = "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
 PATCH_ATTRIBUTE = "boto_client_for"
 
@@ -52,10 +54,16 @@ class LocalFunction:
     region: str = "us-east-1"
     account: str = "123456789012"
     environment: Mapping[str, str] = field(default_factory=dict)
+    # The execution role: every AWS call the handler makes is made as this role.
+    role_arn: str | None = None
 
     @property
     def arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
+
+    @property
+    def principal(self) -> iam.Principal | None:
+        return iam.Principal(self.role_arn, self.name) if self.role_arn else None
 
 
 class LambdaContext:
@@ -186,7 +194,8 @@ class LocalLambdaClient:
             except AttributeError as exc:
                 error_type = "Runtime.HandlerNotFound"
                 raise RuntimeError(f"Handler '{function.handler}' missing: {exc}") from exc
-            result = handler(event, LambdaContext(function, request_id))
+            with iam.acting_as(function.principal):
+                result = handler(event, LambdaContext(function, request_id))
             try:
                 body = json.dumps(result).encode("utf-8")
             except (TypeError, ValueError) as exc:
@@ -226,6 +235,41 @@ class _Dispatcher:
         raise _client_error("ResourceNotFoundException", f"Function not found: {FunctionName}", 404)
 
 
+class _RoleDispatcher:
+    """The Lambda client of a state machine's execution: Invoke is authorised against the
+    state machine's role (it may invoke only what it is granted), then dispatched."""
+
+    def __init__(self, principal: iam.Principal) -> None:
+        self.principal = principal
+
+    def invoke(self, FunctionName: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            iam.authorize(self.principal, "lambda", "Invoke", {"FunctionName": FunctionName})
+        except ClientError as exc:
+            return _invoke_refused(exc)
+        return _DISPATCHER.invoke(FunctionName=FunctionName, **kwargs)
+
+
+def _invoke_refused(exc: ClientError) -> dict[str, Any]:
+    """A refused Invoke as Step Functions reports it: the task fails with
+    `Lambda.AWSLambdaException`, Lambda's message and details in the cause. (moto's
+    interpreter would name a ClientError `Lambda.<code>` or `Exception`; AWS does not.)"""
+    error, meta = exc.response["Error"], exc.response["ResponseMetadata"]
+    cause = (
+        f"{error['Message']} (Service: AWSLambda; Status Code: {meta['HTTPStatusCode']}; "
+        f"Error Code: {error['Code']}; Request ID: {meta['RequestId']}; Proxy: null)"
+    )
+    body = json.dumps({"errorType": "Lambda.AWSLambdaException", "errorMessage": cause}).encode("utf-8")
+    return {
+        "StatusCode": 200,
+        "FunctionError": "Unhandled",
+        "Payload": StreamingBody(io.BytesIO(body), len(body)),
+    }
+
+
+# The role session name AWS shows for calls Step Functions makes with a state machine's role.
+STATES_SESSION = "StepFunctions"
+
 _LOCK = threading.Lock()
 _ACTIVE: list[LambdaSeam] = []
 _DISPATCHER = _Dispatcher()
@@ -237,14 +281,17 @@ def _patched_module() -> Any:
 
 
 def _client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+    role_arn = getattr(state_credentials, "role_arn", None)
+    principal = iam.Principal(role_arn, STATES_SESSION) if isinstance(role_arn, str) else None
     if service == "lambda":
-        return _DISPATCHER
+        return _DISPATCHER if principal is None else _RoleDispatcher(principal)
     original = _original
     if original is None:  # the seam was removed while an execution was running
         from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 
         original = boto_client_for
-    return original(region=region, service=service, state_credentials=state_credentials)
+    client = original(region=region, service=service, state_credentials=state_credentials)
+    return client if principal is None else iam.bind(client, principal)
 
 
 def _install(seam: LambdaSeam) -> None:

@@ -39,9 +39,11 @@ from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from botocore.exceptions import ClientError
+
 from infrastructure import names
 from infrastructure.execution_names import execution_name
-from infrastructure.local import docs_page, ops
+from infrastructure.local import docs_page, iam, ops
 from infrastructure.local.dynamodb_local import (
     DEFAULT_DB_PATH,
     REPO_ROOT,
@@ -153,6 +155,7 @@ class LocalApi:
                     memory_size=spec.memory_size,
                     region=self.engine.region,
                     account=self.engine.account,
+                    role_arn=spec.role_arn if self.engine.authorizer is not None else None,
                 )
         return LocalFunction(
             name="local-api",
@@ -190,6 +193,9 @@ class LocalApi:
             if not _is_json(headers):
                 # The integration only has an application/json request template.
                 return Reply.error(415, UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_MEDIA_MESSAGE)
+            denied = self._integration_denied(method, template.path, workflow)
+            if denied is not None:
+                return denied
             return self._workflow(workflow, parameters, body, request_id, idempotency_key(headers))
         event = proxy_event(
             method=method,
@@ -206,6 +212,25 @@ class LocalApi:
         )
         return self._lambda(event, request_id)
 
+    def _integration_denied(self, method: str, path: str, workflow: str) -> Reply | None:
+        """API Gateway starts the execution with the integration's role: refuse, as a
+        misconfigured integration fails on AWS, when that role may not start it."""
+        integration = self.engine.template.api_integrations.get((method, path))
+        if self.engine.authorizer is None or integration is None or integration.credentials is None:
+            return None
+        principal = iam.Principal(integration.credentials, "ApiGateway")
+        try:
+            iam.authorize(
+                principal,
+                "states",
+                "StartSyncExecution",
+                {"stateMachineArn": self.engine.state_machine_arn(workflow)},
+            )
+        except ClientError as exc:
+            LOG.error("%s %s: the integration may not start %s: %s", method, path, workflow, exc)
+            return internal_error()
+        return None
+
     def _static(self, path: str) -> Reply | None:
         if path == "/":
             return Reply(HTTPStatus.FOUND, b"", headers=[("Location", docs_page.DOCS_PATH)])
@@ -221,7 +246,7 @@ class LocalApi:
 
     def _lambda(self, event: dict[str, Any], request_id: str) -> Reply:
         context = LambdaContext(self._api_function, request_id)
-        with self._api_lock:
+        with self._api_lock, iam.acting_as(self._api_function.principal):
             result = self._api.handler(event, context)
         proxied: ProxyResult = proxy_result(result)
         content_type = JSON

@@ -22,6 +22,10 @@ DEFAULT_TEMPLATE_PATH = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
 TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable")
 FUNCTION_TYPE = "AWS::Lambda::Function"
 STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
+ROLE_TYPE = "AWS::IAM::Role"
+POLICY_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+API_METHOD_TYPE = "AWS::ApiGateway::Method"
+API_RESOURCE_TYPE = "AWS::ApiGateway::Resource"
 
 
 class TemplateError(ValueError):
@@ -93,6 +97,8 @@ class FunctionSpec:
     timeout: int
     memory_size: int
     environment: dict[str, str]
+    # The execution role's ARN (None when the template gives none the engine can resolve).
+    role_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,11 +108,35 @@ class StateMachineSpec:
     arn: str
     type: str
     definition: str
+    role_arn: str | None = None
 
     @property
     def definition_dict(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(self.definition)
         return loaded
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """An IAM role of the template with every identity policy attached to it, resolved."""
+
+    logical_id: str
+    arn: str
+    documents: tuple[dict[str, Any], ...]
+    # AWS managed policies by ARN (resolved against moto's copy of them by the evaluator).
+    managed_policy_arns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiIntegration:
+    """What API Gateway does for one method: the integration's type, URI and role."""
+
+    method: str
+    path: str
+    type: str
+    uri: str
+    credentials: str | None
+    request_templates: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -118,6 +148,14 @@ class LocalTemplate:
     outputs: dict[str, Any]
     region: str
     account: str
+    roles: dict[str, RoleSpec] = field(default_factory=dict)
+    api_integrations: dict[tuple[str, str], ApiIntegration] = field(default_factory=dict)
+
+    def role_by_arn(self, arn: str) -> RoleSpec | None:
+        for role in self.roles.values():
+            if role.arn == arn:
+                return role
+        return None
 
     def function_by_name(self, name: str) -> FunctionSpec:
         for function in self.functions.values():
@@ -187,6 +225,9 @@ class Resolver:
             f"arn:aws:states:{self.region}:{self.account}:stateMachine:{self.state_machine_name(logical_id)}"
         )
 
+    def role_arn(self, logical_id: str) -> str:
+        return f"arn:aws:iam::{self.account}:role/{self._explicit_name(logical_id, 'RoleName', 64)}"
+
     def table_arn(self) -> str:
         return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{self.table_name}"
 
@@ -231,8 +272,8 @@ class Resolver:
             return self.state_machine_arn(logical_id)
         if resource_type == STATE_MACHINE_TYPE and attribute == "Name":
             return self.state_machine_name(logical_id)
-        if resource_type == "AWS::IAM::Role" and attribute == "Arn":
-            return f"arn:aws:iam::{self.account}:role/{logical_id}"
+        if resource_type == ROLE_TYPE and attribute == "Arn":
+            return self.role_arn(logical_id)
         if resource_type == "AWS::Logs::LogGroup" and attribute == "Arn":
             return f"arn:aws:logs:{self.region}:{self.account}:log-group:{logical_id}:*"
         raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} ({resource_type}) is not supported locally")
@@ -356,7 +397,15 @@ def _function_spec(logical_id: str, resource: Mapping[str, Any], resolver: Resol
         timeout=int(resolver.resolve(props.get("Timeout", 3))),
         memory_size=int(resolver.resolve(props.get("MemorySize", 128))),
         environment={k: str(v) for k, v in variables.items()},
+        role_arn=_role_arn(props.get("Role"), resolver),
     )
+
+
+def _role_arn(value: Any, resolver: Resolver) -> str | None:
+    if value is None:
+        return None
+    arn = resolver.resolve(value)
+    return arn if isinstance(arn, str) else None
 
 
 def _state_machine_spec(logical_id: str, resource: Mapping[str, Any], resolver: Resolver) -> StateMachineSpec:
@@ -382,7 +431,94 @@ def _state_machine_spec(logical_id: str, resource: Mapping[str, Any], resolver: 
         arn=resolver.state_machine_arn(logical_id),
         type=str(props.get("StateMachineType", "STANDARD")),
         definition=definition,
+        role_arn=_role_arn(props.get("RoleArn"), resolver),
     )
+
+
+def _role_refs(value: Any) -> list[str]:
+    """Logical ids of the roles a policy's `Roles` list names (`Ref`s to template roles)."""
+    found = []
+    for item in value or []:
+        if isinstance(item, dict) and isinstance(item.get("Ref"), str):
+            found.append(item["Ref"])
+    return found
+
+
+def _role_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, RoleSpec]:
+    """Every role with its inline policies, the template's policies attached to it, and the
+    ARNs of the managed policies it names (a template's own managed policies resolved)."""
+    documents: dict[str, list[dict[str, Any]]] = {}
+    managed: dict[str, list[str]] = {}
+    own_managed: dict[str, dict[str, Any]] = {}
+    for lid, resource in resources.items():
+        if resource.get("Type") != ROLE_TYPE:
+            continue
+        props = resource.get("Properties", {})
+        documents[lid] = [resolver.resolve(p["PolicyDocument"]) for p in props.get("Policies", [])]
+        managed[lid] = []
+        for arn in props.get("ManagedPolicyArns", []):
+            if isinstance(arn, dict) and isinstance(arn.get("Ref"), str) and arn["Ref"] in resources:
+                own_managed.setdefault(arn["Ref"], {}).setdefault("roles", []).append(lid)
+            else:
+                managed[lid].append(str(resolver.resolve(arn)))
+    for lid, resource in resources.items():
+        if resource.get("Type") not in POLICY_TYPES:
+            continue
+        props = resource.get("Properties", {})
+        attached = set(_role_refs(props.get("Roles"))) | set(own_managed.get(lid, {}).get("roles", []))
+        document = resolver.resolve(props["PolicyDocument"])
+        for role in attached:
+            if role in documents:
+                documents[role].append(document)
+    return {
+        lid: RoleSpec(
+            logical_id=lid,
+            arn=resolver.role_arn(lid),
+            documents=tuple(documents[lid]),
+            managed_policy_arns=tuple(managed[lid]),
+        )
+        for lid in documents
+    }
+
+
+def _api_integrations(
+    resources: Mapping[str, Any], resolver: Resolver
+) -> dict[tuple[str, str], ApiIntegration]:
+    """Each REST API method's integration, keyed by (method, resource path)."""
+
+    def path_of(resource_ref: Any) -> str:
+        if not (isinstance(resource_ref, dict) and isinstance(resource_ref.get("Ref"), str)):
+            return "/"  # the root resource (`Fn::GetAtt RestApi.RootResourceId`)
+        parts = []
+        current = resource_ref
+        while isinstance(current, dict) and isinstance(current.get("Ref"), str):
+            resource = resources.get(current["Ref"], {})
+            if resource.get("Type") != API_RESOURCE_TYPE:
+                raise TemplateError(f"API method on unknown resource {current['Ref']!r}")
+            parts.append(str(resource["Properties"]["PathPart"]))
+            current = resource["Properties"].get("ParentId")
+        return "/" + "/".join(reversed(parts))
+
+    integrations: dict[tuple[str, str], ApiIntegration] = {}
+    for resource in resources.values():
+        if resource.get("Type") != API_METHOD_TYPE:
+            continue
+        props = resource.get("Properties", {})
+        integration = props.get("Integration") or {}
+        method = str(props.get("HttpMethod", "")).upper()
+        path = path_of(props.get("ResourceId"))
+        credentials = integration.get("Credentials")
+        integrations[(method, path)] = ApiIntegration(
+            method=method,
+            path=path,
+            type=str(integration.get("Type", "MOCK")),
+            uri=str(resolver.resolve(integration["Uri"])) if "Uri" in integration else "",
+            credentials=str(resolver.resolve(credentials)) if credentials is not None else None,
+            request_templates={
+                k: str(resolver.resolve(v)) for k, v in (integration.get("RequestTemplates") or {}).items()
+            },
+        )
+    return integrations
 
 
 def parse_template(
@@ -442,6 +578,8 @@ def parse_template(
         outputs=resolved_outputs,
         region=region,
         account=account,
+        roles=_role_specs(resources, resolver),
+        api_integrations=_api_integrations(resources, resolver),
     )
 
 

@@ -125,7 +125,10 @@ def test_execution_names_are_valid_and_findable(event_id: str, user_id: str) -> 
 def test_the_api_handler_serves_one_request_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Powertools keeps the current request on the resolver class: calls must not overlap."""
     engine = SimpleNamespace(
-        template=SimpleNamespace(functions={}), region="us-east-1", account=names.LOCAL_ACCOUNT
+        template=SimpleNamespace(functions={}, api_integrations={}),
+        authorizer=None,
+        region="us-east-1",
+        account=names.LOCAL_ACCOUNT,
     )
     local_api = server.LocalApi(engine)  # type: ignore[arg-type]
     inside = 0
@@ -155,7 +158,10 @@ def test_the_api_handler_serves_one_request_at_a_time(monkeypatch: pytest.Monkey
 
 def test_unknown_routes_never_reach_the_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     engine = SimpleNamespace(
-        template=SimpleNamespace(functions={}), region="us-east-1", account=names.LOCAL_ACCOUNT
+        template=SimpleNamespace(functions={}, api_integrations={}),
+        authorizer=None,
+        region="us-east-1",
+        account=names.LOCAL_ACCOUNT,
     )
     local_api = server.LocalApi(engine)  # type: ignore[arg-type]
     monkeypatch.setattr(api, "handler", lambda event, context: pytest.fail("called"))
@@ -211,7 +217,11 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
         return SimpleNamespace(status="SUCCEEDED", output={"ok": True}, error=None, cause=None)
 
     engine = SimpleNamespace(
-        template=SimpleNamespace(functions={}), region="us-east-1", account=names.LOCAL_ACCOUNT, run=run
+        template=SimpleNamespace(functions={}, api_integrations={}),
+        authorizer=None,
+        region="us-east-1",
+        account=names.LOCAL_ACCOUNT,
+        run=run,
     )
     local_api = server.LocalApi(engine)  # type: ignore[arg-type]
 
