@@ -6,7 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-TEMPLATE := cdk.out/EventRegistration.template.json
+SYNTHESIZED := cdk.out/EventRegistration.template.json
+# `make run TEMPLATE=path/to/template.json` runs the stack of another synthesized template.
+TEMPLATE ?= $(SYNTHESIZED)
 SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
@@ -39,12 +41,12 @@ $(NODE_STAMP): package.json package-lock.json
 
 deps: $(STAMP) $(NODE_STAMP)
 
-$(TEMPLATE): $(STAMP) $(SOURCES) cdk.json
+$(SYNTHESIZED): $(STAMP) $(SOURCES) cdk.json
 	$(PY) -m infrastructure.app
 
-synth: $(TEMPLATE)
+synth: $(SYNTHESIZED)
 
-lint: $(STAMP) $(TEMPLATE)
+lint: $(STAMP) $(SYNTHESIZED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy lambdas infrastructure workflows
@@ -52,28 +54,28 @@ lint: $(STAMP) $(TEMPLATE)
 
 typecheck: lint
 
-test: deps $(TEMPLATE) lint
+test: deps $(SYNTHESIZED) lint
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n 2 --dist loadgroup
 
-test-fast: deps $(TEMPLATE)
+test-fast: deps $(SYNTHESIZED)
 	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -n 2 --dist loadgroup -m "not integration"
 
-test-thorough: deps $(TEMPLATE)
+test-thorough: deps $(SYNTHESIZED)
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -n 2 --dist loadgroup
 
 run: deps $(TEMPLATE)
-	$(PY) -m infrastructure.local.server $(if $(filter memory,$(DB)),--in-memory,)
+	$(PY) -m infrastructure.local.server --template $(TEMPLATE) $(if $(filter memory,$(DB)),--in-memory,)
 
-bench: deps $(TEMPLATE)
+bench: deps $(SYNTHESIZED)
 	$(PY) -m infrastructure.bench
 
-reliability: deps $(TEMPLATE)
+reliability: deps $(SYNTHESIZED)
 	CI=1 $(PY) -m tests.reliability
 
-demo: deps $(TEMPLATE)
+demo: deps $(SYNTHESIZED)
 	$(PY) -m infrastructure.local.demo $(if $(filter memory,$(DB)),--in-memory,)
 
-diagrams: $(TEMPLATE)
+diagrams: $(SYNTHESIZED)
 	$(PY) -m infrastructure.diagrams
 
 clean:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from infrastructure import names
 from infrastructure.local.dynamodb_local import free_port
+from tests.fixtures.template_variants import role_of, synthesized_template, without_grant
 from tests.http.client import Client, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http-cli")]
@@ -169,3 +172,31 @@ def test_busy_port_is_reported(tmp_path: Path) -> None:
         with running(["--in-memory", "--port", str(port), "--data-dir", str(tmp_path)]) as p:
             assert p.finish(timeout=60) == 2
     assert f"Port {port}" in p.text and "PORT=" in p.text
+
+
+def test_runs_another_synthesized_template_as_given(tmp_path: Path) -> None:
+    """`make run TEMPLATE=...`: the stack of that template, its roles enforced as on AWS."""
+    template = synthesized_template()
+    variant = tmp_path / "variant.template.json"
+    variant.write_text(
+        json.dumps(
+            without_grant(
+                template, role_of(template, handler=names.TASK_HANDLERS["Validate"]), "dynamodb:BatchGetItem"
+            )
+        )
+    )
+    port = free_port()
+    args = ["--in-memory", "--data-dir", str(tmp_path), "--quiet", "--template", str(variant)]
+    with running(args, {"PORT": str(port)}) as process:
+        process.wait_for(READY)
+        client = Client(f"http://127.0.0.1:{port}")
+        user, event = uid("u"), uid("e")
+        created = client.post("/users", {"userId": user, "name": "Variant"}).status
+        client.post("/events", {"eventId": event, "title": "Variant", "capacity": 1})
+        register = client.post(f"/events/{event}/register", {"userId": user})
+        process.popen.send_signal(signal.SIGINT)
+        assert process.finish() == 0, process.text
+
+    assert created == 201
+    # Validate may not BatchGetItem: the request fails as it would on AWS.
+    register.error(500, "InternalError")
