@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infrastructure.bench.capacity import IndexSpec, Usage, key_of, touched_keys, usage_of
+from infrastructure.local import iam
 from registration import keys
 
 WRITES = frozenset({"TransactWriteItems", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"})
@@ -53,11 +54,15 @@ class Meter:
 
     # --- hooks -----------------------------------------------------------------------
 
+    # The side reads are the meter's own (its `observer` client), not the metered
+    # handler's: they are made as nobody, outside the handler's IAM principal.
+
     def _before(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         operation = model.name
         entry: dict[str, Any] = {"operation": operation, "params": copy.deepcopy(params)}
         if operation in WRITES:
-            entry["before"] = self._images(operation, params)
+            with iam.acting_as(None):
+                entry["before"] = self._images(operation, params)
         context[CONTEXT_KEY] = entry
 
     def _after(
@@ -68,10 +73,11 @@ class Meter:
             return
         operation, params = entry["operation"], entry["params"]
         failed = http_response.status_code >= 300
-        after = self._images(operation, params) if operation in WRITES else None
-        evaluated = None
-        if operation in QUERIES and not failed and ("Select" in params or "ProjectionExpression" in params):
-            evaluated = self._evaluated(operation, params)
+        with iam.acting_as(None):
+            after = self._images(operation, params) if operation in WRITES else None
+            evaluated = None
+            if operation in QUERIES and not failed and ("Select" in params or "ProjectionExpression" in params):
+                evaluated = self._evaluated(operation, params)
         usage = usage_of(
             operation,
             params,
