@@ -46,6 +46,9 @@ API_HANDLER = "handlers.api.handler"
 API_FUNCTION_ID = "Api"
 API_URL_OUTPUT = "ApiUrl"
 LOCAL_API_PORT = 3000
+# `cdk deploy -c apiGatewayCloudWatchRole=true` also creates API Gateway's account-wide
+# CloudWatch role (the region's account setting); off by default.
+API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT = "apiGatewayCloudWatchRole"
 WORKFLOW_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/events/{eventId}/register"): REGISTER_WORKFLOW,
     ("DELETE", "/events/{eventId}/register/{userId}"): UNREGISTER_WORKFLOW,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -58,6 +58,8 @@ TASK_TIMEOUT = Duration.seconds(15)
 # Whole execution; API Gateway stops waiting after 29 s, the execution may finish later.
 WORKFLOW_TIMEOUT = Duration.seconds(60)
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# Where the state machines' log groups are named (see state_machine_log_group_name).
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
 
 # Where caught errors land in the state; a Fail state takes its cause from there.
 ERROR_RESULT_PATH = "$.error"
@@ -249,10 +251,22 @@ def idempotent(
     return sfn.Choice(scope, "IdempotencyKeyGiven").when(keyed, claim.next(replay_or_run)).otherwise(run)
 
 
+def state_machine_log_group_name(scope: Construct, workflow: str) -> str:
+    """`/aws/vendedlogs/states/<stack name>-<workflow>`: unique per stack and workflow.
+
+    Step Functions adds each log group a state machine logs to into the account's
+    CloudWatch Logs resource policy, which holds at most 5,120 characters; AWS
+    recommends names under `/aws/vendedlogs/` so that the policy does not grow with
+    every log group.
+    """
+    return f"{VENDED_LOGS_PREFIX}{Stack.of(scope).stack_name}-{workflow}"
+
+
 def express_state_machine(
     scope: Construct,
     construct_id: str,
     *,
+    workflow: str,
     definition: sfn.IChainable,
     comment: str,
 ) -> tuple[sfn.StateMachine, logs.LogGroup]:
@@ -261,6 +275,7 @@ def express_state_machine(
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
+        log_group_name=state_machine_log_group_name(scope, workflow),
         retention=LOG_RETENTION,
         removal_policy=RemovalPolicy.RETAIN,
     )

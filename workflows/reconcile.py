@@ -164,6 +164,7 @@ class ReconcileWorkflow(Construct):
         self.log_group = logs.LogGroup(
             self,
             "StateMachineLogs",
+            log_group_name=common.state_machine_log_group_name(self, names.RECONCILE_WORKFLOW),
             retention=common.LOG_RETENTION,
             removal_policy=RemovalPolicy.RETAIN,
         )

@@ -86,6 +86,7 @@ class RegisterWorkflow(Construct):
         self.state_machine, self.log_group = common.express_state_machine(
             self,
             "StateMachine",
+            workflow=names.REGISTER_WORKFLOW,
             definition=definition,
             comment=f"Workflow {names.REGISTER_WORKFLOW}: register a user for an event",
         )

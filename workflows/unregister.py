@@ -101,6 +101,7 @@ class UnregisterWorkflow(Construct):
         self.state_machine, self.log_group = common.express_state_machine(
             self,
             "StateMachine",
+            workflow=names.UNREGISTER_WORKFLOW,
             definition=definition,
             comment=f"Workflow {names.UNREGISTER_WORKFLOW}: unregister a user from an event",
         )

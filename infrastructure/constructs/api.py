@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import CfnOutput
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -392,6 +392,21 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 # --- the construct ----------------------------------------------------------------------
 
 
+def cloud_watch_role_wanted(scope: Construct) -> bool:
+    """Whether to create API Gateway's account-wide CloudWatch role and set it as the
+    region's account setting (`-c apiGatewayCloudWatchRole=true`; off by default, since
+    the setting belongs to the account, not to this stack)."""
+    value = scope.node.try_get_context(names.API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError(
+            f"context {names.API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT} must be true or false, not {value!r}"
+        )
+    return text == "true"
+
+
 class RegistrationApi(Construct):
     """REST API with one stage (access logs, throttling, tracing, metrics) and a URL output."""
 
@@ -410,10 +425,13 @@ class RegistrationApi(Construct):
         self.rest_api = apigateway.RestApi(
             self,
             "RestApi",
+            # Named after the stack: the API's metrics (alarms, dashboard) carry this name.
+            rest_api_name=Stack.of(self).stack_name,
             description="Event registration HTTP API",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
-            # Access logging needs the account-level CloudWatch role of API Gateway.
-            cloud_watch_role=True,
+            # The stage's logging needs API Gateway's CloudWatch role, an account-wide
+            # setting (one per region): created here only when asked for.
+            cloud_watch_role=cloud_watch_role_wanted(self),
             deploy_options=apigateway.StageOptions(
                 stage_name=STAGE_NAME,
                 access_log_destination=apigateway.LogGroupLogDestination(self.access_log_group),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import CfnDynamicReference, CfnDynamicReferenceService, Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -23,13 +24,15 @@ ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_ca
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
 
-# Powertools for AWS Lambda (Python) v3, public layer published by AWS in every
-# commercial region. The layer's version number is not the library's version: check
-# which Powertools release a layer version holds (`aws lambda get-layer-version-by-arn`
-# or the Powertools docs) against requirements.txt. Bump it here, and only here.
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
-POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-x86_64"
-POWERTOOLS_LAYER_VERSION = 37
+# Powertools for AWS Lambda (Python) v3, from the public layer AWS publishes in every
+# commercial region. Layer version numbers are not release numbers (layers are published
+# more often than releases), so the layer is looked up by release: Powertools keeps one
+# public SSM parameter per release, runtime and architecture whose value is the layer
+# version's full ARN in the stack's region. CloudFormation resolves it at deploy time; the
+# release is the one requirements.txt pins, the one the tests ran.
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[2] / "requirements.txt"
+POWERTOOLS_PACKAGE = "aws-lambda-powertools"
+POWERTOOLS_SSM_PREFIX = "/aws/service/powertools/python"
 
 MEMORY_SIZE_MB = 256
 TIMEOUT = Duration.seconds(10)
@@ -87,6 +90,22 @@ def leading_keys_condition(patterns: list[str]) -> dict[str, Any]:
     return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": patterns}}
 
 
+def powertools_version(requirements: Path = REQUIREMENTS_FILE) -> str:
+    """The Powertools release requirements.txt pins (`aws-lambda-powertools[extras]==X`)."""
+    pattern = re.compile(rf"^{re.escape(POWERTOOLS_PACKAGE)}(\[[^\]]*\])?==(?P<version>[^\s;#]+)")
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        match = pattern.match(line.strip())
+        if match:
+            return match["version"]
+    raise ValueError(f"{requirements} pins no exact {POWERTOOLS_PACKAGE} release (`{POWERTOOLS_PACKAGE}==X`)")
+
+
+def powertools_layer_parameter(version: str) -> str:
+    """The public SSM parameter holding the ARN of release `version`'s layer for this
+    runtime and architecture (e.g. `/aws/service/powertools/python/x86_64/python3.13/3.37.0`)."""
+    return f"{POWERTOOLS_SSM_PREFIX}/{ARCHITECTURE.name}/{RUNTIME.name}/{version}"
+
+
 class TaskFunctions(Construct):
     """Creates every function in `names.TASK_HANDLERS`; access them by task name."""
 
@@ -97,11 +116,10 @@ class TaskFunctions(Construct):
         if missing:
             raise ValueError(f"task handlers and table grants disagree on: {sorted(missing)}")
 
-        region = Stack.of(self).region
-        layer_arn = (
-            f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"{POWERTOOLS_LAYER_NAME}:{POWERTOOLS_LAYER_VERSION}"
-        )
+        # `{{resolve:ssm:...}}`: CloudFormation reads the parameter when it deploys.
+        layer_arn = CfnDynamicReference(
+            CfnDynamicReferenceService.SSM, powertools_layer_parameter(powertools_version())
+        ).to_string()
         self.powertools_layer = lambda_.LayerVersion.from_layer_version_arn(
             self, "PowertoolsLayer", layer_arn
         )

@@ -46,7 +46,6 @@ counters before and after, the waitlist repairs and the promoted users).
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -69,7 +68,6 @@ from registration.store import (
     ReconciliationRecord,
     RegistrationStore,
     now_iso,
-    transaction_token,
 )
 
 # Reads-and-repairs of one event before it is left for the next run.
@@ -480,12 +478,8 @@ def _apply(store: RegistrationStore, event_id: str, plan: Plan, run: Run, progre
             waitlistRepairs=len(actions),
             overbooked=plan.overbooked,
         )
-        content = json.dumps(
-            [current.model_dump(), target.model_dump(), [a.model_dump() for a in actions]], sort_keys=True
-        )
-        token = transaction_token(run.run_id, event_id, "repair", now, content)
         try:
-            store.apply_repair(event_id, current, target, actions, record, token)
+            store.apply_repair(event_id, current, target, actions, record)
         except DecisionStale:
             return False
         progress.changed(current, target)
@@ -528,9 +522,8 @@ def _promote_one(
         expiresAt=run.expires_at,
         promoted=[head.userId],
     )
-    token = transaction_token(run.run_id, event_id, "promote", str(head.seq), head.userId, now)
     try:
-        store.promote_waitlist_head(event_id, head, seen, run.request_id, now, record, token)
+        store.promote_waitlist_head(event_id, head, seen, run.request_id, now, record)
     except DecisionStale:
         return False
     after = Counters(

@@ -27,7 +27,7 @@ from registration.models import (
     UnregisterState,
     ValidateInput,
 )
-from registration.store import RegistrationStore, now_iso, transaction_token
+from registration.store import RegistrationStore, now_iso
 
 # How many times one execution may re-decide after losing a race. Every lost race means
 # another request made progress, so this bounds latency, not correctness.
@@ -122,20 +122,15 @@ def write_registration(store: RegistrationStore, state: RegisterState) -> Regist
     decision = state.decision
     if decision is None or decision.action == "full":
         raise ValueError("write_registration needs a seat or waitlist decision")
-    token = transaction_token(state.requestId, "register", decision.action, str(decision.attempt))
     if decision.action == "seat":
-        store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt, token)
+        store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt)
         return RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
 
     event, joined_at = decision.event, decision.decidedAt
     deadline = time.monotonic() + IN_TASK_BUDGET_S
     for retry in range(IN_TASK_REDECISIONS + 1):
-        if retry:
-            token = transaction_token(
-                state.requestId, "register", "waitlist", str(decision.attempt), str(retry)
-            )
         try:
-            applied_now = store.join_waitlist(event, state.userId, state.requestId, joined_at, token)
+            applied_now = store.join_waitlist(event, state.userId, state.requestId, joined_at)
             break
         except DecisionStale:
             # Another join took the tail first. Re-decide here, milliseconds from the
@@ -194,13 +189,12 @@ def write_unregistration(store: RegistrationStore, state: UnregisterState) -> Un
     decision = state.decision
     if decision is None or decision.action not in ("unregister", "leave_waitlist"):
         raise ValueError("write_unregistration needs an unregister or leave_waitlist decision")
-    token = transaction_token(state.requestId, "unregister", decision.action, str(decision.attempt))
     if decision.action == "leave_waitlist":
         if decision.seq is None:
             raise ValueError("a leave_waitlist decision carries the slot's sequence")
-        store.leave_waitlist(state.eventId, state.userId, decision.seq, token)
+        store.leave_waitlist(state.eventId, state.userId, decision.seq, state.requestId)
         return UnregisterResult(eventId=state.eventId, userId=state.userId, status="left_waitlist")
-    store.release_seat(state.eventId, state.userId, token)
+    store.release_seat(state.eventId, state.userId, state.requestId)
     return UnregisterResult(eventId=state.eventId, userId=state.userId, status="unregistered")
 
 
@@ -212,10 +206,10 @@ def promote_from_waitlist(store: RegistrationStore, state: UnregisterState) -> U
     head, at = decision.head, decision.decidedAt
     deadline = time.monotonic() + IN_TASK_BUDGET_S
     for retry in range(IN_TASK_REDECISIONS + 1):
-        parts = [state.requestId, "unregister", "promote", str(decision.attempt)]
-        token = transaction_token(*parts, *([str(retry)] if retry else []))
         try:
-            store.hand_over_seat(state.eventId, state.userId, head, state.requestId, at, token)
+            # A retried task whose first try committed (its answer lost) is recognised by
+            # the data layer and answers with the head it promoted then.
+            store.hand_over_seat(state.eventId, state.userId, head, state.requestId, at)
             break
         except DecisionStale:
             # Another unregistration took this head first: take the next one here

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import random
@@ -74,6 +75,9 @@ THROTTLING_CODES = frozenset(
 )
 # A retry overtook its first try: the same ClientRequestToken is still being applied.
 IN_PROGRESS_CODES = frozenset({"TransactionInProgressException"})
+# The token was used within 10 minutes for a transaction with other parameters: what this
+# one relied on has changed since, so the decision is taken again.
+TOKEN_REUSED_CODE = "IdempotentParameterMismatchException"
 # In-task retries of a transaction that lost a race on the same items (milliseconds,
 # unlike a Step Functions Retry whose interval is whole seconds).
 CONFLICT_RETRIES = 4
@@ -88,12 +92,34 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def transaction_token(*parts: str) -> str:
-    """A ClientRequestToken (at most 36 characters) derived from what identifies a write.
+def transaction_token(scope: str, transact_items: Sequence[Mapping[str, Any]]) -> str:
+    """The ClientRequestToken (at most 36 characters) of a transaction: a digest of the
+    request it belongs to (`scope`) and of everything it sends (every action, with its
+    table, key, item, conditions, names and values, in order).
 
-    A retried task sends the same token, so DynamoDB applies the transaction once.
+    DynamoDB applies a token once for 10 minutes, account-wide, and answers the same token
+    with other parameters with IdempotentParameterMismatchException. Derived from the
+    content, a retry that sends the same transaction gets the first try's answer and
+    writes nothing more, and a retry that read its items again (another snapshot, head or
+    time) sends another token and is decided by its conditions. The scope keeps apart two
+    requests that send identical transactions (a user leaving, coming back and leaving
+    again within 10 minutes): each must be applied.
     """
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))
+    document = json.dumps(
+        {"scope": scope, "TransactItems": list(transact_items)},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=_json_bytes,
+    )
+    return hashlib.sha256(document.encode()).hexdigest()[:36]
+
+
+def _json_bytes(value: Any) -> str:
+    """Binary attribute values (bytes, or boto3's Binary) as base64 text in a digest."""
+    raw = getattr(value, "value", value)
+    if isinstance(raw, bytes | bytearray):
+        return base64.b64encode(bytes(raw)).decode()
+    raise TypeError(f"cannot digest {type(value).__name__}")
 
 
 def _ser(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,7 +179,14 @@ def _check_limit(limit: int) -> int:
 
 @dataclass
 class TxItem:
-    """One action of a transaction plus what a failed condition on it means."""
+    """One action of a transaction plus what a failed condition on it means.
+
+    `on_condition_failed` gets the item as it is (or None) and returns the domain error
+    that failure means, or None when the item shows that this very request already
+    committed this transaction (an item only it writes, carrying its request id): the
+    other failures are then the effects of that commit, and the transaction counts as
+    applied.
+    """
 
     action: dict[str, Any]
     on_condition_failed: Callable[[Item | None], DomainError | None] = field(
@@ -315,7 +348,7 @@ class RegistrationStore:
 
     # --- seat and waitlist transactions ----------------------------------------------
 
-    def take_seat(self, event_id: str, user_id: str, request_id: str, at: str, token: str) -> bool:
+    def take_seat(self, event_id: str, user_id: str, request_id: str, at: str) -> bool:
         """Registers the user into a free seat. Returns False when this request already did."""
         mine = _is_request(request_id)
         return self._transact(
@@ -348,10 +381,10 @@ class RegistrationStore:
                     ),
                 ),
             ],
-            token,
+            request_id,
         )
 
-    def join_waitlist(self, event: EventState, user_id: str, request_id: str, at: str, token: str) -> bool:
+    def join_waitlist(self, event: EventState, user_id: str, request_id: str, at: str) -> bool:
         """Appends the user to the waitlist's tail, behind every existing slot.
 
         The event update is conditioned on the sequence and count the decision saw, so
@@ -419,10 +452,10 @@ class RegistrationStore:
                     ),
                 ),
             ],
-            token,
+            request_id,
         )
 
-    def release_seat(self, event_id: str, user_id: str, token: str) -> bool:
+    def release_seat(self, event_id: str, user_id: str, request_id: str) -> bool:
         """Frees the user's seat; only while nobody waits (otherwise the seat is handed over)."""
         return self._transact(
             [
@@ -445,10 +478,10 @@ class RegistrationStore:
                     }
                 ),
             ],
-            token,
+            request_id,
         )
 
-    def leave_waitlist(self, event_id: str, user_id: str, seq: int, token: str) -> bool:
+    def leave_waitlist(self, event_id: str, user_id: str, seq: int, request_id: str) -> bool:
         """Removes the user's slot; everyone else keeps their order."""
         return self._transact(
             [
@@ -481,15 +514,17 @@ class RegistrationStore:
                     }
                 ),
             ],
-            token,
+            request_id,
         )
 
     def hand_over_seat(
-        self, event_id: str, user_id: str, head: WaitlistHead, request_id: str, at: str, token: str
+        self, event_id: str, user_id: str, head: WaitlistHead, request_id: str, at: str
     ) -> bool:
         """The leaving user's seat goes to the head of the waitlist, in one transaction.
 
         The slot's sequence only grows, so "the slot still exists" means "it is still the head".
+        The head's new seat carries the request id: a retry of a hand-over that had
+        committed (its answer lost) recognises it there and answers as the first try did.
         """
         return self._transact(
             [
@@ -501,7 +536,7 @@ class RegistrationStore:
                         }
                     }
                 ),
-                *self._promotion_items(event_id, head, request_id, at),
+                *self._promotion_items(event_id, head, request_id, at, recognise_own_commit=True),
                 TxItem(
                     {
                         "Update": {
@@ -513,13 +548,14 @@ class RegistrationStore:
                     }
                 ),
             ],
-            token,
+            request_id,
         )
 
-    def fill_free_seat(self, event_id: str, head: WaitlistHead, request_id: str, at: str, token: str) -> bool:
+    def fill_free_seat(self, event_id: str, head: WaitlistHead, request_id: str, at: str) -> bool:
         """Moves the head of the waitlist into a seat that is free (repair path)."""
         return self._transact(
-            [*self._promotion_items(event_id, head, request_id, at), self._fill_seat_update(event_id)], token
+            [*self._promotion_items(event_id, head, request_id, at), self._fill_seat_update(event_id)],
+            request_id,
         )
 
     def _fill_seat_update(self, event_id: str, seen: Counters | None = None) -> TxItem:
@@ -545,7 +581,24 @@ class RegistrationStore:
             }
         )
 
-    def _promotion_items(self, event_id: str, head: WaitlistHead, request_id: str, at: str) -> list[TxItem]:
+    def _promotion_items(
+        self,
+        event_id: str,
+        head: WaitlistHead,
+        request_id: str,
+        at: str,
+        *,
+        recognise_own_commit: bool = False,
+    ) -> list[TxItem]:
+        """Removes the head's slot and membership and gives the head a seat carrying
+        `request_id` (recognised as this request's own earlier commit when asked)."""
+        mine = _is_request(request_id)
+
+        def seat_taken(old: Item | None) -> DomainError | None:
+            if recognise_own_commit and mine(old):
+                return None
+            return DecisionStale("The event changed since the decision")
+
         return [
             TxItem(
                 {
@@ -574,7 +627,8 @@ class RegistrationStore:
                         },
                         "ConditionExpression": "attribute_not_exists(PK)",
                     }
-                }
+                },
+                seat_taken,
             ),
         ]
 
@@ -762,8 +816,10 @@ class RegistrationStore:
         items = [_deser(i) for i in response.get("Items", [])]
         return items, encode_token(last, o=offset + len(items)) if last else None, offset
 
-    def _transact(self, items: list[TxItem], token: str) -> bool:
-        """Runs one transaction; True when applied, False when this request had already applied it.
+    def _transact(self, items: list[TxItem], scope: str) -> bool:
+        """Runs one transaction for request `scope`; True when applied (by this call, or by an
+        identical earlier one whose token DynamoDB still holds), False when a failed
+        condition showed that this request had already applied it.
 
         Conflicts with concurrent transactions are retried here with millisecond backoff;
         a failed condition becomes the domain outcome its TxItem names.
@@ -780,12 +836,17 @@ class RegistrationStore:
                 body["ExpressionAttributeValues"] = _ser(body["ExpressionAttributeValues"])
             body["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
             actions.append({kind: body})
+        token = transaction_token(scope, actions)
 
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 self._call("transact_write_items", TransactItems=actions, ClientRequestToken=token)
                 return True
             except ClientError as exc:
+                if _code(exc) == TOKEN_REUSED_CODE:
+                    # Only a transaction with other contents had this token (a digest of
+                    # the contents): whatever it was, this one was not applied.
+                    raise DecisionStale("The transaction's token was used for another write") from None
                 if _code(exc) != "TransactionCanceledException":
                     raise
                 cancelled = Cancelled(exc.response.get("CancellationReasons", []))
@@ -817,12 +878,14 @@ class RegistrationStore:
                 recognised = True
             else:
                 failures.append(error)
+        # This request's own commit explains every other failure (the seat it freed, the
+        # counter it moved): answer as the first try would have.
+        if recognised:
+            return "applied"
         # A business outcome (AlreadyRegistered...) outranks "the event changed".
         business = [f for f in failures if not isinstance(f, DecisionStale)]
         if business:
             raise business[0]
-        if recognised and not failures:
-            return "applied"
         if failures:
             raise failures[0]
         if any(c in ("ThrottlingError", "ProvisionedThroughputExceeded") for c in codes):
@@ -889,7 +952,6 @@ class RegistrationStore:
         after: Counters,
         actions: Sequence[RepairAction],
         record: ReconciliationRecord,
-        token: str,
     ) -> bool:
         """Sets the counters to `after` and applies `actions`, in one transaction, only if the
         counters are still `seen` and every item is as the repair saw it. Also records
@@ -921,7 +983,7 @@ class RegistrationStore:
         items.append(TxItem(self._record_update(event_id, record, before=seen, after=after)))
         if len(items) > MAX_TRANSACTION_ITEMS:  # pragma: no cover - MAX_REPAIR_ACTIONS keeps it below
             raise ValueError(f"a repair transaction of {len(items)} items")
-        return self._transact(items, token)
+        return self._transact(items, record.runId)
 
     def promote_waitlist_head(
         self,
@@ -931,7 +993,6 @@ class RegistrationStore:
         request_id: str,
         at: str,
         record: ReconciliationRecord,
-        token: str,
     ) -> bool:
         """Moves the head of the waitlist into a free seat (as `fill_free_seat`), only if the
         counters are still exactly `seen`, and records the promotion."""
@@ -946,7 +1007,7 @@ class RegistrationStore:
                 self._fill_seat_update(event_id, seen),
                 TxItem(self._record_update(event_id, record, before=seen, after=after)),
             ],
-            token,
+            request_id,
         )
 
     def put_reconciliation_run(self, run: ReconciliationRun, expires_at: int) -> None:

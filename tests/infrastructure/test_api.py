@@ -568,8 +568,75 @@ def test_stage_logs_access_throttles_and_traces(synthesized: Synthesized) -> Non
     assert settings["ThrottlingBurstLimit"] == api.THROTTLING_BURST_LIMIT
     assert settings["MetricsEnabled"] is True
     assert settings["DataTraceEnabled"] is False
-    # Access logging needs API Gateway's account-level CloudWatch role.
-    assert synthesized.resources("AWS::ApiGateway::Account")
+
+
+def test_the_account_wide_cloudwatch_role_only_when_asked_for(synthesized: Synthesized) -> None:
+    """API Gateway's CloudWatch role is a setting of the account (one per region): the
+    stack leaves it alone unless deployed with `-c apiGatewayCloudWatchRole=true`."""
+    assert not synthesized.resources("AWS::ApiGateway::Account")
+    trusted = [
+        r
+        for r in synthesized.resources("AWS::IAM::Role").values()
+        if "apigateway.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])
+        and "AmazonAPIGatewayPushToCloudWatchLogs" in json.dumps(r["Properties"].get("ManagedPolicyArns"))
+    ]
+    assert trusted == []
+
+    for value, created in (("true", True), (True, True), ("false", False), (None, False)):
+        template = _api_only_template(
+            {} if value is None else {names.API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT: value}
+        )
+        accounts = template.find_resources("AWS::ApiGateway::Account")
+        assert bool(accounts) is created, value
+    with pytest.raises(ValueError, match=names.API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT):
+        _api_only_template({names.API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT: "yes please"})
+
+
+def _api_only_template(context: dict[str, Any]) -> Any:
+    """The API construct alone, in a stack of its own built with `context`."""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_dynamodb as dynamodb
+    from aws_cdk import aws_lambda as lambda_
+    from aws_cdk import aws_stepfunctions as sfn
+    from aws_cdk.assertions import Template
+
+    stack = Stack(App(context=context), "ApiOnly")
+    machines = {
+        workflow: sfn.StateMachine.from_state_machine_arn(
+            stack, workflow, f"arn:aws:states:us-east-1:123456789012:stateMachine:{workflow}"
+        )
+        for workflow in set(names.WORKFLOW_ROUTES.values())
+    }
+    layer = lambda_.LayerVersion.from_layer_version_arn(
+        stack,
+        "Layer",
+        "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-x86_64:1",
+    )
+    api.RegistrationApi(
+        stack,
+        "HttpApi",
+        table=dynamodb.Table.from_table_name(stack, "Table", "t"),
+        state_machines=machines,
+        powertools_layer=layer,
+    )
+    return Template.from_stack(stack)
+
+
+def test_the_api_is_named_after_the_stack_and_so_are_its_metrics(synthesized: Synthesized) -> None:
+    name = synthesized.raw["Resources"][rest_api_id(synthesized)]["Properties"]["Name"]
+    assert name == names.STACK_NAME
+    # The 5XX alarm and the dashboard's graphs select the API by that name.
+    dimensions = [
+        d
+        for r in synthesized.resources("AWS::CloudWatch::Alarm").values()
+        if r["Properties"].get("Namespace") == "AWS/ApiGateway"
+        for d in r["Properties"]["Dimensions"]
+    ]
+    assert dimensions and all(d == {"Name": "ApiName", "Value": name} for d in dimensions), dimensions
+    (dashboard,) = synthesized.resources("AWS::CloudWatch::Dashboard").values()
+    body = join_to_text(dashboard["Properties"]["DashboardBody"])
+    graphed = re.findall(r'"AWS/ApiGateway","[^"]+","ApiName","([^"]*)"', body)
+    assert graphed and set(graphed) == {name}, graphed
 
 
 def test_url_is_a_stack_output(synthesized: Synthesized) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from typing import Any
@@ -17,9 +18,11 @@ pytestmark = pytest.mark.infrastructure
 
 FUNCTION = "AWS::Lambda::Function"
 STATE_MACHINE = "AWS::StepFunctions::StateMachine"
+# The layer of one Powertools release, resolved by CloudFormation from Powertools' public
+# SSM parameter (`/aws/service/powertools/python/<arch>/<runtime>/<release>`).
 POWERTOOLS_LAYER = re.compile(
-    r"^arn:aws:lambda:\$\{AWS::Region\}:017000801446:layer:"
-    r"AWSLambdaPowertoolsPythonV3-python313-x86_64:\d+$"
+    r"^\{\{resolve:ssm:/aws/service/powertools/python/"
+    r"(?P<architecture>[^/]+)/(?P<runtime>[^/]+)/(?P<version>[^/}]+)\}\}$"
 )
 # The request-path workflows; reconciliation (Standard) has its own tests.
 EXPRESS_WORKFLOWS = (names.REGISTER_WORKFLOW, names.UNREGISTER_WORKFLOW)
@@ -217,6 +220,29 @@ def test_function_runtime_layer_tracing_and_environment(
     assert log_group["Properties"]["RetentionInDays"] > 0
 
 
+def test_the_layer_is_the_powertools_release_the_tests_ran(synthesized: Synthesized) -> None:
+    """Every function's layer is Powertools' own layer of the release installed here (the
+    one every test ran against), for the function's runtime and architecture."""
+    installed = importlib.metadata.version("aws-lambda-powertools")
+    handlers = {*names.TASK_HANDLERS.values(), *names.RECONCILE_HANDLERS.values(), names.API_HANDLER}
+    deployed: set[str] = set()
+    ours = {
+        lid: f
+        for lid, f in synthesized.resources(FUNCTION).items()
+        if f["Properties"].get("Handler") in handlers
+    }
+    assert len(ours) == len(handlers)
+    for lid, function in ours.items():
+        props = function["Properties"]
+        (layer,) = props["Layers"]
+        match = POWERTOOLS_LAYER.match(join_to_text(layer))
+        assert match, (lid, layer)
+        assert match["runtime"] == props["Runtime"], lid
+        assert [match["architecture"]] == props["Architectures"], lid
+        deployed.add(match["version"])
+    assert deployed == {installed}
+
+
 def test_function_code_is_a_plain_asset(synthesized: Synthesized, function_ids: dict[str, str]) -> None:
     keys = {
         synthesized.raw["Resources"][logical_id]["Properties"]["Code"]["S3Key"]
@@ -302,6 +328,24 @@ def test_state_machine_is_express_logged_and_traced(
     (destination,) = logging["Destinations"]
     log_group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
     assert synthesized.raw["Resources"][log_group_id]["Properties"]["RetentionInDays"] > 0
+
+
+def test_state_machines_log_under_vended_logs_one_group_each(
+    synthesized: Synthesized, state_machine_ids: dict[str, str]
+) -> None:
+    """Names under /aws/vendedlogs/ keep the account's CloudWatch Logs resource policy
+    (5,120 characters, which Step Functions adds every log group to) from growing; the
+    stack's name in each keeps two stacks in one account and region apart."""
+    log_groups: dict[str, str] = {}
+    for workflow, machine_id in state_machine_ids.items():
+        logging = synthesized.raw["Resources"][machine_id]["Properties"]["LoggingConfiguration"]
+        (destination,) = logging["Destinations"]
+        log_group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+        log_groups[workflow] = synthesized.raw["Resources"][log_group_id]["Properties"]["LogGroupName"]
+    for workflow, name in log_groups.items():
+        assert name.startswith("/aws/vendedlogs/states/"), name
+        assert names.STACK_NAME in name and workflow in name, name
+    assert len(set(log_groups.values())) == len(log_groups)
 
 
 def test_each_workflow_is_a_state_machine_with_an_output(

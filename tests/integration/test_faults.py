@@ -32,7 +32,7 @@ from infrastructure import names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
 from registration import keys, outcomes
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore, now_iso, transaction_token
+from registration.store import RegistrationStore, now_iso
 from tests.fixtures.faults import KINDS, TASK, Fault, FaultInjector
 
 pytestmark = pytest.mark.integration
@@ -355,7 +355,7 @@ def _build(store: RegistrationStore, scenario: Scenario) -> Twin:
     )
     for role in scenario.seated:
         user_id = twin.users[role]
-        store.take_seat(event_id, user_id, f"seed-{user_id}", now_iso(), transaction_token("seed", user_id))
+        store.take_seat(event_id, user_id, f"seed-{user_id}", now_iso())
     for role in scenario.queued:
         user_id = twin.users[role]
         store.join_waitlist(
@@ -363,7 +363,6 @@ def _build(store: RegistrationStore, scenario: Scenario) -> Twin:
             user_id,
             f"seed-{user_id}",
             now_iso(),
-            transaction_token("seed", user_id),
         )
     return twin
 

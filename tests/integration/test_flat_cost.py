@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore, now_iso, transaction_token
+from registration.store import RegistrationStore, now_iso
 from tests.fixtures.workflows import Outcome, Workflows
 
 
@@ -46,7 +46,7 @@ def _event_with(store: RegistrationStore, registered: int, waiting: int) -> tupl
     _seat_all(store, event_id, seated)
     event = store.get_event(event_id)
     for user in queued:
-        store.join_waitlist(event, user, f"seed-{user}", now_iso(), transaction_token("seed", user))
+        store.join_waitlist(event, user, f"seed-{user}", now_iso())
         event = event.model_copy(
             update={"waitlistCount": event.waitlistCount + 1, "waitlistSeq": event.waitlistSeq + 1}
         )
@@ -55,7 +55,7 @@ def _event_with(store: RegistrationStore, registered: int, waiting: int) -> tupl
 
 def _seat_all(store: RegistrationStore, event_id: str, users: list[str]) -> None:
     def seat(user: str) -> None:
-        store.take_seat(event_id, user, f"seed-{user}", now_iso(), transaction_token("seed", user))
+        store.take_seat(event_id, user, f"seed-{user}", now_iso())
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(seat, users))

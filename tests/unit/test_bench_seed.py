@@ -35,13 +35,13 @@ def test_user_item_is_what_create_user_writes(store: RegistrationStore) -> None:
 
 def test_seat_item_is_what_take_seat_writes(store: RegistrationStore) -> None:
     store.create_event(NewEvent(eventId="e", title="Event", capacity=1))
-    store.take_seat("e", "ada", "request-1", AT, "token-seat-0001")
+    store.take_seat("e", "ada", "request-1", AT)
     assert store.seat_item("e", "ada", "request-1", AT) == _stored(store, keys.seat_key("e", "ada"))
 
 
 def test_waitlist_items_are_what_join_waitlist_writes(store: RegistrationStore) -> None:
     store.create_event(NewEvent(eventId="e", title="Event", capacity=0, hasWaitlist=True))
-    store.join_waitlist(store.get_event("e"), "ada", "request-1", AT, "token-wait-0001")
+    store.join_waitlist(store.get_event("e"), "ada", "request-1", AT)
     membership, slot = store.waitlist_items("e", "ada", 1, "request-1", AT)
     assert membership == _stored(store, keys.waitlisted_key("e", "ada"))
     assert slot == _stored(store, keys.queue_key("e", 1))
@@ -60,7 +60,7 @@ def test_a_seeded_event_reads_like_one_filled_through_the_data_layer(store: Regi
     assert membership is not None and membership.seq == 6
     # The next person joins behind everyone seeded.
     seed_users(store, ["late"], show_progress=False)
-    store.join_waitlist(event, "late", "request-late", AT, "token-late-0001")
+    store.join_waitlist(event, "late", "request-late", AT)
     assert store.waitlist_position("e", 41) == 41
 
 

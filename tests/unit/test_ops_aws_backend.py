@@ -16,6 +16,7 @@ from infrastructure.ops.executions import ExecutionQuery
 
 PREFIX = "arn:aws:states:eu-west-1:111122223333"
 REGISTER_ARN = f"{PREFIX}:stateMachine:Register"
+REGISTER_LOG_GROUP = "/aws/vendedlogs/states/EventRegistration-register"
 RECONCILE_ARN = f"{PREFIX}:stateMachine:Reconcile"
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
 REQUEST = "0b1c2d3e-4f50-4617-8899-aabbccddeeff"
@@ -84,7 +85,8 @@ class FakeSession:
 
 def _describe_machine(stateMachineArn: str) -> dict[str, Any]:
     if stateMachineArn == REGISTER_ARN:
-        group = "arn:aws:logs:eu-west-1:111122223333:log-group:RegisterLogs:*"
+        # The stack names its workflows' log groups under /aws/vendedlogs/states/.
+        group = f"arn:aws:logs:eu-west-1:111122223333:log-group:{REGISTER_LOG_GROUP}:*"
         return {
             "type": "EXPRESS",
             "loggingConfiguration": {"destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group}}]},
@@ -167,7 +169,7 @@ def test_lists_express_runs_from_logs_and_standard_runs_from_the_api(backend: Aw
         13,
     )
     (call,) = [c for c in backend.client("logs").calls if c[0] == "filter_log_events"]
-    assert call[1]["logGroupName"] == "RegisterLogs"
+    assert call[1]["logGroupName"] == REGISTER_LOG_GROUP
 
 
 def test_filters_apply_to_both_kinds(backend: AwsBackend) -> None:

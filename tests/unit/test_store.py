@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,15 +11,11 @@ from botocore.exceptions import ClientError
 
 from registration import errors, keys
 from registration.models import NewEvent, NewUser, WaitlistHead
-from registration.store import RegistrationStore
+from registration.store import RegistrationStore, transaction_token
 from tests.fixtures.tables import moto_store
 
 AT = "2026-01-01T00:00:00.000Z"
-
-
-def _token() -> str:
-    """A fresh ClientRequestToken: DynamoDB remembers tokens for 10 minutes, across tables."""
-    return str(uuid.uuid4())
+LATER = "2026-01-01T00:00:01.000Z"
 
 
 @pytest.fixture
@@ -67,10 +63,10 @@ def test_generated_event_id(store: RegistrationStore) -> None:
 
 def test_take_seat_refuses_when_full_or_someone_waits(store: RegistrationStore) -> None:
     _seed(store, capacity=1)
-    assert store.take_seat("e", "a", "r1", AT, _token())
+    assert store.take_seat("e", "a", "r1", AT)
     # Full: the event condition fails, which means "decide again", not a user-facing error.
     with pytest.raises(errors.DecisionStale):
-        store.take_seat("e", "b", "r2", AT, _token())
+        store.take_seat("e", "b", "r2", AT)
     event = store.get_event("e")
     assert event.registeredCount == 1
     assert store.get_membership("e", "b") is None
@@ -78,22 +74,26 @@ def test_take_seat_refuses_when_full_or_someone_waits(store: RegistrationStore) 
 
 def test_take_seat_twice_is_already_registered_unless_same_request(store: RegistrationStore) -> None:
     _seed(store, capacity=5)
-    store.take_seat("e", "a", "r1", AT, _token())
-    # The same request retried (a task that crashed after committing) is recognised.
-    assert store.take_seat("e", "a", "r1", AT, _token()) is False
+    store.take_seat("e", "a", "r1", AT)
+    # The same request retried (a task that crashed after committing): the identical
+    # transaction is answered by its token where DynamoDB keeps tokens and recognised by
+    # its conditions where not; a retry that sends other items (decided again, later) is
+    # recognised by the seat carrying its request id.
+    store.take_seat("e", "a", "r1", AT)
+    assert store.take_seat("e", "a", "r1", LATER) is False
     with pytest.raises(errors.AlreadyRegistered):
-        store.take_seat("e", "a", "r2", AT, _token())
+        store.take_seat("e", "a", "r2", AT)
     assert store.get_event("e").registeredCount == 1
 
 
 def test_join_waitlist_needs_the_snapshot_it_decided_on(store: RegistrationStore) -> None:
     _seed(store, capacity=0)
     snapshot = store.get_event("e")
-    assert store.join_waitlist(snapshot, "a", "r1", AT, _token())
+    assert store.join_waitlist(snapshot, "a", "r1", AT)
     # A second join from the same (now stale) snapshot must not reuse the slot.
     with pytest.raises(errors.DecisionStale):
-        store.join_waitlist(snapshot, "b", "r2", AT, _token())
-    store.join_waitlist(store.get_event("e"), "b", "r2", AT, _token())
+        store.join_waitlist(snapshot, "b", "r2", AT)
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT)
     event = store.get_event("e")
     assert (event.waitlistCount, event.waitlistSeq) == (2, 2)
     assert [w.userId for w in store.list_waitlist("e").items] == ["a", "b"]
@@ -102,12 +102,12 @@ def test_join_waitlist_needs_the_snapshot_it_decided_on(store: RegistrationStore
 
 def test_join_waitlist_refuses_registered_and_waitlisted(store: RegistrationStore) -> None:
     _seed(store, capacity=1)
-    store.take_seat("e", "a", "r1", AT, _token())
+    store.take_seat("e", "a", "r1", AT)
     with pytest.raises(errors.AlreadyRegistered):
-        store.join_waitlist(store.get_event("e"), "a", "r2", AT, _token())
-    store.join_waitlist(store.get_event("e"), "b", "r3", AT, _token())
+        store.join_waitlist(store.get_event("e"), "a", "r2", AT)
+    store.join_waitlist(store.get_event("e"), "b", "r3", AT)
     with pytest.raises(errors.AlreadyWaitlisted):
-        store.join_waitlist(store.get_event("e"), "b", "r4", AT, _token())
+        store.join_waitlist(store.get_event("e"), "b", "r4", AT)
     event = store.get_event("e")
     assert (event.registeredCount, event.waitlistCount) == (1, 1)
 
@@ -115,36 +115,36 @@ def test_join_waitlist_refuses_registered_and_waitlisted(store: RegistrationStor
 def test_join_waitlist_refused_without_waitlist(store: RegistrationStore) -> None:
     _seed(store, capacity=0, waitlist=False)
     with pytest.raises(errors.DecisionStale):
-        store.join_waitlist(store.get_event("e"), "a", "r1", AT, _token())
+        store.join_waitlist(store.get_event("e"), "a", "r1", AT)
     assert store.get_event("e").waitlistCount == 0
 
 
 def test_hand_over_seat_moves_the_head(store: RegistrationStore) -> None:
     _seed(store, capacity=2, users="abcx")
-    store.take_seat("e", "a", "r1", AT, _token())
-    store.take_seat("e", "x", "r1x", AT, _token())
-    store.join_waitlist(store.get_event("e"), "b", "r2", AT, _token())
-    store.join_waitlist(store.get_event("e"), "c", "r3", AT, _token())
+    store.take_seat("e", "a", "r1", AT)
+    store.take_seat("e", "x", "r1x", AT)
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT)
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT)
     head = store.waitlist_head("e")
     assert head is not None
-    store.hand_over_seat("e", "a", head, "r4", AT, _token())
+    store.hand_over_seat("e", "a", head, "r4", AT)
     event = store.get_event("e")
     assert (event.registeredCount, event.waitlistCount) == (2, 1)
     assert sorted(r.userId for r in store.list_registrations("e").items) == ["b", "x"]
     assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("c", 1)]
     # A stale head (already promoted) cannot be promoted twice.
     with pytest.raises(errors.DecisionStale):
-        store.hand_over_seat("e", "x", head, "r5", AT, _token())
+        store.hand_over_seat("e", "x", head, "r5", AT)
     assert store.get_membership("e", "x") is not None
 
 
 def test_leave_waitlist_keeps_order(store: RegistrationStore) -> None:
     _seed(store, capacity=0, users="abcd")
     for n, u in enumerate("abcd"):
-        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, _token())
+        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT)
     membership = store.get_membership("e", "b")
     assert membership is not None and membership.seq == 2
-    store.leave_waitlist("e", "b", 2, _token())
+    store.leave_waitlist("e", "b", 2, "r-leave")
     assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("a", 1), ("c", 2), ("d", 3)]
     assert store.get_event("e").waitlistCount == 3
     assert store.list_user_registrations("d").items[0].position == 3
@@ -152,18 +152,18 @@ def test_leave_waitlist_keeps_order(store: RegistrationStore) -> None:
 
 def test_release_seat_only_while_nobody_waits(store: RegistrationStore) -> None:
     _seed(store, capacity=1)
-    store.take_seat("e", "a", "r1", AT, _token())
-    store.join_waitlist(store.get_event("e"), "b", "r2", AT, _token())
+    store.take_seat("e", "a", "r1", AT)
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT)
     with pytest.raises(errors.DecisionStale):
-        store.release_seat("e", "a", _token())
+        store.release_seat("e", "a", "r-out")
     assert store.get_event("e").registeredCount == 1
 
 
 def test_fill_free_seat_repairs_a_free_seat(store: RegistrationStore) -> None:
     _seed(store, capacity=2)
-    store.take_seat("e", "a", "r1", AT, _token())
-    store.take_seat("e", "b", "r2", AT, _token())
-    store.join_waitlist(store.get_event("e"), "c", "r3", AT, _token())
+    store.take_seat("e", "a", "r1", AT)
+    store.take_seat("e", "b", "r2", AT)
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT)
     # A free seat beside a waitlist only arises from drift; make one directly.
     store.client.update_item(
         TableName=store.table_name,
@@ -174,7 +174,7 @@ def test_fill_free_seat_repairs_a_free_seat(store: RegistrationStore) -> None:
     store.client.delete_item(TableName=store.table_name, Key={"PK": {"S": "EVENT#e"}, "SK": {"S": "REG#b"}})
     head = store.waitlist_head("e")
     assert head is not None
-    store.fill_free_seat("e", head, "repair", AT, _token())
+    store.fill_free_seat("e", head, "repair", AT)
     event = store.get_event("e")
     assert (event.registeredCount, event.waitlistCount) == (2, 0)
 
@@ -204,7 +204,7 @@ def test_pagination_tokens(store: RegistrationStore) -> None:
 def test_waitlist_positions_continue_across_pages(store: RegistrationStore) -> None:
     _seed(store, capacity=0, users="abcde")
     for n, u in enumerate("abcde"):
-        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT, _token())
+        store.join_waitlist(store.get_event("e"), u, f"r{n}", AT)
     first = store.list_waitlist("e", limit=2)
     second = store.list_waitlist("e", limit=2, next_token=first.nextToken)
     assert [(w.userId, w.position) for w in first.items + second.items] == [
@@ -240,7 +240,7 @@ class _CancellingClient:
 
 
 def _seat_attempt(client: _CancellingClient) -> bool:
-    return RegistrationStore("t", client).take_seat("e", "a", "r1", AT, "tok")
+    return RegistrationStore("t", client).take_seat("e", "a", "r1", AT)
 
 
 def test_conflicts_are_retried_in_task_then_reported_stale() -> None:
@@ -281,3 +281,105 @@ def test_table_definition_keys() -> None:
         {"AttributeName": "PK", "KeyType": "HASH"},
         {"AttributeName": "SK", "KeyType": "RANGE"},
     ]
+
+
+# --- the transaction token ------------------------------------------------------------
+
+
+class _RecordingClient:
+    """Accepts every transaction and keeps what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
+        self.sent.append(copy.deepcopy(kwargs))
+        return {}
+
+
+def _each_value_changed(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Copies of `value` with exactly one key or leaf changed, each with where."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            renamed = {(f"{k}x" if k == key else k): v for k, v in value.items()}
+            yield f"{path}/{key} (renamed)", renamed
+            for where, changed in _each_value_changed(inner, f"{path}/{key}"):
+                yield where, {**value, key: changed}
+    elif isinstance(value, list):
+        for n, inner in enumerate(value):
+            for where, changed in _each_value_changed(inner, f"{path}[{n}]"):
+                yield where, [*value[:n], changed, *value[n + 1 :]]
+    elif isinstance(value, bool):
+        yield path, not value
+    else:
+        yield path, f"{value}x"
+
+
+def test_the_token_changes_exactly_when_what_the_transaction_sends_changes() -> None:
+    client = _RecordingClient()
+    store = RegistrationStore("t", client)
+    store.take_seat("e", "a", "r1", AT)
+    store.take_seat("e", "a", "r1", AT)  # a retry sending the same transaction
+    store.take_seat("e", "a", "r1", LATER)  # a retry that was decided again: another seat item
+    store.take_seat("e", "b", "r1", AT)
+    store.release_seat("e", "a", "r2")
+    store.release_seat("e", "a", "r3")  # the same items, from another request
+    tokens = [call["ClientRequestToken"] for call in client.sent]
+    assert all(1 <= len(token) <= 36 for token in tokens)  # DynamoDB's bounds
+    assert tokens[0] == tokens[1]
+    assert len(set(tokens)) == len(tokens) - 1
+    assert client.sent[4]["TransactItems"] == client.sent[5]["TransactItems"]
+
+    # Every part of what DynamoDB compares counts: any one key or value changed, in any
+    # action, gives another token; the same parameters in another key order do not.
+    sent = client.sent[0]["TransactItems"]
+    assert transaction_token("r1", sent) == tokens[0]
+    changes = list(_each_value_changed(sent))
+    assert len(changes) > 20
+    for where, changed in changes:
+        assert transaction_token("r1", changed) != tokens[0], where
+    assert transaction_token("r1", sent[::-1]) != tokens[0]
+    reordered = [{kind: dict(reversed(body.items())) for kind, body in action.items()} for action in sent]
+    assert transaction_token("r1", reordered) == tokens[0]
+
+
+def test_a_token_reused_with_other_parameters_is_a_stale_decision() -> None:
+    class MismatchingClient:
+        def transact_write_items(self, **_: Any) -> dict[str, Any]:
+            raise ClientError(
+                {"Error": {"Code": "IdempotentParameterMismatchException", "Message": ""}},
+                "TransactWriteItems",
+            )
+
+    with pytest.raises(errors.DecisionStale):
+        RegistrationStore("t", MismatchingClient()).take_seat("e", "a", "r1", AT)
+
+
+def test_a_retry_that_read_its_items_again_recognises_its_own_commit(store: RegistrationStore) -> None:
+    _seed(store, capacity=1, users="abcx")
+    store.take_seat("e", "a", "r1", AT)
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT)
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT)
+    # c's join again, from a snapshot read after it committed (so another slot) and later.
+    assert store.join_waitlist(store.get_event("e"), "c", "r3", LATER) is False
+    # a leaves and b gets the seat; the hand-over again, later.
+    head = store.waitlist_head("e")
+    assert head is not None and head.userId == "b"
+    store.hand_over_seat("e", "a", head, "r4", AT)
+    assert store.hand_over_seat("e", "a", head, "r4", LATER) is False
+    # Written once each.
+    event = store.get_event("e")
+    assert (event.registeredCount, event.waitlistCount, event.waitlistSeq) == (1, 1, 2)
+    assert [r.userId for r in store.list_registrations("e").items] == ["b"]
+    assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("c", 1)]
+
+
+def test_the_same_transaction_from_another_request_is_applied_again(store: RegistrationStore) -> None:
+    """Leaving, coming back and leaving again sends the same release twice, from two
+    requests: both are applied (DynamoDB keeps a token for 10 minutes)."""
+    _seed(store, capacity=1)
+    for n in range(2):
+        store.take_seat("e", "a", f"join-{n}", AT)
+        assert store.release_seat("e", "a", f"leave-{n}") is True
+        assert store.get_membership("e", "a") is None
+        assert store.get_event("e").registeredCount == 0
