@@ -9,12 +9,25 @@ NODE_STAMP := node_modules/.installed
 SYNTHESIZED := cdk.out/EventRegistration.template.json
 # `make run TEMPLATE=path/to/template.json` runs the stack of another synthesized template.
 TEMPLATE ?= $(SYNTHESIZED)
+STACK := EventRegistration
+# The CDK CLI pinned in package.json (installed by `make deps`), for deploy and destroy.
+CDK := node_modules/.bin/cdk
+# Extra CDK CLI arguments, e.g. CDK_ARGS="--profile dev" or "--require-approval never".
+CDK_ARGS ?=
+OUTPUTS := .local/cdk-outputs.json
 SOURCES := $(shell find infrastructure workflows lambdas -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The CLI is pinned: no daily look-up of a newer release, no telemetry (cdk.json also
+# turns off telemetry and notices for `npx cdk`).
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+# `make e2e URL=...` alone points the HTTP tests at another API; every other target tests locally.
+unexport E2E_URL
 
-.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams run bench reliability
+.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams run bench reliability \
+	bootstrap deploy destroy e2e
 
 help:
 	@echo "make run            serve the whole pipeline on 127.0.0.1:3000 (DynamoDB Local, local engine)"
@@ -26,6 +39,10 @@ help:
 	@echo "make diagrams       redraw the workflow diagrams (README, docs/workflows.md) from the synthesized ASL"
 	@echo "make synth          write cdk.out/ (no Docker, no AWS account)"
 	@echo "make lint           ruff and mypy"
+	@echo "make bootstrap      prepare the AWS account and region for CDK (once; needs AWS credentials)"
+	@echo "make deploy         deploy the $(STACK) stack with the pinned CDK CLI (outputs in $(OUTPUTS))"
+	@echo "make destroy        delete the stack (the table and the log groups are kept)"
+	@echo "make e2e URL=...    the HTTP tests against a running API: the ApiUrl output, or make run's URL"
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -77,6 +94,31 @@ demo: deps $(SYNTHESIZED)
 
 diagrams: $(SYNTHESIZED)
 	$(PY) -m infrastructure.diagrams
+
+# AWS: account and region come from the usual AWS settings (AWS_PROFILE, AWS_REGION, ...).
+bootstrap: deps
+	$(CDK) bootstrap $(CDK_ARGS)
+
+deploy: deps
+	@mkdir -p $(dir $(OUTPUTS))
+	$(CDK) deploy $(STACK) --outputs-file $(OUTPUTS) $(CDK_ARGS) || { \
+		echo "Deploy failed. Check the AWS credentials and region (AWS_PROFILE, AWS_REGION);" \
+			"an account and region CDK has not used yet need 'make bootstrap' first." >&2; \
+		exit 1; }
+	@echo "Check the deployed API: make e2e URL=<ApiUrl above, also in $(OUTPUTS)>"
+
+destroy: deps
+	$(CDK) destroy $(STACK) $(CDK_ARGS)
+	@echo "Retained when the stack is deleted: the DynamoDB table (with its data), the log groups and," \
+		"if the stack created it, API Gateway's CloudWatch role; delete them by hand if unwanted."
+
+# The HTTP contract tests (tests/http) against any base URL; the tests that reach around
+# the API (table, engine, faults, the local CLI) are skipped there.
+e2e: $(STAMP)
+	@test -n "$(URL)" || { \
+		echo "usage: make e2e URL=<base URL>, e.g. the stack's ApiUrl output or http://127.0.0.1:3000 (make run)" >&2; \
+		exit 2; }
+	E2E_URL='$(URL)' $(PY) -m pytest tests/http -q
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,17 +1,38 @@
-"""A small JSON client for the local server (standard library only)."""
+"""A small JSON client for the HTTP API (standard library only).
+
+It speaks to the local server (`http://127.0.0.1:PORT`) or to a deployed stage
+(`https://ID.execute-api.REGION.amazonaws.com/v1/`): the base URL's path prefixes every
+request path.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 ERROR_KEYS = {"error", "message"}
+# `make e2e URL=...` sets it: the HTTP tests then run against that API, not a local server.
+BASE_URL_VARIABLE = "E2E_URL"
+# API Gateway's own name for the request id header; the local server sends X-Request-Id.
+REQUEST_ID_HEADERS = ("x-request-id", "x-amzn-requestid")
+# GSI1 (users, events, a user's registrations) is eventually consistent on AWS: how long
+# a listing may take to show a write. DynamoDB Local shows it at once.
+EVENTUAL_TIMEOUT_S = 20.0
 
 _MISSING = object()
+T = TypeVar("T")
+
+
+def base_url() -> str | None:
+    """The API the HTTP tests run against when it is not a local server of their own."""
+    return os.environ.get(BASE_URL_VARIABLE, "").strip() or None
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,10 @@ class Answer:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    @property
+    def request_id(self) -> str | None:
+        return next((self.headers[h] for h in REQUEST_ID_HEADERS if h in self.headers), None)
 
     def error(self, status: int, code: str) -> dict[str, Any]:
         """Asserts an error answer of the documented shape; returns its body."""
@@ -49,9 +74,19 @@ class Answer:
 class Client:
     def __init__(self, url: str, timeout: float = 60.0) -> None:
         parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url = url
+        self.secure = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if self.secure else 80)
+        self.prefix = parts.path.rstrip("/")  # a deployed API's stage, e.g. /v1
         self.timeout = timeout
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.secure:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def request(
         self,
@@ -67,9 +102,9 @@ class Client:
             body = json.dumps(json_body)
             send_headers.setdefault("Content-Type", "application/json")
         payload = body.encode("utf-8") if isinstance(body, str) else body
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        connection = self._connection()
         try:
-            connection.request(method, path, body=payload, headers=send_headers)
+            connection.request(method, self.prefix + path, body=payload, headers=send_headers)
             response = connection.getresponse()
             raw = response.read()
             return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
@@ -134,3 +169,29 @@ class Client:
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def eventually(check: Callable[[], T], timeout: float = EVENTUAL_TIMEOUT_S) -> T:
+    """`check()` once it stops failing an assertion: for what a listing from GSI1 says
+    right after a write (on AWS the index usually catches up within a fraction of a second)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def eventually_equal(read: Callable[[], T], expected: T, timeout: float = EVENTUAL_TIMEOUT_S) -> None:
+    """`read()` comes to equal `expected` within `timeout` (see `eventually`)."""
+
+    def check() -> T:
+        value = read()
+        assert value == expected, (value, expected)
+        return value
+
+    eventually(check, timeout)

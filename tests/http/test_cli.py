@@ -23,7 +23,11 @@ from infrastructure.local.dynamodb_local import free_port
 from tests.fixtures.template_variants import role_of, synthesized_template, without_grant
 from tests.http.client import Client, uid
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http-cli")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("http-cli"),
+    pytest.mark.local_only("starts the local server as a process"),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 READY = "Press Ctrl-C to stop."

@@ -41,7 +41,11 @@ from registration.errors import ValidationError
 from tests.fixtures import figures as figure_files
 from tests.fixtures.table_checks import scan_table, table_violations
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("fuzz"),
+    pytest.mark.local_only("reads the whole table after every request"),
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = REPO_ROOT / "docs" / "openapi.json"

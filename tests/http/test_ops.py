@@ -19,7 +19,11 @@ from registration.store import RegistrationStore
 from tests.fixtures import drift
 from tests.http.client import Client
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("http"),
+    pytest.mark.local_only("regctl and the schedule on the local stack (operator endpoints, table, engine)"),
+]
 
 
 def regctl(server: LocalServer, *args: str) -> tuple[int, str, str]:

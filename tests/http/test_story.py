@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from tests.http.client import Client
+from tests.http.client import Client, eventually_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http")]
 
@@ -37,13 +39,14 @@ def test_register_waitlist_unregister_with_promotion_leave_waitlist(client: Clie
 
     seats = client.get(f"/events/{event_id}/registrations").body["items"]
     assert sorted(s["userId"] for s in seats) == sorted([bob, cy])
-    assert client.get(f"/users/{cy}/registrations").body["items"] == [
-        {"eventId": event_id, "status": "registered", "position": None}
-    ]
-    assert client.get(f"/users/{eve}/registrations").body["items"] == [
-        {"eventId": event_id, "status": "waitlisted", "position": 1}
-    ]
-    assert client.get(f"/users/{ada}/registrations").body["items"] == []
+
+    # A user's registrations come from GSI1, which AWS updates eventually.
+    def registrations(user_id: str) -> Callable[[], Any]:
+        return lambda: client.get(f"/users/{user_id}/registrations").body["items"]
+
+    eventually_equal(registrations(cy), [{"eventId": event_id, "status": "registered", "position": None}])
+    eventually_equal(registrations(eve), [{"eventId": event_id, "status": "waitlisted", "position": 1}])
+    eventually_equal(registrations(ada), [])
     client.unregister(event_id, ada).error(404, "NotRegistered")
     event = client.get(f"/events/{event_id}").body
     assert (event["registeredCount"], event["waitlistCount"]) == (2, 1)
