@@ -76,7 +76,11 @@ class Meter:
         with iam.acting_as(None):
             after = self._images(operation, params) if operation in WRITES else None
             evaluated = None
-            if operation in QUERIES and not failed and ("Select" in params or "ProjectionExpression" in params):
+            if (
+                operation in QUERIES
+                and not failed
+                and ("Select" in params or "ProjectionExpression" in params)
+            ):
                 evaluated = self._evaluated(operation, params)
         usage = usage_of(
             operation,
