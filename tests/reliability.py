@@ -120,8 +120,10 @@ def _concurrency(figures: dict[str, Any] | None) -> list[str]:
         "tail it saw) and by the interpreter lock, not by DynamoDB. The write tasks re-decide",
         "a lost race on the tail or the head themselves, with a short randomized wait that",
         "shrinks as a request keeps losing, so a burst neither starves a request nor sends",
-        "every loser round the workflow again. The suite lets the local server wait up to",
-        "120 s for an execution (API Gateway's limit, and the server's default, is 29 s) and",
+        "every loser round the workflow again. The engine enforces AWS's time limits (each",
+        "function's timeout, each task's and workflow's TimeoutSeconds, the API's 29 s); with",
+        "that many requests in one process it runs them an order of magnitude slower than AWS,",
+        f"so the suite stretches every limit {figures.get('timeScale', 1):g} times (`time_scale`) and",
         "counts the requests that took longer than 29 s (`over 29 s`).",
         "",
     ]

@@ -55,8 +55,21 @@ RETRY_MAX_ATTEMPTS = 3
 RETRY_MAX_DELAY = Duration.seconds(5)
 
 TASK_TIMEOUT = Duration.seconds(15)
-# Whole execution; API Gateway stops waiting after 29 s, the execution may finish later.
-WORKFLOW_TIMEOUT = Duration.seconds(60)
+
+# The register and unregister workflows answer API Gateway's StartSyncExecution, which
+# gives up after 29 s: every one of their tasks, with every retry used, must end well
+# before that. Each attempt of a task is bounded by its TimeoutSeconds (its function's
+# own timeout is shorter: infrastructure/constructs/task_functions.py), so the longest
+# path (ClaimRequest, Validate, the decision, the write, RecordOutcome) takes at most
+# 5 x (2 attempts x 2 s + 1 s between them) = 25 s, and the execution stops at 26 s
+# whatever happens (a decision loop that keeps losing races, an unforeseen delay):
+# then it ends TIMED_OUT, which the API answers 503 `ExecutionTimedOut`, 3 s before API
+# Gateway would answer a 504 while the workflow went on writing.
+# tests/infrastructure/test_budget.py computes this from the synthesized ASL.
+EXPRESS_TASK_TIMEOUT = Duration.seconds(2)
+EXPRESS_RETRY_MAX_ATTEMPTS = 1
+EXPRESS_RETRY_MAX_DELAY = Duration.seconds(1)
+EXPRESS_WORKFLOW_TIMEOUT = Duration.seconds(26)
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 # Where the state machines' log groups are named (see state_machine_log_group_name).
 VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
@@ -76,6 +89,8 @@ def invoke_task(
     output_path: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     timeout: Duration = TASK_TIMEOUT,
+    max_attempts: int = RETRY_MAX_ATTEMPTS,
+    max_delay: Duration = RETRY_MAX_DELAY,
 ) -> tasks.LambdaInvoke:
     """A Task state whose resource is the function ARN and whose result is the
     handler's return value, retried on transient failures only."""
@@ -94,11 +109,29 @@ def invoke_task(
         errors=list(RETRYABLE_ERRORS),
         interval=RETRY_INTERVAL,
         backoff_rate=RETRY_BACKOFF_RATE,
-        max_attempts=RETRY_MAX_ATTEMPTS,
-        max_delay=RETRY_MAX_DELAY,
+        max_attempts=max_attempts,
+        max_delay=max_delay,
         jitter_strategy=sfn.JitterType.FULL,
     )
     return task
+
+
+def express_task(
+    scope: Construct,
+    state_name: str,
+    function: lambda_.IFunction,
+    **kwargs: Any,
+) -> tasks.LambdaInvoke:
+    """`invoke_task` within the Express workflows' budget (see EXPRESS_TASK_TIMEOUT)."""
+    return invoke_task(
+        scope,
+        state_name,
+        function,
+        timeout=EXPRESS_TASK_TIMEOUT,
+        max_attempts=EXPRESS_RETRY_MAX_ATTEMPTS,
+        max_delay=EXPRESS_RETRY_MAX_DELAY,
+        **kwargs,
+    )
 
 
 class FailStates:
@@ -197,14 +230,14 @@ def idempotent(
     )
     run.branch(body)
 
-    record_success = invoke_task(
+    record_success = express_task(
         scope,
         "RecordSuccess",
         functions["RecordOutcome"],
         parameters={**request, "output": sfn.JsonPath.object_at(OUTPUT_PATH)},
         result_path=sfn.JsonPath.DISCARD,
     )
-    record_failure = invoke_task(
+    record_failure = express_task(
         scope,
         "RecordFailure",
         functions["RecordOutcome"],
@@ -224,7 +257,7 @@ def idempotent(
     )
     run.next(sfn.Choice(scope, "RecordSuccessIfKeyed").when(keyed, record_success.next(done)).otherwise(done))
 
-    claim = invoke_task(
+    claim = express_task(
         scope, "ClaimRequest", functions["ClaimRequest"], parameters=request, result_path=CLAIM_RESULT_PATH
     )
     claim.add_catch(
@@ -285,7 +318,7 @@ def express_state_machine(
         definition_body=sfn.DefinitionBody.from_chainable(definition),
         state_machine_type=sfn.StateMachineType.EXPRESS,
         comment=comment,
-        timeout=WORKFLOW_TIMEOUT,
+        timeout=EXPRESS_WORKFLOW_TIMEOUT,
         tracing_enabled=True,
         logs=sfn.LogOptions(
             destination=log_group,

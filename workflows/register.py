@@ -35,7 +35,7 @@ class RegisterWorkflow(Construct):
         super().__init__(scope, construct_id)
         fails = common.FailStates(self)
 
-        validate = common.invoke_task(
+        validate = common.express_task(
             self,
             "Validate",
             functions["Validate"],
@@ -53,7 +53,7 @@ class RegisterWorkflow(Construct):
             [common.VALIDATION_ERROR, common.USER_NOT_FOUND, common.EVENT_NOT_FOUND],
         )
 
-        check_capacity = common.invoke_task(
+        check_capacity = common.express_task(
             self, "CheckCapacity", functions["CheckCapacity"], result_path="$.decision"
         )
         common.catch_errors(
@@ -99,7 +99,7 @@ class RegisterWorkflow(Construct):
         *,
         decide_again: sfn.IChainable,
     ) -> sfn.TaskStateBase:
-        task = common.invoke_task(
+        task = common.express_task(
             self,
             state_name,
             functions["WriteRegistration"],

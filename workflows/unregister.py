@@ -37,7 +37,7 @@ class UnregisterWorkflow(Construct):
         super().__init__(scope, construct_id)
         fails = common.FailStates(self)
 
-        validate = common.invoke_task(
+        validate = common.express_task(
             self,
             "Validate",
             functions["Validate"],
@@ -51,13 +51,13 @@ class UnregisterWorkflow(Construct):
         )
         common.catch_errors(validate, fails, [common.VALIDATION_ERROR, common.EVENT_NOT_FOUND])
 
-        check_registration = common.invoke_task(
+        check_registration = common.express_task(
             self, "CheckRegistration", functions["CheckRegistration"], result_path="$.decision"
         )
         common.catch_errors(check_registration, fails, [common.CONTENTION_LIMIT_EXCEEDED])
 
         def write_task(state_name: str, function_name: str) -> sfn.TaskStateBase:
-            task = common.invoke_task(
+            task = common.express_task(
                 self,
                 state_name,
                 functions[function_name],

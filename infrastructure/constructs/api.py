@@ -177,12 +177,14 @@ def workflow_response_template(
 ) -> str:
     """Turns a StartSyncExecution result into the HTTP response `registration.outcomes` names.
 
-    SUCCEEDED: the success status, the execution's output as the body. FAILED with a code
-    in `error_status`: that status and `{"error", "message"}` (a ValidationError also has
-    `fields`), the message being the cause's `errorMessage` when the cause is a Lambda
-    error document and the cause itself when a Fail state wrote it. Anything else (another
-    code, TIMED_OUT, ABORTED): 500 with a fixed body, so no cause ever leaks.
+    SUCCEEDED: the success status, the execution's output as the body. TIMED_OUT (the
+    workflow ran out of its own time): 503 `ExecutionTimedOut` with `Retry-After`. FAILED
+    with a code in `error_status`: that status and `{"error", "message"}` (a
+    ValidationError also has `fields`), the message being the cause's `errorMessage` when
+    the cause is a Lambda error document and the cause itself when a Fail state wrote it.
+    Anything else (another code, ABORTED): 500 with a fixed body, so no cause ever leaks.
     """
+    timed_out_headers = outcomes.workflow_headers(outcomes.TIMED_OUT).items()
     lines = [
         "## Generated from registration.outcomes by infrastructure.constructs.api: do not edit.",
         "#set($execution = $input.path('$'))",
@@ -195,6 +197,12 @@ def workflow_response_template(
         "#else",
         "${output}",
         "#end",
+        f'#elseif($executionStatus == "{outcomes.TIMED_OUT}")',
+        _override_status(outcomes.EXECUTION_TIMED_OUT_STATUS),
+        *(f'#set($context.responseOverride.header.{name} = "{value}")' for name, value in timed_out_headers),
+        _json_text(
+            {"error": outcomes.EXECUTION_TIMED_OUT_ERROR, "message": outcomes.EXECUTION_TIMED_OUT_MESSAGE}
+        ),
         "#else",
         '#set($code = "")',
         '#if($executionStatus == "FAILED")',
@@ -247,9 +255,22 @@ def service_unavailable_template() -> str:
 
 
 def workflow_method_statuses(workflow: str) -> list[int]:
-    statuses = {outcomes.SUCCESS_STATUS[workflow], 500, THROTTLED_STATUS, UNAVAILABLE_STATUS}
+    statuses = {
+        outcomes.SUCCESS_STATUS[workflow],
+        500,
+        THROTTLED_STATUS,
+        UNAVAILABLE_STATUS,
+        outcomes.EXECUTION_TIMED_OUT_STATUS,
+    }
     statuses.update(outcomes.WORKFLOW_ERROR_STATUS.values())
     return sorted(statuses)
+
+
+def workflow_method_headers(status: int) -> dict[str, bool]:
+    """Response headers a workflow route's mapping template may set for `status`."""
+    if status != outcomes.EXECUTION_TIMED_OUT_STATUS:
+        return {}
+    return {f"method.response.header.{name}": False for name in outcomes.workflow_headers(outcomes.TIMED_OUT)}
 
 
 # --- request models and gateway responses --------------------------------------------------
@@ -349,11 +370,8 @@ def gateway_responses(register_schema: Mapping[str, Any]) -> dict[str, tuple[int
         "REQUEST_TOO_LARGE": (413, {"error": "PayloadTooLarge", "message": "The request body is too large"}),
         "THROTTLED": (THROTTLED_STATUS, {"error": THROTTLED_ERROR, "message": THROTTLED_MESSAGE}),
         "INTEGRATION_TIMEOUT": (
-            504,
-            {
-                "error": "Timeout",
-                "message": "The request did not finish in time; it may still complete, check before retrying",
-            },
+            outcomes.INTEGRATION_TIMEOUT_STATUS,
+            {"error": outcomes.INTEGRATION_TIMEOUT_ERROR, "message": outcomes.INTEGRATION_TIMEOUT_MESSAGE},
         ),
         "DEFAULT_4XX": (None, {"error": "RequestRefused", "message": "$context.error.messageString"}),
         "DEFAULT_5XX": (None, {"error": outcomes.INTERNAL_ERROR, "message": outcomes.INTERNAL_MESSAGE}),
@@ -550,7 +568,9 @@ class RegistrationApi(Construct):
         method_options: dict[str, Any] = {
             "request_parameters": request_parameters,
             "method_responses": [
-                apigateway.MethodResponse(status_code=str(status))
+                apigateway.MethodResponse(
+                    status_code=str(status), response_parameters=workflow_method_headers(status) or None
+                )
                 for status in workflow_method_statuses(workflow)
             ],
         }

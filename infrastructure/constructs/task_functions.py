@@ -36,6 +36,11 @@ POWERTOOLS_SSM_PREFIX = "/aws/service/powertools/python"
 
 MEMORY_SIZE_MB = 256
 TIMEOUT = Duration.seconds(10)
+# The register and unregister workflows' tasks: a handler takes tens of milliseconds, and
+# its in-task retries stop halfway through its time (`service.in_task_budget`). Shorter than the Task
+# state's TimeoutSeconds (`workflows.common.EXPRESS_TASK_TIMEOUT`), which also covers a
+# cold start: an attempt that ran out of time is over before its retry begins.
+TASK_FUNCTION_TIMEOUT = Duration.seconds(1)
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 LOG_LEVEL = "INFO"
 
@@ -160,6 +165,7 @@ class TaskFunctions(Construct):
             table=table,
             role_description=f"Runs the {task_name} workflow task",
             description=f"Workflow task {task_name} ({handler})",
+            timeout=TASK_FUNCTION_TIMEOUT,
         )
 
 

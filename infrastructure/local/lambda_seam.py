@@ -15,10 +15,20 @@ What the interpreter then does with the response is AWS's contract and moto's
 code: on ``FunctionError`` it reads ``errorType`` from the payload and uses it as the
 Step Functions error name, so ``Catch``/``Retry`` match on the exception class name
 (``UserNotFound``), with the JSON payload as the cause.
+
+Each function's ``timeout`` (the template's ``Timeout``) is enforced as Lambda enforces
+it: a handler still running when it elapses makes the invocation fail with error type
+``Sandbox.Timedout`` ("Task timed out after N.NN seconds"), which Step Functions sees as
+that error. A thread cannot be killed in-process, so the handler runs in a thread of its
+own and the caller stops waiting at the deadline; the handler's thread may go on (where
+Lambda would freeze and discard the execution environment) and its result is dropped.
+The handler's thread runs in a copy of the caller's ``contextvars`` context, so
+per-invocation state kept in context variables follows the call.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import io
 import json
@@ -39,6 +49,9 @@ from infrastructure.local import iam
 
 PATCH_MODULE = "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
 PATCH_ATTRIBUTE = "boto_client_for"
+# What Lambda reports for an invocation that ran out of time.
+TIMED_OUT_ERROR = "Sandbox.Timedout"
+POLL_S = 0.05
 
 Handler = Callable[[Any, Any], Any]
 
@@ -49,7 +62,7 @@ class LocalFunction:
 
     name: str
     handler: str
-    timeout: int = 3
+    timeout: float = 3  # seconds, as the template's Timeout (Lambda's default is 3)
     memory_size: int = 128
     region: str = "us-east-1"
     account: str = "123456789012"
@@ -113,6 +126,57 @@ def _client_error(code: str, message: str, status: int) -> ClientError:
         },
         "Invoke",
     )
+
+
+def timed_out_message(request_id: str, timeout: float) -> str:
+    """Lambda's errorMessage for an invocation that ran out of time."""
+    return f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
+
+
+class ThreadedCall:
+    """``target()`` in a daemon thread of its own (in a copy of the caller's context),
+    so that the caller can stop waiting for it.
+
+    ``started_at`` is set when ``target`` reports (by calling ``started()``) that the
+    timed part begins; ``wait`` returns whether the call finished in time.
+    """
+
+    def __init__(self, target: Callable[[ThreadedCall], Any], name: str) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started_at: float | None = None
+        self._target = target
+        self._done = threading.Event()
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._body,), name=name, daemon=True)
+        self._thread.start()
+
+    def _body(self) -> None:
+        try:
+            self.result = self._target(self)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def started(self) -> None:
+        self.started_at = time.monotonic()
+
+    def wait(self, timeout: float, *, deadline: float | None = None) -> bool:
+        """Whether the call ended before ``timeout`` seconds after it ``started()`` and
+        before the absolute ``deadline`` (``time.monotonic()``), when one is given."""
+        while True:
+            limits = [] if deadline is None else [deadline]
+            if self.started_at is not None:
+                limits.append(self.started_at + timeout)
+            remaining = min(limits) - time.monotonic() if limits else POLL_S
+            if remaining <= 0:
+                return self._done.is_set()
+            if self.started_at is None:
+                # Look again soon: the timed part may begin meanwhile.
+                remaining = min(remaining, POLL_S)
+            if self._done.wait(remaining):
+                return True
 
 
 def _error_payload(error_type: str, exc: BaseException, request_id: str) -> dict[str, Any]:
@@ -180,8 +244,39 @@ class LocalLambdaClient:
         return response
 
     def _run(self, function: LocalFunction, event: Any) -> tuple[bytes, str | None]:
+        """Run the handler in a thread of its own; give up on it after ``function.timeout``."""
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
+
+        def call(this: ThreadedCall) -> tuple[bytes, str | None]:
+            this.started()
+            return self._call_handler(function, event, request_id)
+
+        running = ThreadedCall(call, name=f"lambda-{function.name}")
+        if running.wait(function.timeout):
+            if running.error is not None:
+                raise running.error
+            body, error_type = running.result
+        else:
+            error_type = TIMED_OUT_ERROR
+            document = {
+                "errorType": error_type,
+                "errorMessage": timed_out_message(request_id, function.timeout),
+            }
+            body = json.dumps(document).encode("utf-8")
+        if self.record_invocations:
+            self.invocations.append(
+                Invocation(
+                    function=function.name,
+                    request_id=request_id,
+                    event=event,
+                    error_type=error_type,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+        return body, error_type
+
+    def _call_handler(self, function: LocalFunction, event: Any, request_id: str) -> tuple[bytes, str | None]:
         error_type: str | None = None
         try:
             try:
@@ -207,16 +302,6 @@ class LocalLambdaClient:
         except Exception as exc:
             error_type = error_type or type(exc).__name__
             body = json.dumps(_error_payload(error_type, exc, request_id)).encode("utf-8")
-        if self.record_invocations:
-            self.invocations.append(
-                Invocation(
-                    function=function.name,
-                    request_id=request_id,
-                    event=event,
-                    error_type=error_type,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                )
-            )
         return body, error_type
 
 

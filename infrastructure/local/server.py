@@ -9,6 +9,10 @@
   goes into the execution input as `idempotencyKey`, as the request template puts it.
 * Every other route (`names.LAMBDA_ROUTES`) becomes an API Gateway REST proxy event
   for the API Lambda's handler, called in-process.
+* As on API Gateway, an integration that has not answered within 29 s
+  (`integration_timeout`) is answered 504 `IntegrationTimeout`; the execution, or the
+  handler's thread, may go on. The API handler also stops at its function's own timeout
+  (the template's), which API Gateway answers 502.
 * `GET /openapi.json` and `GET /docs` (Swagger UI, served offline) describe the API.
 
 The database is DynamoDB Local with its data under `.local/dynamodb` (kept across
@@ -52,11 +56,20 @@ from infrastructure.local.dynamodb_local import (
     JavaNotFoundError,
 )
 from infrastructure.local.engine import EngineError, ExecutionTimeout, LocalEngine, route_moto_logs
-from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
+from infrastructure.local.lambda_seam import LambdaContext, LocalFunction, ThreadedCall
 from infrastructure.local.proxy_event import ProxyResult, RouteTable, proxy_event, proxy_result
 from infrastructure.local.template import TemplateError
 from registration.errors import ValidationError
-from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, error_body, workflow_response
+from registration.outcomes import (
+    INTEGRATION_TIMEOUT_ERROR,
+    INTEGRATION_TIMEOUT_MESSAGE,
+    INTEGRATION_TIMEOUT_STATUS,
+    INTERNAL_ERROR,
+    INTERNAL_MESSAGE,
+    error_body,
+    workflow_headers,
+    workflow_response,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -65,6 +78,9 @@ DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
 DEFAULT_DATA_DIR = DEFAULT_DB_PATH.parent
 # API Gateway gives an integration 29 seconds.
 INTEGRATION_TIMEOUT_S = 29.0
+# What API Gateway answers when a proxy integration's Lambda failed (it timed out): the
+# template's DEFAULT_5XX gateway response keeps the status and gives the error body.
+LAMBDA_FAILED_STATUS = 502
 MAX_BODY_BYTES = 1024 * 1024  # API Gateway allows 10 MB; nothing here needs more than a few hundred bytes
 JSON = "application/json"
 ROUTE_NOT_FOUND = "RouteNotFound"  # as handlers.api answers it
@@ -119,8 +135,15 @@ def route_not_found(method: str, path: str) -> Reply:
     return Reply.error(404, ROUTE_NOT_FOUND, f"No route {method} {path}")
 
 
-def internal_error() -> Reply:
-    return Reply.error(500, INTERNAL_ERROR, INTERNAL_MESSAGE)
+def internal_error(status: int = 500) -> Reply:
+    return Reply.error(status, INTERNAL_ERROR, INTERNAL_MESSAGE)
+
+
+def integration_timeout(note: str = "") -> Reply:
+    """API Gateway's answer for an integration that did not answer in time."""
+    reply = Reply.error(INTEGRATION_TIMEOUT_STATUS, INTEGRATION_TIMEOUT_ERROR, INTEGRATION_TIMEOUT_MESSAGE)
+    reply.note = note
+    return reply
 
 
 # --- the application -------------------------------------------------------------------
@@ -129,14 +152,15 @@ def internal_error() -> Reply:
 class LocalApi:
     """Turns one HTTP request into a reply: workflow, API Lambda, docs or 404."""
 
-    def __init__(self, engine: LocalEngine, *, workflow_timeout: float = INTEGRATION_TIMEOUT_S) -> None:
+    def __init__(self, engine: LocalEngine, *, integration_timeout: float = INTEGRATION_TIMEOUT_S) -> None:
         # Imported here, not at the top: the handlers' Logger reads its level from the
         # environment when first imported, which main() sets up first.
         from handlers import api
         from registration.openapi import document
 
         self.engine = engine
-        self.workflow_timeout = workflow_timeout
+        # API Gateway's limit for any integration (workflow or Lambda), AWS's value by default.
+        self.integration_timeout = integration_timeout
         self.routes = RouteTable([*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES])
         self.openapi = json.dumps(document(), indent=2).encode("utf-8")
         self._api = api
@@ -146,12 +170,13 @@ class LocalApi:
         self._api_function = self._function_for(names.API_HANDLER)
 
     def _function_for(self, handler: str) -> LocalFunction:
+        scale = getattr(self.engine, "time_scale", 1.0)
         for spec in self.engine.template.functions.values():
             if spec.handler == handler:
                 return LocalFunction(
                     name=spec.name,
                     handler=spec.handler,
-                    timeout=spec.timeout,
+                    timeout=spec.timeout * scale,
                     memory_size=spec.memory_size,
                     region=self.engine.region,
                     account=self.engine.account,
@@ -160,7 +185,7 @@ class LocalApi:
         return LocalFunction(
             name="local-api",
             handler=handler,
-            timeout=int(INTEGRATION_TIMEOUT_S),
+            timeout=INTEGRATION_TIMEOUT_S,
             region=self.engine.region,
             account=self.engine.account,
         )
@@ -245,10 +270,32 @@ class LocalApi:
         return None
 
     def _lambda(self, event: dict[str, Any], request_id: str) -> Reply:
-        context = LambdaContext(self._api_function, request_id)
-        with self._api_lock, iam.acting_as(self._api_function.principal):
-            result = self._api.handler(event, context)
-        proxied: ProxyResult = proxy_result(result)
+        deadline = time.monotonic() + self.integration_timeout
+        function = self._api_function
+
+        def call(this: ThreadedCall) -> Any:
+            # One request at a time (see __init__); a request still waiting for its turn
+            # when API Gateway would have given up never runs.
+            if not self._api_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+            try:
+                this.started()
+                with iam.acting_as(function.principal):
+                    return self._api.handler(event, LambdaContext(function, request_id))
+            finally:
+                self._api_lock.release()
+
+        running = ThreadedCall(call, name="local-api-handler")
+        finished = running.wait(function.timeout, deadline=deadline)
+        started = running.started_at
+        if not finished and started is not None and started + function.timeout < deadline:
+            LOG.error("the API handler timed out after %ss (request %s)", function.timeout, request_id)
+            return internal_error(LAMBDA_FAILED_STATUS)
+        if not finished or started is None:
+            return integration_timeout()
+        if running.error is not None:
+            raise running.error
+        proxied: ProxyResult = proxy_result(running.result)
         content_type = JSON
         headers = []
         for name, value in proxied.headers:
@@ -280,14 +327,9 @@ class LocalApi:
             # The workflow claims the key (and refuses a malformed one), as on AWS.
             execution_input["idempotencyKey"] = key
         try:
-            result = self.engine.run(workflow, execution_input, name=name, timeout=self.workflow_timeout)
+            result = self.engine.run(workflow, execution_input, name=name, timeout=self.integration_timeout)
         except ExecutionTimeout:
-            return Reply.error(
-                504,
-                "Timeout",
-                "The request did not finish in time; it may still complete, check before retrying",
-                note=name,
-            )
+            return integration_timeout(note=name)
         status, document = workflow_response(
             workflow, result.status, result.output, result.error, result.cause
         )
@@ -299,7 +341,9 @@ class LocalApi:
                 result.error,
                 result.cause,
             )
-        return Reply.json(status, document, note=name)
+        reply = Reply.json(status, document, note=name)
+        reply.headers.extend(workflow_headers(result.status).items())
+        return reply
 
 
 # --- HTTP ------------------------------------------------------------------------------
@@ -453,13 +497,13 @@ class LocalServer:
         port: int = names.LOCAL_API_PORT,
         *,
         access_log: TextIO | None = None,
-        workflow_timeout: float = INTEGRATION_TIMEOUT_S,
+        integration_timeout: float = INTEGRATION_TIMEOUT_S,
     ) -> None:
         self.engine = engine
         self.host = host
         self.port = port
         self.access_log = access_log
-        self.workflow_timeout = workflow_timeout
+        self.integration_timeout = integration_timeout
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -471,7 +515,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         if self._httpd is not None:
             return self
-        api = LocalApi(self.engine, workflow_timeout=self.workflow_timeout)
+        api = LocalApi(self.engine, integration_timeout=self.integration_timeout)
         httpd = _HttpServer((self.host, self.port), api, self.access_log)
         self.port = httpd.server_address[1]
         self._httpd = httpd
@@ -543,6 +587,14 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="no access log lines")
     parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="stretch every AWS time limit (functions, workflows, the API's 29 s) by FACTOR, "
+        "for a machine that runs the workflows that many times slower than AWS (default: 1)",
+    )
+    parser.add_argument(
         "--reconcile-every",
         type=float,
         metavar="SECONDS",
@@ -550,7 +602,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"start the reconcile workflow this often (default: $RECONCILE_EVERY or "
         f"{names.DEFAULT_RECONCILE_SCHEDULE}, as on AWS; 0 disables)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.time_scale <= 0:
+        parser.error("--time-scale must be positive")
+    return args
 
 
 @contextlib.contextmanager
@@ -625,7 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         route_moto_logs(data_dir / "moto.log")
         try:
             engine = LocalEngine(
-                template, dynamodb_endpoint=endpoint, environment={"POWERTOOLS_LOG_LEVEL": log_level}
+                template,
+                dynamodb_endpoint=endpoint,
+                environment={"POWERTOOLS_LOG_LEVEL": log_level},
+                time_scale=args.time_scale,
             )
             engine.start()
         except (EngineError, TemplateError) as exc:
@@ -633,7 +691,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         cleanup.callback(engine.close)
 
-        server = LocalServer(engine, args.host, args.port, access_log=None if args.quiet else sys.stdout)
+        server = LocalServer(
+            engine,
+            args.host,
+            args.port,
+            access_log=None if args.quiet else sys.stdout,
+            integration_timeout=INTEGRATION_TIMEOUT_S * args.time_scale,
+        )
         server.start()
         cleanup.callback(server.stop)
         schedule = ops.ReconcileSchedule(engine, args.reconcile_every, out=sys.stdout).start()

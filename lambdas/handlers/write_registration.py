@@ -20,7 +20,8 @@ from registration.validation import parse_model
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = parse_model(event, RegisterState)
     try:
-        result = service.write_registration(get_store(), state)
+        budget = service.in_task_budget(context.get_remaining_time_in_millis())
+        result = service.write_registration(get_store(), state, budget)
     except DomainError as exc:
         count(outcome_metric(exc))
         raise

@@ -45,7 +45,7 @@ from registration.validation import field_errors
 
 HEADER = "Idempotency-Key"
 RETENTION_SECONDS = 24 * 60 * 60
-# Longer than anything a request may run: an Express workflow stops after 60 s, the
+# Longer than anything a request may run: an Express workflow stops after 26 s, the
 # API Lambda after 10 s. Until then a second request is told to wait, never run twice.
 LEASE_SECONDS = 90
 # Ours to fix, not the caller's: the claim is released and a retry runs the request again.

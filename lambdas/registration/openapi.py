@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from registration import outcomes
 from registration.errors import ERRORS
 from registration.idempotency import HEADER as IDEMPOTENCY_HEADER
 from registration.idempotency import RETENTION_SECONDS
@@ -50,7 +51,12 @@ DESCRIPTION = (
     f"same key within {RETENTION_SECONDS // 3600} hours gets the first answer (status and body) "
     "and changes nothing; the same key with a different request is refused (422 "
     "`IdempotencyKeyReused`), and so is a retry while the first request still runs (409 "
-    "`RequestInProgress`). A failure of ours (5xx) is not kept: a retry runs the request again."
+    "`RequestInProgress`). A failure of ours (5xx) is not kept: a retry runs the request again.\n\n"
+    f"A workflow that runs out of its time is stopped and answers {outcomes.EXECUTION_TIMED_OUT_STATUS} "
+    f"`{outcomes.EXECUTION_TIMED_OUT_ERROR}` with `Retry-After`: it may have taken effect, so retry it "
+    f"with the same `{IDEMPOTENCY_HEADER}`. A request API Gateway has no answer for within 29 s is "
+    f"answered {outcomes.INTEGRATION_TIMEOUT_STATUS} `{outcomes.INTEGRATION_TIMEOUT_ERROR}`; the "
+    "workflows stop before that."
 )
 # The repository root when run from a checkout (lambdas/registration/openapi.py).
 DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -158,11 +164,29 @@ def _add_idempotency_parameter(paths: Mapping[str, Any]) -> None:
                     parameters.append(idempotency_parameter())
 
 
+def workflow_error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
+    """A workflow route's error responses: its codes, and the answer of a timed-out execution."""
+    responses = {s: {**r, "content": _content(_ref(ErrorBody))} for s, r in error_responses(codes).items()}
+    timed_out = responses.setdefault(
+        outcomes.EXECUTION_TIMED_OUT_STATUS,
+        {"description": _STATUS_TEXT.get(outcomes.EXECUTION_TIMED_OUT_STATUS, "Error"), "content": {}},
+    )
+    timed_out["description"] += f"; `{outcomes.EXECUTION_TIMED_OUT_ERROR}` when the workflow ran out of time"
+    timed_out["content"] = _content(_ref(ErrorBody))
+    timed_out["headers"] = {
+        name: {
+            "description": "Seconds to wait before retrying (sent with `ExecutionTimedOut`)",
+            "schema": {"type": "integer"},
+        }
+        for name in outcomes.workflow_headers(outcomes.TIMED_OUT)
+    }
+    return responses
+
+
 def workflow_paths() -> dict[str, dict[str, Any]]:
     """The workflow routes as API Gateway serves them (StartSyncExecution, mapped responses)."""
-    error = _content(_ref(ErrorBody))
-    register_errors = {s: {**r, "content": error} for s, r in error_responses(REGISTER_ERRORS).items()}
-    unregister_errors = {s: {**r, "content": error} for s, r in error_responses(UNREGISTER_ERRORS).items()}
+    register_errors = workflow_error_responses(REGISTER_ERRORS)
+    unregister_errors = workflow_error_responses(UNREGISTER_ERRORS)
     return {
         "/events/{eventId}/register": {
             "post": {

@@ -30,7 +30,8 @@ from registration.models import (
 from registration.store import RegistrationStore, now_iso
 
 # How many times one execution may re-decide after losing a race. Every lost race means
-# another request made progress, so this bounds latency, not correctness.
+# another request made progress, so this bounds latency, not correctness. The Express
+# workflow's own timeout bounds the loop in time too (workflows/common.py).
 MAX_DECISIONS = 25
 # Before re-deciding, wait a random time up to BASE * 2**(re-decisions so far), at most
 # CAP ("full jitter"): requests that lost a race on the same event spread out instead
@@ -39,12 +40,20 @@ REDECIDE_BACKOFF_BASE_S = 0.01
 REDECIDE_BACKOFF_CAP_S = 0.25
 # The waitlist's tail and head are contended by every concurrent join and promotion on
 # the event; the write tasks re-decide those races themselves, within these bounds
-# (then DecisionStale sends the execution back to its decision step).
+# (then DecisionStale sends the execution back to its decision step). The time budget is
+# a share of the time the function has left (`in_task_budget`), so that the last
+# transaction and the answer fit in the rest; IN_TASK_BUDGET_S without a Lambda context.
 IN_TASK_REDECISIONS = 40
 TAIL_BACKOFF_FIRST_S = 0.25
 TAIL_BACKOFF_DECAY = 0.85
 TAIL_BACKOFF_FLOOR_S = 0.01
-IN_TASK_BUDGET_S = 5.0
+IN_TASK_BUDGET_S = 0.5
+IN_TASK_BUDGET_SHARE = 0.5
+
+
+def in_task_budget(remaining_ms: int) -> float:
+    """Seconds a write task may spend re-deciding its races, given its function's time left."""
+    return max(0.0, remaining_ms / 1000 * IN_TASK_BUDGET_SHARE)
 
 
 def validate(store: RegistrationStore, request: ValidateInput) -> EventState:
@@ -118,7 +127,9 @@ def _joins_waitlist(event: EventState) -> bool:
     return event.hasWaitlist and (event.waitlistCount > 0 or event.registeredCount >= event.capacity)
 
 
-def write_registration(store: RegistrationStore, state: RegisterState) -> RegisterResult:
+def write_registration(
+    store: RegistrationStore, state: RegisterState, budget_s: float = IN_TASK_BUDGET_S
+) -> RegisterResult:
     decision = state.decision
     if decision is None or decision.action == "full":
         raise ValueError("write_registration needs a seat or waitlist decision")
@@ -127,7 +138,7 @@ def write_registration(store: RegistrationStore, state: RegisterState) -> Regist
         return RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
 
     event, joined_at = decision.event, decision.decidedAt
-    deadline = time.monotonic() + IN_TASK_BUDGET_S
+    deadline = time.monotonic() + budget_s
     for retry in range(IN_TASK_REDECISIONS + 1):
         try:
             applied_now = store.join_waitlist(event, state.userId, state.requestId, joined_at)
@@ -198,13 +209,15 @@ def write_unregistration(store: RegistrationStore, state: UnregisterState) -> Un
     return UnregisterResult(eventId=state.eventId, userId=state.userId, status="unregistered")
 
 
-def promote_from_waitlist(store: RegistrationStore, state: UnregisterState) -> UnregisterResult:
+def promote_from_waitlist(
+    store: RegistrationStore, state: UnregisterState, budget_s: float = IN_TASK_BUDGET_S
+) -> UnregisterResult:
     """The leaving user's seat goes to the head of the waitlist in one transaction."""
     decision = state.decision
     if decision is None or decision.action != "promote" or decision.head is None:
         raise ValueError("promote_from_waitlist needs a promote decision with the waitlist head")
     head, at = decision.head, decision.decidedAt
-    deadline = time.monotonic() + IN_TASK_BUDGET_S
+    deadline = time.monotonic() + budget_s
     for retry in range(IN_TASK_REDECISIONS + 1):
         try:
             # A retried task whose first try committed (its answer lost) is recognised by

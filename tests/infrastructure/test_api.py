@@ -190,6 +190,9 @@ def test_workflow_response_mapping_is_generated_from_outcomes(
     # Every status the templates can set is a declared method response.
     declared = {int(r["StatusCode"]) for r in method["MethodResponses"]}
     assert declared >= {outcomes.SUCCESS_STATUS[workflow], 404, 409, 422, 429, 500, 503}
+    # And the header the timed-out answer carries.
+    (unavailable,) = [r for r in method["MethodResponses"] if r["StatusCode"] == "503"]
+    assert unavailable["ResponseParameters"] == {"method.response.header.Retry-After": False}
 
 
 def test_register_body_is_validated_against_the_shared_model(
@@ -306,6 +309,23 @@ class _Input:
         return ""
 
 
+def _evaluate_response(
+    template: str,
+    body: str,
+    params: dict[str, str] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+) -> tuple[int | None, dict[str, str], str]:
+    """(status override, header overrides, body) as API Gateway would evaluate `template`."""
+    airspeed = pytest.importorskip("airspeed")
+    context: dict[str, Any] = {"requestId": REQUEST_ID, "responseOverride": {"header": {}}}
+    namespace = {"input": _Input(body, params or {}, headers, query), "util": _Util(), "context": context}
+    text = airspeed.Template(template).merge(namespace)
+    override = context["responseOverride"]
+    return override.get("status"), override["header"], text
+
+
 def _evaluate(
     template: str,
     body: str,
@@ -314,11 +334,8 @@ def _evaluate(
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
 ) -> tuple[int | None, str]:
-    airspeed = pytest.importorskip("airspeed")
-    context: dict[str, Any] = {"requestId": REQUEST_ID, "responseOverride": {}}
-    namespace = {"input": _Input(body, params or {}, headers, query), "util": _Util(), "context": context}
-    text = airspeed.Template(template).merge(namespace)
-    return context["responseOverride"].get("status"), text
+    status, _, text = _evaluate_response(template, body, params, headers=headers, query=query)
+    return status, text
 
 
 def _execution_results() -> list[tuple[str, str | None, str | None]]:
@@ -349,9 +366,21 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
             result_document["error"] = code
         if cause is not None:
             result_document["cause"] = cause
-        status, body = _evaluate(template, json.dumps(result_document))
+        status, headers, body = _evaluate_response(template, json.dumps(result_document))
         expected = outcomes.workflow_response(workflow, execution_status, None, code, cause)
         assert (status, json.loads(body)) == expected, (execution_status, code, cause)
+        assert headers == outcomes.workflow_headers(execution_status), execution_status
+
+
+@pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
+def test_a_timed_out_execution_is_a_503_with_retry_after(workflow: str) -> None:
+    """StartSyncExecution answers HTTP 200 with status TIMED_OUT: the mapping makes it a
+    definite, retryable answer, never the 500 of an unknown failure."""
+    template = api.workflow_response_template(workflow)
+    status, headers, body = _evaluate_response(template, json.dumps({"status": "TIMED_OUT"}))
+    assert status == 503
+    assert int(headers["Retry-After"]) >= 1
+    assert json.loads(body)["error"] == "ExecutionTimedOut"
 
 
 def test_evaluated_service_errors() -> None:
@@ -498,6 +527,13 @@ def test_gateway_responses_have_the_error_shape(synthesized: Synthesized) -> Non
     assert json.loads(responses["DEFAULT_5XX"]["ResponseTemplates"]["application/json"]) == {
         "error": outcomes.INTERNAL_ERROR,
         "message": outcomes.INTERNAL_MESSAGE,
+    }
+    # API Gateway's own 29 s limit: the same answer as the local server's.
+    timeout = responses["INTEGRATION_TIMEOUT"]
+    assert timeout["StatusCode"] == str(outcomes.INTEGRATION_TIMEOUT_STATUS) == "504"
+    assert json.loads(timeout["ResponseTemplates"]["application/json"]) == {
+        "error": outcomes.INTEGRATION_TIMEOUT_ERROR,
+        "message": outcomes.INTEGRATION_TIMEOUT_MESSAGE,
     }
 
 

@@ -420,7 +420,8 @@ def test_every_task_retries_transient_failures_only(
         assert retry["ErrorEquals"] == RETRYABLE, name
         assert retry["IntervalSeconds"] == 1
         assert retry["BackoffRate"] == 2
-        assert retry["MaxAttempts"] == 3
+        # How many, and how long each attempt may take: test_budget.py.
+        assert retry["MaxAttempts"] >= 1
         assert retry.get("JitterStrategy") == "FULL"
         assert 1 <= state["TimeoutSeconds"] <= 30
         if name in RECORD_TASKS:

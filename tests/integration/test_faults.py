@@ -34,6 +34,7 @@ from registration import keys, outcomes
 from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore, now_iso
 from tests.fixtures.faults import KINDS, TASK, Fault, FaultInjector
+from workflows.common import EXPRESS_RETRY_MAX_ATTEMPTS
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,8 @@ TIME_FIELDS = frozenset({"createdAt", "registeredAt", "joinedAt", "completedAt"}
 EPOCH_FIELDS = frozenset({"leaseExpiresAt", "expiresAt"})
 # A digest of the twin's own ids: differs between twins by construction.
 DIGEST_FIELDS = frozenset({"fingerprint"})
-# The workflows' Retry policy: 3 retries after the first attempt (workflows/common.py).
-SFN_RETRIES = 3
+# The workflows' Retry policy: retries after the first attempt (workflows/common.py).
+SFN_RETRIES = EXPRESS_RETRY_MAX_ATTEMPTS
 # The data layer's in-task retries of a conflicting transaction (1 + CONFLICT_RETRIES tries).
 IN_TASK_CONFLICT_TRIES = 5
 
@@ -263,7 +264,7 @@ def _budget_cases() -> list[Any]:
     tx = "TransactWriteItems"
     transient = "TransientDatabaseError"
     cases = [
-        # The most a Step Functions Retry absorbs: 3 failed attempts, the 4th succeeds.
+        # The most a Step Functions Retry absorbs: every retry fails but the last.
         Case("register_seat", "TakeSeat", Fault("Throttling", w, tx, SFN_RETRIES)),
         Case("join_waitlist", "JoinWaitlist", Fault("ProvisionedThroughputExceeded", w, tx, SFN_RETRIES)),
         Case("unregister", "Unregister", Fault("InternalServerError", u, tx, SFN_RETRIES)),
@@ -287,15 +288,19 @@ def _budget_cases() -> list[Any]:
         # Every answer lost after the commit: the execution fails, the write is whole.
         Case("unregister_with_promotion", "PromoteFromWaitlist", Fault("ReadTimeoutAfterCall", p, tx, None), FAILED_COMMITTED, transient),
         # Several faults in one run.
-        # The commit's answer is lost; the retry finds the first try still in progress; the
-        # third try is recognised by its ClientRequestToken.
-        Case("unregister_with_promotion", "PromoteFromWaitlist", Fault("ReadTimeoutAfterCall", p, tx), also=(
-            ("PromoteFromWaitlist", Fault("TransactionInProgress", p, tx, skip=1)),
-        )),
-        # Validate throttled; the write commits, its answer is lost; its replay succeeds and
-        # then the task times out; the next replay answers.
+        # Validate throttled; the write commits, its answer is lost; its replay is
+        # recognised by its ClientRequestToken and answers.
         Case("join_waitlist", "Validate", Fault("Throttling", "validate", "BatchGetItem"), also=(
             ("JoinWaitlist", Fault("InternalServerErrorAfterCall", w, tx)),
+        )),
+        # Beyond the budget that keeps an answer inside API Gateway's 29 s (one retry per
+        # task): the commit's answer is lost and the retry finds the first try still in
+        # progress; or the replay succeeds and then the task times out. The execution
+        # fails, the write is whole.
+        Case("unregister_with_promotion", "PromoteFromWaitlist", Fault("ReadTimeoutAfterCall", p, tx), FAILED_COMMITTED, transient, also=(
+            ("PromoteFromWaitlist", Fault("TransactionInProgress", p, tx, skip=1)),
+        )),
+        Case("join_waitlist", "JoinWaitlist", Fault("InternalServerErrorAfterCall", w, tx), FAILED_COMMITTED, "States.Timeout", also=(
             ("JoinWaitlist", Fault("TaskTimeout", w)),
         )),
         # Conflicts force a re-decision, which times out once after deciding; the write on

@@ -64,6 +64,21 @@ def test_a_join_that_lost_the_tail_lands_behind_the_winner(store: RegistrationSt
     assert (event.waitlistCount, event.waitlistSeq) == (2, 2)
 
 
+def test_a_join_out_of_time_gives_the_race_back_to_the_workflow(store: RegistrationStore) -> None:
+    """The in-task re-decisions stop at their budget (a share of the function's time)."""
+    _event(store, capacity=1, users="abc")
+    _register(store, "a")
+    late = _stale_register_state(store, "c", "r-c")
+    _register(store, "b")
+
+    with pytest.raises(DecisionStale):
+        service.write_registration(store, late, budget_s=0)
+    assert [e.userId for e in store.list_waitlist("e").items] == ["b"]
+    # The budget leaves part of the function's time for the last transaction and the answer.
+    assert 0 < service.in_task_budget(1000) < 1.0
+    assert service.in_task_budget(0) == 0
+
+
 def test_a_retried_join_that_had_committed_reports_its_place(store: RegistrationStore) -> None:
     _event(store, capacity=1, users="abc")
     _register(store, "a")

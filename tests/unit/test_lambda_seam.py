@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from infrastructure.local.lambda_seam import (
     LocalFunction,
     LocalLambdaClient,
 )
+from tests.fixtures import sample_handlers
 
 HANDLERS = "tests.fixtures.sample_handlers"
 
@@ -152,3 +154,34 @@ def test_nested_seams_route_each_function_and_unwind_in_any_order() -> None:
         inner.stop()
         outer.stop()
     assert _moto_client_for() is original
+
+
+# --- timeout ---------------------------------------------------------------------------
+
+
+def test_a_handler_that_outlives_its_timeout_fails_as_lambda_reports_it() -> None:
+    """The caller stops waiting at the function's timeout; the handler's thread may go on."""
+    client = LocalLambdaClient({"Slow": LocalFunction(name="Slow", handler=f"{HANDLERS}.slow", timeout=0.2)})
+    client.record_invocations = True
+    started = time.monotonic()
+    response, payload = _invoke(client, "Slow", {"seconds": 1.0})
+    took = time.monotonic() - started
+
+    assert took < 0.8
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Sandbox.Timedout"
+    assert payload["errorMessage"].startswith("RequestId: ")
+    assert payload["errorMessage"].endswith("Error: Task timed out after 0.20 seconds")
+    assert [i.error_type for i in client.invocations] == ["Sandbox.Timedout"]
+    # Within its time, the same handler answers.
+    assert _invoke(client, "Slow", {"seconds": 0.01})[1] == {"seconds": 0.01}
+
+
+def test_the_handler_sees_the_callers_context_variables() -> None:
+    client = LocalLambdaClient(_functions(Who="caller"))
+    token = sample_handlers.CALLER.set("the-workflow")
+    try:
+        assert _invoke(client, "Who", {})[1] == {"caller": "the-workflow"}
+    finally:
+        sample_handlers.CALLER.reset(token)

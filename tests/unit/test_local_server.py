@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from infrastructure import names
 from infrastructure.execution_names import execution_name
 from infrastructure.local import server
 from infrastructure.local.proxy_event import RouteTable, proxy_event, proxy_result
+from registration import outcomes
 
 
 def test_routes_resolve_like_api_gateway() -> None:
@@ -235,3 +237,85 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
 
     assert reply.status in (200, 201), reply.body
     assert started == [{"eventId": "e1", "userId": "u1", "requestId": "r-1", **expected}]
+
+
+# --- API Gateway's limits ----------------------------------------------------------------
+
+
+def _engine(run: Any = None, functions: dict[str, Any] | None = None) -> Any:
+    return SimpleNamespace(
+        template=SimpleNamespace(functions=functions or {}),
+        region="us-east-1",
+        account=names.LOCAL_ACCOUNT,
+        run=run,
+    )
+
+
+REGISTER = {"method": "POST", "target": "/events/e1/register", "body": b'{"userId": "u1"}'}
+JSON_HEADERS = [("Content-Type", "application/json")]
+
+
+def test_a_workflow_waits_29_s_then_answers_what_api_gateway_answers() -> None:
+    waited: list[float] = []
+
+    def run(workflow: str, execution_input: dict[str, Any], **kwargs: Any) -> Any:
+        waited.append(kwargs["timeout"])
+        raise server.ExecutionTimeout("still running")
+
+    reply = server.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
+
+    assert waited == [29]  # API Gateway's integration timeout
+    assert reply.status == 504
+    # The template's INTEGRATION_TIMEOUT gateway response has the same body (test_api.py).
+    assert json.loads(reply.body) == {
+        "error": "IntegrationTimeout",
+        "message": outcomes.INTEGRATION_TIMEOUT_MESSAGE,
+    }
+
+
+def test_a_timed_out_execution_is_a_definite_retryable_answer() -> None:
+    def run(workflow: str, execution_input: dict[str, Any], **kwargs: Any) -> Any:
+        return SimpleNamespace(status="TIMED_OUT", output=None, error=None, cause=None, execution_arn="arn")
+
+    reply = server.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
+
+    assert reply.status == 503
+    assert json.loads(reply.body)["error"] == "ExecutionTimedOut"
+    assert ("Retry-After", "1") in reply.headers
+
+
+def _slow_api(monkeypatch: pytest.MonkeyPatch, seconds: float) -> threading.Event:
+    finished = threading.Event()
+
+    def slow_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        time.sleep(seconds)
+        finished.set()
+        return {"statusCode": 200, "headers": {}, "body": "{}"}
+
+    monkeypatch.setattr(api, "handler", slow_handler)
+    return finished
+
+
+def test_a_lambda_route_past_the_integration_timeout_answers_504(monkeypatch: pytest.MonkeyPatch) -> None:
+    finished = _slow_api(monkeypatch, 1.0)
+    local_api = server.LocalApi(_engine(), integration_timeout=0.2)  # type: ignore[arg-type]
+
+    started = time.monotonic()
+    reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
+
+    assert time.monotonic() - started < 0.8
+    assert not finished.is_set()  # the handler's thread goes on, its answer is dropped
+    assert reply.status == 504
+    assert json.loads(reply.body)["error"] == "IntegrationTimeout"
+
+
+def test_a_lambda_route_past_its_functions_timeout_answers_502(monkeypatch: pytest.MonkeyPatch) -> None:
+    _slow_api(monkeypatch, 1.0)
+    function = SimpleNamespace(name="Api", handler=names.API_HANDLER, timeout=0.2, memory_size=256)
+    local_api = server.LocalApi(_engine(functions={"Api": function}))  # type: ignore[arg-type]
+
+    reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
+
+    # The Lambda failed: API Gateway answers 502, with the template's DEFAULT_5XX body.
+    assert reply.status == 502
+    assert json.loads(reply.body) == {"error": outcomes.INTERNAL_ERROR, "message": outcomes.INTERNAL_MESSAGE}
