@@ -244,7 +244,8 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
 
 def _engine(run: Any = None, functions: dict[str, Any] | None = None) -> Any:
     return SimpleNamespace(
-        template=SimpleNamespace(functions=functions or {}),
+        template=SimpleNamespace(functions=functions or {}, api_integrations={}),
+        authorizer=None,
         region="us-east-1",
         account=names.LOCAL_ACCOUNT,
         run=run,
