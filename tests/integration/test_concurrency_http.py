@@ -81,7 +81,8 @@ def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="module")
 def client(server: LocalServer) -> Client:
-    return Client(server.url)
+    # The client waits as long as the server may take to answer (the stretched 29 s).
+    return Client(server.url, timeout=WORKFLOW_TIMEOUT_S + 30)
 
 
 @pytest.fixture(scope="module")
