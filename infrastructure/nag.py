@@ -19,6 +19,7 @@ from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import IConstruct
 
@@ -73,6 +74,11 @@ QUALIFIED_INVOKE_REASON = (
 STANDARD_LOGS_REASON = (
     "A Standard workflow: Step Functions keeps every execution's full history (90 days, "
     "console, redrive); its tasks log structured lines with the run id."
+)
+
+PAGE_TOKEN_SECRET_REASON = (
+    "Signs pagination tokens only (they expire with the listing they resume); a new value "
+    "comes with a deploy, and in-flight page tokens are then refused with a 422."
 )
 
 
@@ -154,6 +160,8 @@ def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
         elif isinstance(construct, iam.CfnPolicy):
             for rule, reason in _policy_findings(stack, construct):
                 _ack(construct, rule, reason, made)
+        elif isinstance(construct, secretsmanager.CfnSecret):
+            _ack(construct, "AwsSolutions-SMG4", PAGE_TOKEN_SECRET_REASON, made)
         elif (
             isinstance(construct, sfn.CfnStateMachine)
             and construct.state_machine_type == sfn.StateMachineType.STANDARD.value

@@ -8,7 +8,8 @@ The local stack's executions live in the server process (moto keeps them in memo
     GET  /_ops/events/{eventId}                counters, waitlist head, last repair and run
     POST /_ops/reconcile  {"eventId"?}         starts the reconcile workflow (202)
 
-The server listens on 127.0.0.1 only. Answers are JSON; errors `{"error", "message"}`.
+The server listens on 127.0.0.1 only. Answers are JSON; errors `{"error", "message"}`, and
+an id or name the public API would refuse is a 422 `ValidationError` with its `fields`.
 
 `ReconcileSchedule` starts the reconcile workflow every N seconds from a background
 thread, as the EventBridge Scheduler schedule does on AWS, and prints one line per run.
@@ -16,7 +17,6 @@ thread, as the EventBridge Scheduler schedule does on AWS, and prints one line p
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -25,11 +25,18 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote
 
+import pydantic
+from pydantic import TypeAdapter
+
 from infrastructure import execution_names, names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
 from infrastructure.ops import executions
 from infrastructure.ops.events import EventMissing, event_report
+from registration import bounded_json
+from registration.errors import ValidationError, invalid_input
+from registration.models import Identifier
 from registration.store import RegistrationStore
+from registration.validation import field_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +59,36 @@ def schedule_seconds(expression: str = names.DEFAULT_RECONCILE_SCHEDULE) -> int:
 
 def _error(status: int, code: str, message: str) -> Answer:
     return status, {"error": code, "message": message}
+
+
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+_EXECUTION_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{execution_names.MAX_LENGTH}}}$")
+
+
+def _check_ids(event_id: str | None, user_id: str | None) -> None:
+    """Ids as the public routes take them (422 naming the field), before any read."""
+    fields = []
+    for name, value in (("eventId", event_id), ("userId", user_id)):
+        if value is None:
+            continue
+        try:
+            _IDENTIFIER.validate_python(value)
+        except pydantic.ValidationError as exc:
+            fields += [{**f, "field": name} for f in field_errors(exc)]
+    if fields:
+        raise invalid_input(fields)
+
+
+def _execution_name(name: str) -> str:
+    """Step Functions' execution names: 1 to 80 letters, digits, '-' or '_'."""
+    if not _EXECUTION_NAME.match(name):
+        message = f"1 to {execution_names.MAX_LENGTH} letters, digits, '-' or '_'"
+        raise invalid_input([{"field": "name", "message": message, "type": "string_pattern_mismatch"}])
+    return name
+
+
+def error_body(error: ValidationError) -> dict[str, Any]:
+    return {"error": error.code, "message": error.message, "fields": error.fields}
 
 
 class Operations:
@@ -78,23 +115,32 @@ class Operations:
         parts = [unquote(p) for p in path[len(PREFIX) :].strip("/").split("/") if p]
         try:
             if method == "GET" and parts == ["executions"]:
+                _check_ids(params.get("eventId") or None, params.get("userId") or None)
                 return 200, {
                     "executions": self.list_executions(executions.ExecutionQuery.from_params(params))
                 }
             if method == "GET" and len(parts) == 2 and parts[0] == "executions":
-                return self.show_execution(parts[1], history=params.get("history", "1") != "0")
+                return self.show_execution(
+                    _execution_name(parts[1]), history=params.get("history", "1") != "0"
+                )
             if method == "GET" and len(parts) == 2 and parts[0] == "events":
+                _check_ids(parts[1], None)
                 return 200, self.event(parts[1])
             if method == "POST" and parts == ["reconcile"]:
-                document = json.loads(body or b"{}")
+                document = bounded_json.loads(body or b"{}")
                 if not isinstance(document, dict):
                     raise ValueError("the body must be a JSON object")
                 event_id = document.get("eventId")
                 if event_id is not None and not isinstance(event_id, str):
                     raise ValueError("eventId must be a string")
+                _check_ids(event_id, None)
                 return 202, self.start_reconcile(event_id)
+        except ValidationError as exc:
+            return exc.http_status, error_body(exc)
         except EventMissing as exc:
             return _error(404, "EventNotFound", str(exc))
+        except UnicodeDecodeError:
+            return _error(400, "BadRequest", "the body is not UTF-8 text")
         except ValueError as exc:
             return _error(400, "BadRequest", str(exc))
         return _error(404, "RouteNotFound", f"No operator route {method} {path}")

@@ -382,6 +382,16 @@ def _table_spec(
     )
 
 
+_DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:(secretsmanager|ssm-secure):[^}]*\}\}")
+
+
+def _deploy_time_value(value: str) -> str:
+    """A secret CloudFormation resolves at deploy time (`{{resolve:secretsmanager:...}}`)
+    has no value locally: it is left empty, and the function uses its development
+    default (the local stack holds no secrets)."""
+    return _DYNAMIC_REFERENCE.sub("", value)
+
+
 def _function_spec(logical_id: str, resource: Mapping[str, Any], resolver: Resolver) -> FunctionSpec:
     props = resource.get("Properties", {})
     handler = props.get("Handler")
@@ -396,7 +406,7 @@ def _function_spec(logical_id: str, resource: Mapping[str, Any], resolver: Resol
         runtime=str(props.get("Runtime", "python3.13")),
         timeout=int(resolver.resolve(props.get("Timeout", 3))),
         memory_size=int(resolver.resolve(props.get("MemorySize", 128))),
-        environment={k: str(v) for k, v in variables.items()},
+        environment={k: _deploy_time_value(str(v)) for k, v in variables.items()},
         role_arn=_role_arn(props.get("Role"), resolver),
     )
 

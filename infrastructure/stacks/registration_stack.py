@@ -10,6 +10,8 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -45,6 +47,10 @@ class RegistrationStack(Stack):
             "Reconciliation",
             table=self.table,
             powertools_layer=self.task_functions.powertools_layer,
+        )
+
+        self.page_token_secret = self._page_token_secret(
+            [self.api.function, self.reconciliation.functions["ListEventsPage"]]
         )
 
         self.monitoring = Monitoring(
@@ -114,3 +120,22 @@ class RegistrationStack(Stack):
             names.REGISTER_WORKFLOW: self.register_state_machine,
             names.UNREGISTER_WORKFLOW: self.unregister_state_machine,
         }
+
+    def _page_token_secret(self, listers: list[lambda_.IFunction]) -> secretsmanager.Secret:
+        """The secret pagination tokens are signed with (`registration.store`): generated
+        once per stack, the same for every function that lists and every instance of it,
+        kept across deploys and restarts. CloudFormation resolves it into each function's
+        environment at deploy time (a dynamic reference: the template never holds it)."""
+        secret = secretsmanager.Secret(
+            self,
+            "PageTokenSecret",
+            description="Signs the API's pagination tokens (nextToken)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True
+            ),
+        )
+        for function in listers:
+            if not isinstance(function, lambda_.Function):
+                raise TypeError(f"{function.node.path} is not a function this stack defines")
+            function.add_environment(names.ENV_PAGE_TOKEN_SECRET, secret.secret_value.unsafe_unwrap())
+        return secret

@@ -30,8 +30,8 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import idempotency
-from registration.errors import DomainError, ValidationError
+from registration import bounded_json, idempotency
+from registration.errors import DomainError, ValidationError, invalid_input
 from registration.models import (
     ErrorBody,
     Event,
@@ -57,7 +57,8 @@ ROUTE_NOT_FOUND = "RouteNotFound"
 # Methods that honour the `Idempotency-Key` header.
 IDEMPOTENT_METHODS = frozenset({"POST", "DELETE"})
 
-app = APIGatewayRestResolver(enable_validation=True)
+# Bodies are parsed within bounds (nesting, integer size): beyond them they are malformed JSON.
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=bounded_json.loads)
 
 # --- parameters ------------------------------------------------------------------------
 
@@ -242,7 +243,7 @@ def register_request(body: bytes | str | None) -> RegisterRequest:
         field = {"field": "body", "message": "Field required", "type": "missing"}
         raise ValidationError("Invalid input: body: Field required", fields=[field])
     try:
-        document = json.loads(body)
+        document = bounded_json.loads(body)
     except UnicodeDecodeError:
         raise malformed_json("the body is not UTF-8 text") from None
     except ValueError as exc:
@@ -266,9 +267,7 @@ def handle_request_validation(error: RequestValidationError) -> Response[dict[st
         detail = (errors[0].get("ctx") or {}).get("error") or "JSON decode error"
         validation = malformed_json(str(detail))
     else:
-        fields = request_fields(errors)
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        validation = ValidationError(f"Invalid input: {summary}", fields=fields)
+        validation = invalid_input(request_fields(errors))
     logger.info("invalid request", extra={"fields": validation.fields})
     return error_response(validation)
 
@@ -286,13 +285,38 @@ def handle_content_type(error: RequestUnsupportedContentType) -> Response[dict[s
     return _json(415, dict(UNSUPPORTED_MEDIA))
 
 
+def _media_type(event: dict[str, Any]) -> str:
+    """The request's media type, lower case and without parameters ("" when not sent)."""
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 def _not_json(event: dict[str, Any]) -> bool:
     """A body sent as anything but JSON (Powertools would read a form body as fields)."""
     if not event.get("body"):
         return False
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return media_type not in ("", content_types.APPLICATION_JSON)
+    return _media_type(event) not in ("", content_types.APPLICATION_JSON)
+
+
+def _with_json_media_type(event: dict[str, Any]) -> dict[str, Any]:
+    """Media types are case-insensitive and may carry parameters (`; charset=utf-8`);
+    Powertools compares the header's text with `application/json` as sent. A JSON body
+    reaches it with that exact header, whatever the caller's spelling."""
+    if _media_type(event) != content_types.APPLICATION_JSON:
+        return event
+    event = dict(event)
+    for key in ("headers", "multiValueHeaders"):
+        headers = event.get(key)
+        if not isinstance(headers, dict):
+            continue
+        json_value: Any = (
+            content_types.APPLICATION_JSON if key == "headers" else [content_types.APPLICATION_JSON]
+        )
+        event[key] = {
+            name: json_value if str(name).lower() == "content-type" else value
+            for name, value in headers.items()
+        }
+    return event
 
 
 @app.not_found
@@ -391,6 +415,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ignores the header."""
     if _not_json(event):
         return _proxy(415, dict(UNSUPPORTED_MEDIA))
+    event = _with_json_media_type(event)
     if str(event.get("httpMethod", "")).upper() not in IDEMPOTENT_METHODS:
         return app.resolve(event, context)
     try:

@@ -25,12 +25,37 @@ class DomainError(Exception):
         cls.code = cls.__name__
 
 
+# A 422 lists at most this many field errors; one more entry counts the rest.
+MAX_FIELD_ERRORS = 20
+TOO_MANY_ERRORS = "too_many_errors"
+
+
+def capped_fields(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first MAX_FIELD_ERRORS field errors, plus one entry saying how many were left out."""
+    already_capped = len(fields) == MAX_FIELD_ERRORS + 1 and fields[-1].get("type") == TOO_MANY_ERRORS
+    if len(fields) <= MAX_FIELD_ERRORS or already_capped:
+        return list(fields)
+    left_out = len(fields) - MAX_FIELD_ERRORS
+    more = {"field": "body", "message": f"{left_out} more errors not listed", "type": TOO_MANY_ERRORS}
+    return [*fields[:MAX_FIELD_ERRORS], more]
+
+
+def invalid_input(fields: list[dict[str, Any]]) -> ValidationError:
+    """The 422 for a list of field errors: the message names the (capped) fields."""
+    shown = capped_fields(fields)
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in shown)
+    return ValidationError(f"Invalid input: {summary}", fields=shown)
+
+
 class ValidationError(DomainError):
+    """Every 422 is built here: its field list is capped (see `capped_fields`)."""
+
     http_status = 422
 
     def __init__(self, message: str, fields: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message, fields=fields or [])
-        self.fields = fields or []
+        capped = capped_fields(fields or [])
+        super().__init__(message, fields=capped)
+        self.fields = capped
 
 
 class UserNotFound(DomainError):

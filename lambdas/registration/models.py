@@ -13,11 +13,19 @@ Identifier = Annotated[
     StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
     Field(description="1 to 64 letters, digits, '-' or '_'", examples=["evt-2026-keynote"]),
 ]
+# Control characters (C0, DEL, C1: NUL, tab, newline, escape...) have no place in any
+# text field; identifiers already admit only letters, digits, '-' and '_'.
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
 DisplayText = Annotated[
     str,
-    # `\S` (searched, not anchored): at least one visible character.
-    StringConstraints(strict=True, min_length=1, max_length=200, pattern=r"\S"),
-    Field(description="1 to 200 characters, not only whitespace"),
+    # Anchored: no control character anywhere, and at least one visible character.
+    StringConstraints(
+        strict=True,
+        min_length=1,
+        max_length=200,
+        pattern=rf"^[^{CONTROL_CHARACTERS}]*[^\s{CONTROL_CHARACTERS}][^{CONTROL_CHARACTERS}]*$",
+    ),
+    Field(description="1 to 200 characters, not only whitespace, no control characters"),
 ]
 Capacity = Annotated[int, Field(strict=True, ge=0, le=MAX_CAPACITY)]
 Timestamp = Annotated[str, Field(description="ISO 8601, UTC, millisecond precision")]

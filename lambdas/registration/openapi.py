@@ -44,7 +44,8 @@ DESCRIPTION = (
     "Users, events with limited seats, registrations and a first-come-first-served waitlist.\n\n"
     'JSON in, JSON out. Every error body is `{"error": "<Code>", "message": "<sentence>"}`; '
     "a 422 `ValidationError` also lists the offending `fields`. Lists are paginated with `limit` (1 to 100, "
-    "default 25) and the `nextToken` of the previous page.\n\n"
+    "default 25) and the `nextToken` of the previous page: an opaque, signed token that only the "
+    "listing that returned it accepts (any other value is a 422 naming `nextToken`).\n\n"
     "`POST /events/{eventId}/register` and `DELETE /events/{eventId}/register/{userId}` run "
     "Step Functions workflows; every other route is served by one Lambda function.\n\n"
     f"Every POST and DELETE takes an optional `{IDEMPOTENCY_HEADER}` header: a retry with the "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -137,32 +139,92 @@ def _plain(value: Any) -> Any:
 
 
 # --- pagination tokens -----------------------------------------------------------------
+#
+# A `nextToken` is opaque and tamper-evident: base64url(JSON payload) "." base64url(HMAC-
+# SHA256 of the payload). The payload names the listing and its scope (the event or user
+# it lists), the last key read and, for the waitlist, how many entries came before; the
+# page size is not bound (a token resumes after a key, whatever the next page's size).
+# The key is derived from PAGE_TOKEN_SECRET, a secret every function of the stack shares
+# (on AWS, CloudFormation resolves it from a generated Secrets Manager secret at deploy
+# time); a process without it (tests, the local stack) uses a fixed development secret.
+
+PAGE_TOKEN_SECRET_VARIABLE = "PAGE_TOKEN_SECRET"
+DEVELOPMENT_PAGE_TOKEN_SECRET = "local-development-page-token-secret"
+INVALID_TOKEN_MESSAGE = "nextToken is not a token this listing returned"
+_TOKEN_KEY_CONTEXT = b"registration/page-token/v1\0"
 
 
-def encode_token(last_key: Mapping[str, Any] | None, **extra: Any) -> str | None:
-    if not last_key:
-        return None
-    payload = {"k": _deser(last_key), **extra}
-    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+@functools.lru_cache(maxsize=4)
+def _derived_key(secret: str) -> bytes:
+    return hashlib.sha256(_TOKEN_KEY_CONTEXT + secret.encode("utf-8")).digest()
+
+
+# Which listing a token resumes: a token of one is refused by every other.
+LISTING_USERS = "users"
+LISTING_EVENTS = "events"
+LISTING_USER_REGISTRATIONS = "user-registrations"
+LISTING_REGISTRATIONS = "registrations"
+LISTING_WAITLIST = "waitlist"
+LISTING_EVENT_IDS = "event-ids"
+LISTING_RECONCILIATIONS = "reconciliations"
+
+
+def _token_key() -> bytes:
+    return _derived_key(os.environ.get(PAGE_TOKEN_SECRET_VARIABLE) or DEVELOPMENT_PAGE_TOKEN_SECRET)
+
+
+def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str | None, partition: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Returns (ExclusiveStartKey, extra fields); a token from elsewhere is a 422."""
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode("ascii"))
+
+
+def _mac(payload: str) -> str:
+    return _b64(hmac.new(_token_key(), payload.encode("ascii"), hashlib.sha256).digest())
+
+
+def encode_token(last_key: Mapping[str, Any] | None, listing: str, scope: str, **extra: Any) -> str | None:
+    """The signed token that resumes `listing` of `scope` after `last_key` (None at the end)."""
+    if not last_key:
+        return None
+    document = {"l": listing, "s": scope, "k": _deser(last_key), **extra}
+    payload = _b64(json.dumps(document, separators=(",", ":"), sort_keys=True).encode())
+    return f"{payload}.{_mac(payload)}"
+
+
+def invalid_token() -> ValidationError:
+    return ValidationError(
+        INVALID_TOKEN_MESSAGE,
+        fields=[{"field": "nextToken", "message": INVALID_TOKEN_MESSAGE, "type": "invalid_token"}],
+    )
+
+
+def decode_token(
+    token: str | None, listing: str, scope: str, partition: str
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(ExclusiveStartKey, extra fields) of a token `encode_token` made for this listing
+    and scope; anything else (altered, forged, from another listing) is a 422."""
     if not token:
         return None, {}
+    payload, _, mac = token.partition(".")
     try:
-        padded = token + "=" * (-len(token) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        start = payload["k"]
-        if not isinstance(start, dict) or partition not in (start.get("PK"), start.get("GSI1PK")):
-            raise ValueError("token belongs to another listing")
-        return _ser(start), {k: v for k, v in payload.items() if k != "k"}
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError(
-            "nextToken is not a token this listing returned",
-            fields=[{"field": "nextToken", "message": "invalid pagination token"}],
-        ) from None
+        if not payload or not hmac.compare_digest(mac.encode("ascii"), _mac(payload).encode("ascii")):
+            raise invalid_token()
+        document = json.loads(_unb64(payload))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise invalid_token() from None
+    start = document.get("k") if isinstance(document, dict) else None
+    if (
+        document.get("l") != listing
+        or document.get("s") != scope
+        or not isinstance(start, dict)
+        or not all(isinstance(v, str) for v in start.values())
+        or partition not in (start.get("PK"), start.get("GSI1PK"))
+    ):
+        raise invalid_token()
+    return _ser(start), {k: v for k, v in document.items() if k not in ("l", "s", "k")}
 
 
 def _check_limit(limit: int) -> int:
@@ -234,7 +296,7 @@ class RegistrationStore:
         return User.model_validate(item)
 
     def list_users(self, limit: int = 25, next_token: str | None = None) -> Page[User]:
-        items, token = self._query_gsi(keys.USERS, limit, next_token)
+        items, token = self._query_gsi(LISTING_USERS, keys.USERS, limit, next_token)
         return Page[User](items=[User.model_validate(i) for i in items], nextToken=token)
 
     # --- events ----------------------------------------------------------------------
@@ -278,7 +340,7 @@ class RegistrationStore:
         return EventState.model_validate(item)
 
     def list_events(self, limit: int = 25, next_token: str | None = None) -> Page[Event]:
-        items, token = self._query_gsi(keys.EVENTS, limit, next_token)
+        items, token = self._query_gsi(LISTING_EVENTS, keys.EVENTS, limit, next_token)
         return Page[Event](items=[Event.model_validate(i) for i in items], nextToken=token)
 
     def get_user_and_event(self, user_id: str, event_id: str) -> tuple[User | None, EventState | None]:
@@ -694,14 +756,18 @@ class RegistrationStore:
     def list_registrations(
         self, event_id: str, limit: int = 25, next_token: str | None = None
     ) -> Page[Registration]:
-        items, token, _ = self._query_partition(event_id, keys.REG_PREFIX, limit, next_token)
+        items, token, _ = self._query_partition(
+            LISTING_REGISTRATIONS, event_id, keys.REG_PREFIX, limit, next_token
+        )
         return Page[Registration](items=[Registration.model_validate(i) for i in items], nextToken=token)
 
     def list_waitlist(
         self, event_id: str, limit: int = 25, next_token: str | None = None
     ) -> Page[WaitlistEntry]:
         """FIFO; positions continue across pages (the token carries how many came before)."""
-        items, token, before = self._query_partition(event_id, keys.QUEUE_PREFIX, limit, next_token)
+        items, token, before = self._query_partition(
+            LISTING_WAITLIST, event_id, keys.QUEUE_PREFIX, limit, next_token
+        )
         entries = [
             WaitlistEntry(eventId=event_id, userId=i["userId"], position=before + n, joinedAt=i["joinedAt"])
             for n, i in enumerate(items, start=1)
@@ -712,7 +778,7 @@ class RegistrationStore:
         self, user_id: str, limit: int = 25, next_token: str | None = None
     ) -> Page[UserRegistration]:
         """Seats and waitlist places from GSI1 (eventually consistent), positions from the base table."""
-        items, token = self._query_gsi(keys.user_pk(user_id), limit, next_token)
+        items, token = self._query_gsi(LISTING_USER_REGISTRATIONS, keys.user_pk(user_id), limit, next_token)
         out: list[UserRegistration] = []
         for item in items:
             if item.get("entity") == "REGISTRATION":
@@ -781,8 +847,10 @@ class RegistrationStore:
             time.sleep(CONFLICT_BACKOFF_S * (2**attempt) * random.random())
         raise TransientDatabaseError("DynamoDB left keys unprocessed after several attempts")
 
-    def _query_gsi(self, partition: str, limit: int, next_token: str | None) -> tuple[list[Item], str | None]:
-        start, _ = decode_token(next_token, partition)
+    def _query_gsi(
+        self, listing: str, partition: str, limit: int, next_token: str | None
+    ) -> tuple[list[Item], str | None]:
+        start, _ = decode_token(next_token, listing, partition, partition)
         kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
         response = self._call(
             "query",
@@ -793,15 +861,18 @@ class RegistrationStore:
             Limit=_check_limit(limit),
             **kwargs,
         )
-        return [_deser(i) for i in response.get("Items", [])], encode_token(response.get("LastEvaluatedKey"))
+        items = [_deser(i) for i in response.get("Items", [])]
+        return items, encode_token(response.get("LastEvaluatedKey"), listing, partition)
 
     def _query_partition(
-        self, event_id: str, prefix: str, limit: int, next_token: str | None
+        self, listing: str, event_id: str, prefix: str, limit: int, next_token: str | None
     ) -> tuple[list[Item], str | None, int]:
         self.get_event(event_id)  # 404 for an unknown event, even on an empty listing
         partition = keys.event_pk(event_id)
-        start, extra = decode_token(next_token, partition)
-        offset = int(extra.get("o", 0))
+        start, extra = decode_token(next_token, listing, partition, partition)
+        offset = extra.get("o", 0)
+        if start is not None and (type(offset) is not int or offset < 0):
+            raise invalid_token()
         kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
         response = self._call(
             "query",
@@ -814,7 +885,7 @@ class RegistrationStore:
         )
         last = response.get("LastEvaluatedKey")
         items = [_deser(i) for i in response.get("Items", [])]
-        return items, encode_token(last, o=offset + len(items)) if last else None, offset
+        return items, encode_token(last, listing, partition, o=offset + len(items)), offset
 
     def _transact(self, items: list[TxItem], scope: str) -> bool:
         """Runs one transaction for request `scope`; True when applied (by this call, or by an
@@ -909,7 +980,7 @@ class RegistrationStore:
     def list_event_ids(self, limit: int = 50, next_token: str | None = None) -> Page[str]:
         """One page of event ids from GSI1 (eventually consistent: a brand-new event may be
         missed by this page and is seen by the next run)."""
-        start, _ = decode_token(next_token, keys.EVENTS)
+        start, _ = decode_token(next_token, LISTING_EVENT_IDS, keys.EVENTS, keys.EVENTS)
         kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
         response = self._call(
             "query",
@@ -922,7 +993,8 @@ class RegistrationStore:
             **kwargs,
         )
         ids = [str(_deser(i)["eventId"]) for i in response.get("Items", []) if "eventId" in i]
-        return Page[str](items=ids, nextToken=encode_token(response.get("LastEvaluatedKey")))
+        token = encode_token(response.get("LastEvaluatedKey"), LISTING_EVENT_IDS, keys.EVENTS)
+        return Page[str](items=ids, nextToken=token)
 
     def iter_sort_keys(self, event_id: str, prefix: str) -> Iterator[str]:
         """The sort keys of an event's items under a prefix, in order (keys only, so a
@@ -1050,7 +1122,7 @@ class RegistrationStore:
 
     def list_reconciliation_records(self, limit: int = 25, next_token: str | None = None) -> Page[Item]:
         """Repair records of every event, oldest first, from GSI1 (listings only)."""
-        items, token = self._query_gsi(keys.RECONCILIATIONS, limit, next_token)
+        items, token = self._query_gsi(LISTING_RECONCILIATIONS, keys.RECONCILIATIONS, limit, next_token)
         return Page[Item](items=[_plain_deep(i) for i in items], nextToken=token)
 
     def _repair_items(

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import pydantic
 from aws_lambda_powertools.utilities.parser import parse
 
-from registration.errors import ValidationError
+from registration.errors import ValidationError, invalid_input
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -24,9 +24,7 @@ def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
 
 
 def validation_error(exc: pydantic.ValidationError) -> ValidationError:
-    fields = field_errors(exc)
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return ValidationError(f"Invalid input: {summary}", fields=fields)
+    return invalid_input(field_errors(exc))
 
 
 def parse_model(event: Any, model: type[M]) -> M:

@@ -215,6 +215,37 @@ def test_unknown_names_and_events_are_one_line_errors(server: LocalServer) -> No
         assert err.startswith("regctl: ") and err.count("\n") == 1, err
 
 
+LONG_ID = "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("GET", f"/_ops/events/{LONG_ID}", None, "eventId"),
+        ("GET", "/_ops/events/bad%00id", None, "eventId"),
+        ("GET", f"/_ops/executions/{LONG_ID}", None, "name"),
+        ("GET", "/_ops/executions/bad.name", None, "name"),
+        ("GET", f"/_ops/executions?eventId={LONG_ID}", None, "eventId"),
+        ("GET", f"/_ops/executions?userId={LONG_ID}", None, "userId"),
+        ("POST", "/_ops/reconcile", {"eventId": LONG_ID}, "eventId"),
+    ],
+)
+def test_operator_ids_are_validated_as_the_public_routes_do(
+    server: LocalServer, method: str, path: str, body: Any, field: str
+) -> None:
+    client = Client(server.url)
+    answer = client.request(method, path, body) if body is not None else client.request(method, path)
+    answer.invalid(field)
+    assert LONG_ID not in answer.raw.decode()  # the refusal does not echo the input back
+
+
+def test_operator_bodies_are_parsed_within_bounds(server: LocalServer) -> None:
+    client = Client(server.url)
+    for raw in ("[" * 1000 + "]" * 1000, '{"eventId": ' + "9" * 5000 + "}"):
+        answer = client.post("/_ops/reconcile", body=raw, headers={"Content-Type": "application/json"})
+        answer.error(400, "BadRequest")
+
+
 def test_usage_errors_exit_2(server: LocalServer) -> None:
     code, _, err = regctl(server, "executions", "list", "--status", "sleeping")
     assert code == 2 and "status must be one of" in err

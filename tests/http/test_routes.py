@@ -459,3 +459,39 @@ def test_docs_page_works_offline(client: Client) -> None:
         assert asset in html
         served = client.get(asset)
         assert served.status == 200 and len(served.raw) > 10_000
+
+
+# --- hostile input ---------------------------------------------------------------------
+
+
+def test_media_types_are_case_insensitive_on_every_route(client: Client) -> None:
+    event_id, user_id = uid("e"), uid("u")
+    for content_type, path, body in (
+        ("APPLICATION/JSON", "/users", {"userId": user_id, "name": "Upper"}),
+        ("Application/Json; charset=UTF-8", "/events", {"eventId": event_id, "title": "T", "capacity": 1}),
+        ("APPLICATION/JSON;charset=utf-8", f"/events/{event_id}/register", {"userId": user_id}),
+    ):
+        answer = client.post(path, body=json.dumps(body), headers={"Content-Type": content_type})
+        assert answer.status == 201, (path, answer.raw)
+
+
+def test_deeply_nested_or_huge_numbers_are_422_on_every_body_route(client: Client) -> None:
+    event_id = client.event(capacity=1)
+    deep = "[" * 1000 + "]" * 1000
+    json_headers = {"Content-Type": "application/json"}
+    for path in ("/users", "/events", f"/events/{event_id}/register"):
+        client.post(path, body=deep, headers=json_headers).error(422, "ValidationError")
+    huge = '{"title": "T", "capacity": ' + "9" * 5000 + "}"
+    client.post("/events", body=huge, headers=json_headers).invalid("body")
+
+
+def test_a_token_of_another_listing_of_the_same_event_is_422(client: Client) -> None:
+    event_id = client.event(capacity=1, has_waitlist=True)
+    for _ in range(3):
+        assert client.register(event_id, client.user()).status == 201
+    waitlist = client.get(f"/events/{event_id}/waitlist?limit=1").body["nextToken"]
+    assert waitlist
+    answer = client.get(f"/events/{event_id}/registrations?nextToken={waitlist}")
+    assert answer.invalid("nextToken")[0]["message"] == "nextToken is not a token this listing returned"
+    payload, _, mac = waitlist.partition(".")
+    client.get(f"/events/{event_id}/waitlist?nextToken={payload[:-2]}.{mac}").invalid("nextToken")

@@ -256,3 +256,43 @@ def test_asl_validator_passes_on_every_state_machine(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("is valid") == len(machines), result.stdout
     figures["aslValidator"] = {"stateMachines": len(machines), "invalid": 0}
+
+
+# --- the pagination token secret --------------------------------------------------------
+
+
+def test_every_listing_function_signs_tokens_with_one_generated_secret(synthesized: Synthesized) -> None:
+    from registration.store import PAGE_TOKEN_SECRET_VARIABLE
+
+    assert names.ENV_PAGE_TOKEN_SECRET == PAGE_TOKEN_SECRET_VARIABLE
+    (secret_id,) = synthesized.resources("AWS::SecretsManager::Secret")
+    generated = synthesized.raw["Resources"][secret_id]["Properties"]["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 32
+    reference = {"Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id}, ":SecretString:::}}"]]}
+    holders = {
+        logical_id
+        for logical_id, function in synthesized.resources("AWS::Lambda::Function").items()
+        if names.ENV_PAGE_TOKEN_SECRET in function["Properties"].get("Environment", {}).get("Variables", {})
+    }
+    api_function = next(
+        logical_id
+        for logical_id, function in synthesized.resources("AWS::Lambda::Function").items()
+        if function["Properties"]["Handler"] == names.API_HANDLER
+    )
+    assert api_function in holders and any("ListEventsPage" in h for h in holders), holders
+    for logical_id in holders:
+        variables = synthesized.raw["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
+        # A deploy-time reference: the template never holds the secret itself.
+        assert variables[names.ENV_PAGE_TOKEN_SECRET] == reference
+
+
+def test_the_local_stack_resolves_the_secret_to_its_development_default(synthesized: Synthesized) -> None:
+    from infrastructure.local.template import parse_template
+
+    local = parse_template(synthesized.raw)
+    values = {
+        spec.environment[names.ENV_PAGE_TOKEN_SECRET]
+        for spec in local.functions.values()
+        if names.ENV_PAGE_TOKEN_SECRET in spec.environment
+    }
+    assert values == {""}

@@ -13,7 +13,7 @@ from handlers import api
 from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
-from registration import idempotency
+from registration import errors, idempotency
 from registration.errors import ValidationError
 from registration.observability import logger
 from registration.store import RegistrationStore
@@ -105,6 +105,73 @@ def test_other_media_types_are_415(store: RegistrationStore) -> None:
     assert (status, body["error"]) == (415, "UnsupportedMediaType")
 
 
+DEEP = b"[" * 1000 + b"]" * 1000
+LONG_INTEGER = b'{"title": "T", "capacity": ' + b"9" * 5000 + b"}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        DEEP,
+        b'{"userId": "ada", "name": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}",
+        LONG_INTEGER,
+        b'{"userId": "ada", "name": "Ada", "n": -' + b"1" * 21 + b"}",
+    ],
+)
+@pytest.mark.parametrize("path", ["/users", "/events"])
+def test_bodies_beyond_the_json_bounds_are_malformed(store: RegistrationStore, path: str, raw: bytes) -> None:
+    status, body = call("POST", path, raw=raw)
+    assert status == 422
+    assert [(f["field"], f["type"]) for f in body["fields"]] == [("body", "json_invalid")]
+    assert "4300" not in body["message"] and "sys." not in body["message"]  # nothing of Python's own
+    assert _users(store) == [] and _events(store) == []
+
+
+def test_bodies_within_the_json_bounds_reach_the_model(store: RegistrationStore) -> None:
+    nested = {"userId": "ada", "name": "Ada", "x": json.loads("[" * 31 + "]" * 31)}
+    assert call("POST", "/users", nested)[1]["fields"][0]["field"] == "x"  # the model's refusal
+    status, body = call("POST", "/events", raw=b'{"title": "T", "capacity": ' + b"9" * 20 + b"}")
+    assert (status, body["fields"][0]["field"]) == (422, "capacity")
+
+
+def test_a_body_of_many_unknown_keys_lists_only_the_first_errors(store: RegistrationStore) -> None:
+    status, body = call("POST", "/users", {f"k{n}": 1 for n in range(90_000)})
+    assert status == 422
+    listed = body["fields"]
+    assert len(listed) == errors.MAX_FIELD_ERRORS + 1
+    assert listed[-1]["type"] == errors.TOO_MANY_ERRORS
+    # userId and name missing, and 90,000 unknown keys: all counted.
+    left_out = 2 + 90_000 - errors.MAX_FIELD_ERRORS
+    assert listed[-1]["message"].startswith(f"{left_out} more")
+    assert len(json.dumps(body)) < 10_000
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "APPLICATION/JSON",
+        "Application/Json; charset=UTF-8",
+        "application/json;charset=utf-8",
+        " application/json ",
+    ],
+)
+def test_media_types_are_case_insensitive_and_may_have_parameters(
+    store: RegistrationStore, content_type: str
+) -> None:
+    status, created = call(
+        "POST", "/users", raw=b'{"userId": "ada", "name": "Ada"}', headers={"Content-Type": content_type}
+    )
+    assert status == 201, created
+    assert call("GET", "/users/ada") == (200, created)
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "tab\there", "line\n", "\x1b[31mred", "del\x7f", "c1\x85"])
+def test_control_characters_are_refused_in_every_text_field(store: RegistrationStore, text: str) -> None:
+    assert call("POST", "/users", {"userId": "ada", "name": text})[1]["fields"][0]["field"] == "name"
+    assert call("POST", "/events", {"title": text, "capacity": 1})[1]["fields"][0]["field"] == "title"
+    assert _users(store) == [] and _events(store) == []
+
+
 def test_query_parameters_are_validated(store: RegistrationStore) -> None:
     assert call("GET", "/users", query="limit=0")[1]["fields"][0]["field"] == "limit"
     assert call("GET", "/users", query="nextToken=x")[1]["fields"][0]["field"] == "nextToken"
@@ -151,6 +218,8 @@ def test_correlation_id_is_the_api_gateway_request_id(store: RegistrationStore) 
         (b'{"userId": 5}', "userId"),
         (b'{"userId": "u", "x": 1}', "x"),
         (b'{"userId": "' + b"u" * 65 + b'"}', "userId"),
+        (DEEP, "body"),
+        (b'{"userId": ' + b"9" * 5000 + b"}", "body"),
     ],
 )
 def test_register_request_refuses_bad_bodies(body: bytes, field: str) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from registration import errors, keys
+from registration import store as store_module
 from registration.models import NewEvent, NewUser, WaitlistHead
 from registration.store import RegistrationStore, transaction_token
 from tests.fixtures.tables import moto_store
@@ -199,6 +204,85 @@ def test_pagination_tokens(store: RegistrationStore) -> None:
     other = store.list_users(limit=1).nextToken
     with pytest.raises(errors.ValidationError):
         store.list_registrations("e", next_token=other)
+
+
+def _refused_token(call: Any) -> None:
+    with pytest.raises(errors.ValidationError) as refused:
+        call()
+    assert refused.value.message == store_module.INVALID_TOKEN_MESSAGE
+    assert [f["field"] for f in refused.value.fields] == ["nextToken"]
+
+
+def _resigned(token: str, change: dict[str, Any], secret: str | None = None) -> str:
+    """`token` with fields of its payload changed and a valid-looking MAC kept or remade."""
+    payload, _, mac = token.partition(".")
+    document = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    document.update(change)
+    raw = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    changed = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    if secret is None:
+        return f"{changed}.{mac}"
+    key = hashlib.sha256(store_module._TOKEN_KEY_CONTEXT + secret.encode()).digest()
+    signature = base64.urlsafe_b64encode(hmac.new(key, changed.encode(), hashlib.sha256).digest())
+    return f"{changed}.{signature.decode().rstrip('=')}"
+
+
+def test_a_token_of_another_listing_of_the_same_event_is_refused(store: RegistrationStore) -> None:
+    _seed(store, capacity=2, users="abcde")
+    for n, u in enumerate("ab"):
+        store.take_seat("e", u, f"s{n}", AT)
+    for n, u in enumerate("cde"):
+        store.join_waitlist(store.get_event("e"), u, f"w{n}", AT)
+    registrations = store.list_registrations("e", limit=1).nextToken
+    waitlist = store.list_waitlist("e", limit=1).nextToken
+    assert registrations and waitlist
+    _refused_token(lambda: store.list_registrations("e", next_token=waitlist))
+    _refused_token(lambda: store.list_waitlist("e", next_token=registrations))
+    # Each still resumes its own listing.
+    assert [r.userId for r in store.list_registrations("e", next_token=registrations).items] == ["b"]
+    assert [w.position for w in store.list_waitlist("e", next_token=waitlist).items] == [2, 3]
+
+
+def test_a_token_of_another_event_or_user_is_refused(store: RegistrationStore) -> None:
+    _seed(store, capacity=0, users="abc")
+    store.create_event(NewEvent(eventId="f", title="Other", capacity=0, hasWaitlist=True))
+    for event_id in ("e", "f"):
+        for n, u in enumerate("abc"):
+            store.join_waitlist(store.get_event(event_id), u, f"{event_id}{n}", AT)
+    token = store.list_waitlist("e", limit=1).nextToken
+    _refused_token(lambda: store.list_waitlist("f", next_token=token))
+    mine = store.list_user_registrations("a", limit=1).nextToken
+    assert mine
+    _refused_token(lambda: store.list_user_registrations("b", next_token=mine))
+    _refused_token(lambda: store.list_events(next_token=mine))
+    events = store.list_event_ids(limit=1).nextToken
+    _refused_token(lambda: store.list_events(next_token=events))
+
+
+def test_a_changed_or_forged_token_is_refused(
+    store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(store, capacity=0, users="abc")
+    for n, u in enumerate("abc"):
+        store.join_waitlist(store.get_event("e"), u, f"w{n}", AT)
+    token = store.list_waitlist("e", limit=1).nextToken
+    assert token
+    for change in ({"o": 1e300}, {"o": -5}, {"o": 0}, {"s": "EVENT#f"}, {"l": "registrations"}):
+        _refused_token(lambda change=change: store.list_waitlist("e", next_token=_resigned(token, change)))
+    # A token signed with another secret (what a caller could forge) is refused too.
+    forged = _resigned(token, {"o": 7}, secret="guessed")
+    _refused_token(lambda: store.list_waitlist("e", next_token=forged))
+    for garbage in (token + "x", token.partition(".")[0], "." + token, "é.é", "a.b.c"):
+        _refused_token(lambda garbage=garbage: store.list_waitlist("e", next_token=garbage))
+    # Every function that shares the secret accepts the token; another secret does not.
+    monkeypatch.setenv(store_module.PAGE_TOKEN_SECRET_VARIABLE, "stack-secret")
+    shared = store.list_waitlist("e", limit=1).nextToken
+    assert shared and shared != token
+    assert [w.position for w in store.list_waitlist("e", limit=1, next_token=shared).items] == [2]
+    _refused_token(lambda: store.list_waitlist("e", next_token=token))
+    # Even a token signed with the right key holds nothing but what the listing wrote.
+    resigned = _resigned(shared, {"o": 1e300}, secret="stack-secret")
+    _refused_token(lambda: store.list_waitlist("e", next_token=resigned))
 
 
 def test_waitlist_positions_continue_across_pages(store: RegistrationStore) -> None:
