@@ -165,6 +165,29 @@ def _add_idempotency_parameter(paths: Mapping[str, Any]) -> None:
                     parameters.append(idempotency_parameter())
 
 
+# What API Gateway (its gateway responses, in the error shape) and the local server answer
+# before any route runs: a body that is not JSON, a body over the size limit.
+TRANSPORT_REFUSALS = {
+    "415": "`UnsupportedMediaType`: the request's `Content-Type` is not `application/json`",
+    "413": "`PayloadTooLarge`: the body is over the size limit (10 MB on API Gateway, 1 MB locally)",
+}
+
+
+def _add_transport_refusals(paths: dict[str, Any]) -> None:
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method not in IDEMPOTENT_METHODS:
+                continue
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            for status, description in TRANSPORT_REFUSALS.items():
+                if status == "413" and "requestBody" not in operation:
+                    continue
+                responses.setdefault(
+                    status, {"description": description, "content": _content(_ref(ErrorBody))}
+                )
+            operation["responses"] = dict(sorted(responses.items()))
+
+
 def workflow_error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
     """A workflow route's error responses: its codes, and the answer of a timed-out execution."""
     responses = {s: {**r, "content": _content(_ref(ErrorBody))} for s, r in error_responses(codes).items()}
@@ -272,6 +295,7 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
             raise ValueError(f"{path}: the API Lambda also serves {sorted(clash)}")
         paths.setdefault(path, {}).update(operations)
     _add_idempotency_parameter(paths)
+    _add_transport_refusals(paths)
     document["paths"] = dict(sorted(paths.items()))
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     extra = _schemas(

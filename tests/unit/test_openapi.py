@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -60,8 +61,8 @@ def test_workflow_routes_document_their_models() -> None:
     assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/RegisterRequest"
     )
-    assert set(register["responses"]) == {"201", "404", "409", "422", "500", "503"}
-    assert set(unregister["responses"]) == {"200", "404", "409", "422", "500", "503"}
+    assert set(register["responses"]) == {"201", "404", "409", "413", "415", "422", "500", "503"}
+    assert set(unregister["responses"]) == {"200", "404", "409", "415", "422", "500", "503"}
     assert "EventFull" in register["responses"]["409"]["description"]
 
 
@@ -100,3 +101,35 @@ def test_check_mode_reports_drift(tmp_path: Path) -> None:
     assert openapi.main(["--output", str(stale), "--check"]) == 1
     assert openapi.main(["--output", str(stale)]) == 0
     assert openapi.main(["--output", str(stale), "--check"]) == 0
+
+
+def test_what_the_server_refuses_before_any_route_runs_is_documented() -> None:
+    """A body that is not JSON (415) or too large (413) is answered by the local server
+    (and API Gateway's gateway responses) before the route: every route that takes a body
+    or a Content-Type documents those answers."""
+    from infrastructure.local.server import LocalApi
+
+    paths = openapi.document()["paths"]
+    engine = SimpleNamespace(
+        template=SimpleNamespace(functions={}, api_integrations={}),
+        authorizer=None,
+        region="us-east-1",
+        account="123456789012",
+    )
+    api = LocalApi(engine)  # type: ignore[arg-type]
+    for path, method, target in [
+        ("/users", "post", "/users"),
+        ("/events", "post", "/events"),
+        ("/events/{eventId}/register", "post", "/events/e1/register"),
+        ("/events/{eventId}/register/{userId}", "delete", "/events/e1/register/u1"),
+    ]:
+        reply = api.handle(
+            method=method.upper(),
+            target=target,
+            headers=[("Content-Type", "text/plain")],
+            body=b"x",
+            request_id="r",
+        )
+        assert reply.status == 415, (path, reply.status)
+        assert json.loads(reply.body)["error"] == "UnsupportedMediaType"
+        assert str(reply.status) in paths[path][method]["responses"], (path, method)
