@@ -29,7 +29,9 @@ import boto3
 from botocore.config import Config
 
 from infrastructure import names
+from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT, HistoryQuota
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
+from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.template import (
     FunctionSpec,
     LocalTemplate,
@@ -342,6 +344,10 @@ class LocalEngine:
 
     Thread-safe for ``start_execution``/``wait``/``run``/``describe``/``history``:
     every execution runs in its own moto worker thread.
+
+    ``history_limit``: the events a Standard execution's history may hold before it
+    fails as AWS fails it (AWS's hard quota by default; None for no limit). Read when
+    each execution starts, so changing it affects the executions started afterwards.
     """
 
     def __init__(
@@ -356,6 +362,7 @@ class LocalEngine:
         use_seam: bool = True,
         retain_executions: int = 1000,
         reuse_programs: bool = True,
+        history_limit: int | None = STANDARD_HISTORY_LIMIT,
     ) -> None:
         if isinstance(template, LocalTemplate):
             self.template = template
@@ -380,6 +387,7 @@ class LocalEngine:
         self._extra_environment = dict(environment or {})
         self.retain_executions = retain_executions
         self.reuse_programs = reuse_programs
+        self.history_limit = history_limit
         self.seam: LambdaSeam | None = (
             LambdaSeam(
                 {
@@ -404,6 +412,7 @@ class LocalEngine:
         self._backend: Any = None
         self._started = False
         self._hook_installed = False
+        self._aws_rules_installed = False
         self._finished_since_prune = 0
         self._prune_lock = threading.Lock()
 
@@ -460,6 +469,9 @@ class LocalEngine:
             _WorkerHooks.reuse_programs = self.reuse_programs
             _WorkerHooks.install()
             self._hook_installed = True
+            HistoryQuota.install(self._arn_prefix, lambda: self.history_limit)
+            StatesIntegration.install()
+            self._aws_rules_installed = True
             if self.seam is not None:
                 self.seam.start()
             self._started = True
@@ -484,6 +496,10 @@ class LocalEngine:
         if self._hook_installed:
             _WorkerHooks.uninstall()
             self._hook_installed = False
+        if self._aws_rules_installed:
+            HistoryQuota.uninstall(self._arn_prefix)
+            StatesIntegration.uninstall()
+            self._aws_rules_installed = False
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -509,6 +525,10 @@ class LocalEngine:
             for execution in list(self._backend.describe_state_machine(spec.arn).executions):
                 while execution.status == "RUNNING" and time.monotonic() < deadline:
                     time.sleep(0.01)
+
+    @property
+    def _arn_prefix(self) -> str:
+        return f"arn:aws:states:{self.region}:{self.account}:"
 
     # Resources ----------------------------------------------------------------------
 
