@@ -8,6 +8,9 @@ the unique suffix and the correlation id in the execution's input and logs. Runs
 reconcile workflow started by the operator CLI or the local schedule follow the same
 shape with the event id (or `all`) and who started it (`regctl`, `schedule`) in place
 of the user id. (Runs started by EventBridge Scheduler on AWS carry Scheduler's name.)
+A run over all events that outgrows one execution continues in fresh ones, which the
+workflow names `<workflow>-all-part<N>-<chainId>` (N counts from 2; the chain id is a
+UUID the run draws when it starts), so they parse like the rest.
 
 With CloudWatch logging on only letters, digits, `-` and `_` are safe: other characters
 are dropped, and each id is trimmed to an equal share of what the request id leaves.
@@ -30,6 +33,8 @@ REQUEST_ID_LENGTH = 36  # a UUID, like API Gateway's $context.requestId
 ALL_EVENTS = "all"
 STARTED_BY_CLI = "regctl"
 STARTED_BY_SCHEDULE = "schedule"
+# The executions a reconcile run continues in: `part<N>` in the user id's place.
+CONTINUATION_PART = "part"
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -57,6 +62,26 @@ def execution_name(workflow: str, event_id: str, user_id: str, request_id: str) 
 def reconcile_name(workflow: str, event_id: str | None, started_by: str, suffix: str | None = None) -> str:
     """The name of a reconcile run over one event (or all of them)."""
     return execution_name(workflow, event_id or ALL_EVENTS, started_by, suffix or str(uuid.uuid4()))
+
+
+def continuation_name(workflow: str, part: int, chain_id: str) -> str:
+    """The name of the `part`-th execution of a reconcile run (the first has its own name)."""
+    return f"{workflow}-{ALL_EVENTS}-{CONTINUATION_PART}{part}-{chain_id}"
+
+
+def continuation_format(workflow: str) -> str:
+    """`continuation_name` as the format string of `States.Format(format, part, chainId)`."""
+    return f"{workflow}-{ALL_EVENTS}-{CONTINUATION_PART}{{}}-{{}}"
+
+
+def is_continuation(name: str, workflow: str) -> bool:
+    """Whether `name` is one of the later executions of a reconcile run."""
+    parts = parse(name, [workflow])
+    return (
+        parts is not None
+        and parts.workflow == workflow
+        and re.fullmatch(rf"{ALL_EVENTS}-{CONTINUATION_PART}[0-9]+", parts.middle) is not None
+    )
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,15 @@ RECONCILE_HANDLERS = {
     "TallyReconciliation": "handlers.tally_reconciliation.handler",
     "RecordReconciliation": "handlers.record_reconciliation.handler",
 }
+# A run continues in a fresh execution of the same state machine every few pages (a
+# Standard execution's history holds at most 25,000 events): the next execution's input
+# carries the run under RECONCILE_CONTINUATION_KEY; the output of the one that ended names
+# its successor under RECONCILE_CONTINUED_AS_KEY.
+RECONCILE_CONTINUATION_KEY = "continuation"
+RECONCILE_CONTINUED_AS_KEY = "continuedAs"
+# The reconcile state machine's name is `<stack name>-<this>` (fixed, so that its role
+# may start it by ARN without referring to the state machine itself).
+RECONCILE_STATE_MACHINE_SUFFIX = "reconcile"
 # `cdk synth -c reconcileSchedule="rate(1 hour)"` (or the construct's argument) overrides it.
 RECONCILE_SCHEDULE_CONTEXT = "reconcileSchedule"
 DEFAULT_RECONCILE_SCHEDULE = "rate(15 minutes)"

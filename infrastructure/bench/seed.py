@@ -13,7 +13,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import islice
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from boto3.dynamodb.types import TypeSerializer
 
 from registration import keys
-from registration.models import NewEvent, User
+from registration.models import EventState, NewEvent, User
 from registration.store import RegistrationStore, now_iso
 
 BATCH = 25  # BatchWriteItem's limit
@@ -184,6 +184,39 @@ def set_counters(
         ConditionExpression="registeredCount = :zero AND waitlistCount = :zero AND waitlistSeq = :zero",
         ExpressionAttributeValues=serialize({":reg": registered, ":wl": waitlisted, ":seq": seq, ":zero": 0}),
     )
+
+
+def seed_events(
+    store: RegistrationStore,
+    event_ids: Sequence[str],
+    *,
+    capacity: int = 10,
+    registered_count: Callable[[int], int] = lambda n: 0,
+    show_progress: bool = True,
+) -> None:
+    """Event items for `event_ids` (what `create_event` would write), in bulk. The n-th
+    event's `registeredCount` is `registered_count(n)`; no seat items exist, so any
+    count but 0 is drift (what reconciliation repairs)."""
+    at = now_iso()
+    items = (
+        store.event_item(
+            EventState(
+                eventId=event_id,
+                title=f"Benchmark {event_id}",
+                capacity=capacity,
+                hasWaitlist=False,
+                registeredCount=registered_count(n),
+                waitlistCount=0,
+                waitlistSeq=0,
+                createdAt=at,
+            )
+        )
+        for n, event_id in enumerate(event_ids)
+    )
+    progress = Progress("events", len(event_ids), enabled=show_progress and len(event_ids) >= 1000)
+    bulk_write(store.client, store.table_name, items, progress=progress)
+    if progress.enabled:
+        progress.close()
 
 
 def seed_users(

@@ -2,7 +2,9 @@
 
 Each function has its own least-privilege role (as the registration tasks do, see
 `task_functions`). The schedule is an EventBridge Scheduler schedule whose role may
-start this state machine and nothing else.
+start this state machine and nothing else; the state machine's own role may invoke its
+four functions and start itself (a long run continues in a fresh execution, see
+`workflows.reconcile`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ from botocore.config import Config
 
 from infrastructure import names
 from infrastructure.local import iam
+from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT, HistoryQuota
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
+from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.template import (
     DEFAULT_TEMPLATE_PATH,
     FunctionSpec,
@@ -540,6 +542,10 @@ class LocalEngine:
 
     Thread-safe for ``start_execution``/``wait``/``run``/``describe``/``history``:
     every execution runs in its own moto worker thread.
+
+    ``history_limit``: the events a Standard execution's history may hold before it
+    fails as AWS fails it (AWS's hard quota by default; None for no limit). Read when
+    each execution starts, so changing it affects the executions started afterwards.
     """
 
     def __init__(
@@ -559,6 +565,7 @@ class LocalEngine:
         max_execution_name_length: int = MAX_EXECUTION_NAME_LENGTH,
         express_max_duration_s: float = EXPRESS_MAX_DURATION_S,
         time_scale: float = 1.0,
+        history_limit: int | None = STANDARD_HISTORY_LIMIT,
     ) -> None:
         source: str | None = None
         if isinstance(template, LocalTemplate):
@@ -594,6 +601,7 @@ class LocalEngine:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.time_scale = time_scale
+        self.history_limit = history_limit
         self.seam: LambdaSeam | None = (
             LambdaSeam(
                 {
@@ -624,6 +632,7 @@ class LocalEngine:
         self._started = False
         self._hook_installed = False
         self._quotas_installed = False
+        self._aws_rules_installed = False
         self._finished_since_prune = 0
         self._prune_lock = threading.Lock()
 
@@ -686,6 +695,9 @@ class LocalEngine:
             _QuotaHooks.time_scale = self.time_scale
             _QuotaHooks.install()
             self._quotas_installed = True
+            HistoryQuota.install(self._arn_prefix, lambda: self.history_limit)
+            StatesIntegration.install()
+            self._aws_rules_installed = True
             if self.seam is not None:
                 self.seam.start()
             if self.authorizer is not None:
@@ -717,6 +729,10 @@ class LocalEngine:
         if self._hook_installed:
             _WorkerHooks.uninstall()
             self._hook_installed = False
+        if self._aws_rules_installed:
+            HistoryQuota.uninstall(self._arn_prefix)
+            StatesIntegration.uninstall()
+            self._aws_rules_installed = False
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -742,6 +758,10 @@ class LocalEngine:
             for execution in list(self._backend.describe_state_machine(spec.arn).executions):
                 while execution.status == "RUNNING" and time.monotonic() < deadline:
                     time.sleep(0.01)
+
+    @property
+    def _arn_prefix(self) -> str:
+        return f"arn:aws:states:{self.region}:{self.account}:"
 
     # Resources ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote
 
@@ -216,7 +216,8 @@ class Operations:
     # Events and reconciliation --------------------------------------------------------
 
     def last_reconciliation(self, event_id: str | None) -> dict[str, Any] | None:
-        """The newest reconcile run that covered the event (every run covers `all`)."""
+        """The newest reconcile run that covered the event (every run covers `all`): its
+        newest execution, reported as the run (a long run continues in more executions)."""
         workflow = names.RECONCILE_WORKFLOW
         if workflow not in self.engine.workflows:
             return None
@@ -228,7 +229,8 @@ class Operations:
                 or parts.middle.startswith(execution_names.ALL_EVENTS + "-")
                 or execution_names.matches(item["name"], self.workflows, event_id=event_id)
             ):
-                return self._summary(workflow, item, None)
+                result = self.engine.describe(item["executionArn"])
+                return executions.last_run(self._summary(workflow, item, None), result.input, result.output)
         return None
 
     def event(self, event_id: str) -> dict[str, Any]:
@@ -270,13 +272,23 @@ def handle(engine: LocalEngine, method: str, path: str, query: str, body: bytes)
 # --- the schedule ------------------------------------------------------------------------
 
 
-def run_line(result: ExecutionResult) -> str:
-    """One line about a finished reconcile run: status, duration, what it repaired."""
-    took = f"{result.duration_ms:.0f}ms" if result.duration_ms is not None else "?"
-    head = f"reconcile {result.name} {result.status} in {took}"
-    totals = result.output if isinstance(result.output, Mapping) else None
-    if totals is None:
-        return f"{head}: {result.error or 'no summary'}"
+def run_line(result: ExecutionResult | Sequence[ExecutionResult]) -> str:
+    """One line about a finished reconcile run (its executions, in order): status,
+    duration, what it repaired."""
+    parts = [result] if isinstance(result, ExecutionResult) else list(result)
+    first, last = parts[0], parts[-1]
+    took = (
+        f"{(last.stop_date - first.start_date).total_seconds() * 1000:.0f}ms"
+        if last.stop_date is not None
+        else "?"
+    )
+    status = executions.run_status(last.status, last.output)
+    head = f"reconcile {first.name} {status} in {took}"
+    if len(parts) > 1:
+        head += f" ({len(parts)} executions)"
+    totals = last.output if isinstance(last.output, Mapping) else None
+    if totals is None or executions.continued_as(totals):
+        return f"{head}: {last.error or 'no summary'}"
     repaired = totals.get("repairedEventIds") or []
     repairs = sum(int(totals.get(k) or 0) for k in ("countRepairs", "waitlistRepairs", "promotions"))
     events = int(totals.get("events") or 0)
@@ -340,22 +352,36 @@ class ReconcileSchedule:
             except Exception:  # a failed start must not end the schedule
                 LOG.exception("scheduled reconcile run failed to start")
 
-    def run_once(self) -> ExecutionResult | None:
+    def run_once(self) -> list[ExecutionResult] | None:
+        """Starts a run and waits for its end; its executions (one, or more for a long run)."""
         ops = operations_for(self.engine)
         started = ops.start_reconcile(None, started_by=execution_names.STARTED_BY_SCHEDULE)
         deadline = time.monotonic() + RECONCILE_WAIT_S
+        parts: list[ExecutionResult] = []
+        arn = started["executionArn"]
         while True:
-            result = self.engine.describe(started["executionArn"])
-            if result.status in executions.TERMINAL:
-                result = self.engine.wait(started["executionArn"], timeout=5)
+            result = self._finished(arn, deadline)
+            if result is None:
+                return None
+            parts.append(result)
+            following = executions.continued_as(result.output)
+            if following is None:
                 break
+            arn = f"{result.execution_arn.rsplit(':', 1)[0]}:{following}"
+        self.runs += 1
+        if self.out is not None:
+            self.out.write(f"{time.strftime('%H:%M:%S')} {run_line(parts)}\n")
+            self.out.flush()
+        if self.on_run is not None:
+            self.on_run(parts[-1])
+        return parts
+
+    def _finished(self, execution_arn: str, deadline: float) -> ExecutionResult | None:
+        """The execution once it ended; None when stopped or out of time."""
+        while True:
+            result = self.engine.describe(execution_arn)
+            if result.status in executions.TERMINAL:
+                return self.engine.wait(execution_arn, timeout=5)
             if self._stop.is_set() or time.monotonic() > deadline:
                 return None
             time.sleep(0.1)
-        self.runs += 1
-        if self.out is not None:
-            self.out.write(f"{time.strftime('%H:%M:%S')} {run_line(result)}\n")
-            self.out.flush()
-        if self.on_run is not None:
-            self.on_run(result)
-        return result

@@ -377,7 +377,7 @@ class AwsBackend:
                 or parts.middle.startswith(execution_names.ALL_EVENTS + "-")
                 or execution_names.matches(item["name"], self.workflows, event_id=event_id)
             ):
-                return executions.summary(
+                summary = executions.summary(
                     name=item["name"],
                     workflow=workflow,
                     status=item["status"],
@@ -385,6 +385,13 @@ class AwsBackend:
                     stop=item.get("stopDate"),
                     execution_arn=item["executionArn"],
                     workflows=self.workflows,
+                )
+                # The run's newest execution: a long run continues in more of them.
+                described = self._call(
+                    "stepfunctions", "describe_execution", executionArn=item["executionArn"]
+                )
+                return executions.last_run(
+                    summary, _loads(described.get("input")), _loads(described.get("output"))
                 )
         return None
 

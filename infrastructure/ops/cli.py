@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from infrastructure.ops import executions, render
-from infrastructure.ops.backend import Backend, OpsError
+from infrastructure.ops.backend import Backend, NotFound, OpsError
 from infrastructure.ops.executions import STATUSES, ExecutionQuery
 from infrastructure.ops.local_backend import DEFAULT_URL, LocalBackend
 
@@ -183,32 +183,52 @@ def _reconcile(backend: Backend, args: argparse.Namespace, out: TextIO, err: Tex
     progress = Progress(err, enabled=err.isatty() or not args.json)
     began = time.monotonic()
     progress.update(f"started {name}")
+    # A long run continues in further executions: follow it to the last one.
+    parts: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    current = name
     try:
         while True:
-            document = backend.execution(name, history=False)
-            status = document["execution"]["status"]
-            elapsed = time.monotonic() - began
-            if status in executions.TERMINAL:
+            _wait_for(backend, current, args, progress, began, len(parts) + 1)
+            document = backend.execution(current)
+            parts.append((document["execution"], executions.timeline(document.get("events") or [])))
+            following = executions.continued_as(document["execution"].get("output"))
+            if following is None:
                 break
-            if elapsed > args.timeout:
-                progress.done()
-                raise OpsError(
-                    f"{name} is still {status} after {args.timeout:g}s; follow it with "
-                    f"`{PROG} executions show {name}`"
-                )
-            progress.update(f"running  {name}  {elapsed:.1f}s")
-            time.sleep(POLL_S)
+            current = following
     finally:
         progress.done()
-    document = backend.execution(name)
-    report = executions.reconcile_report(
-        document["execution"], executions.timeline(document.get("events") or [])
-    )
+    report = executions.reconcile_report(parts)
     if args.json:
         _print(report, out)
     else:
         out.write(render.reconcile_report(report) + "\n")
     return 0 if report["status"] == "SUCCEEDED" else 1
+
+
+def _wait_for(
+    backend: Backend, name: str, args: argparse.Namespace, progress: Progress, began: float, part: int
+) -> dict[str, Any]:
+    """The execution's document (without history) once it has ended."""
+    label = name if part == 1 else f"{name} (part {part})"
+    while True:
+        elapsed = time.monotonic() - began
+        try:
+            document = backend.execution(name, history=False)
+        except NotFound:
+            if part == 1 or elapsed > args.timeout:
+                raise
+            document = None  # started a moment ago: not listed yet
+        if document is not None and document["execution"]["status"] in executions.TERMINAL:
+            return document
+        if elapsed > args.timeout:
+            progress.done()
+            status = document["execution"]["status"] if document else "starting"
+            raise OpsError(
+                f"{label} is still {status} after {args.timeout:g}s; follow it with "
+                f"`{PROG} executions show {name}`"
+            )
+        progress.update(f"running  {label}  {elapsed:.1f}s")
+        time.sleep(POLL_S)
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infrastructure import execution_names
+from infrastructure import execution_names, names
 
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 TERMINAL = frozenset(STATUSES[1:])
@@ -360,34 +360,90 @@ def cause_summary(cause: str | None) -> str | None:
 
 
 # --- reconcile runs --------------------------------------------------------------------
+#
+# A run over many events continues in fresh executions of the state machine (a Standard
+# execution's history is capped): the output of each execution but the last names its
+# successor, and each successor's input carries the run (its id is the first
+# execution's name). The newest execution of a run is always its current one: each
+# starts its successor just before it ends.
 
 
-def reconcile_report(execution: Mapping[str, Any], states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What a reconcile run did: its totals and every event it did not find clean."""
+def continued_as(output: Any) -> str | None:
+    """The name of the execution a reconcile run continued in, or None (the run ended)."""
+    if isinstance(output, Mapping):
+        name = output.get(names.RECONCILE_CONTINUED_AS_KEY)
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def run_of(execution_input: Any, name: str) -> dict[str, Any]:
+    """`{"runId", "startedAt"}` of the run an execution belongs to (for the first, its own
+    name; `startedAt` only known from a later execution's input)."""
+    if isinstance(execution_input, Mapping):
+        carried = execution_input.get(names.RECONCILE_CONTINUATION_KEY)
+        if isinstance(carried, Mapping) and isinstance(carried.get("run"), Mapping):
+            run = carried["run"]
+            return {"runId": str(run.get("runId") or name), "startedAt": run.get("startedAt")}
+    return {"runId": name, "startedAt": None}
+
+
+def run_status(status: str, output: Any) -> str:
+    """A run's status from its newest execution: still running while it hands over."""
+    return "RUNNING" if status == "SUCCEEDED" and continued_as(output) else status
+
+
+def last_run(summary: Mapping[str, Any], execution_input: Any, output: Any) -> dict[str, Any]:
+    """The newest execution of a reconcile run, as the run: its id, status and start."""
+    run = run_of(execution_input, str(summary["name"]))
+    out = dict(summary)
+    if run["runId"] != summary["name"]:
+        out.update(name=run["runId"], execution=summary["name"])
+        out["startDate"] = iso(run["startedAt"]) or summary.get("startDate")
+        out["durationMs"] = duration_ms(out["startDate"], summary.get("stopDate"))
+    out["status"] = run_status(str(summary["status"]), output)
+    return out
+
+
+def reconcile_report(
+    parts: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+) -> dict[str, Any]:
+    """What a reconcile run did: its totals and every event it did not find clean.
+
+    `parts`: each execution of the run, in order, with its states (`timeline`).
+    """
+    if not parts:
+        raise ValueError("a run has at least one execution")
     results: list[dict[str, Any]] = []
     totals: dict[str, Any] | None = None
-    for state in states:
-        output = state.get("output")
-        if not isinstance(output, Mapping):
-            continue
-        if "outcome" in output and "eventId" in output and state.get("iteration") is not None:
-            results.append(dict(output))
-        elif "runId" in output and "events" in output and "pages" in output:
-            totals = dict(output)
-    final = execution.get("output")
-    if isinstance(final, Mapping) and "runId" in final:
-        totals = dict(final)
+    for execution, states in parts:
+        for state in states:
+            output = state.get("output")
+            if not isinstance(output, Mapping):
+                continue
+            if "outcome" in output and "eventId" in output and state.get("iteration") is not None:
+                results.append(dict(output))
+            elif "runId" in output and "events" in output and "pages" in output:
+                totals = dict(output)
+        final = execution.get("output")
+        if isinstance(final, Mapping) and "runId" in final and "events" in final:
+            totals = dict(final)
+        elif isinstance(final, Mapping) and continued_as(final) and isinstance(final.get("totals"), Mapping):
+            totals = {**final["totals"], "runId": final.get("runId")}  # so far
+    first, last = parts[0][0], parts[-1][0]
     repairs = [r for r in results if r.get("outcome") != "clean"]
+    start, stop = first.get("startDate"), last.get("stopDate")
     return {
-        "name": execution.get("name"),
-        "status": execution.get("status"),
-        "startDate": execution.get("startDate"),
-        "stopDate": execution.get("stopDate"),
-        "durationMs": execution.get("durationMs"),
-        "error": execution.get("error"),
-        "cause": execution.get("cause"),
+        "name": first.get("name"),
+        "status": run_status(str(last.get("status")), last.get("output")),
+        "startDate": start,
+        "stopDate": stop,
+        "durationMs": duration_ms(start, stop) if len(parts) > 1 else first.get("durationMs"),
+        "error": last.get("error"),
+        "cause": last.get("cause"),
         "totals": totals,
         "events": len(results),
+        "executions": [execution.get("name") for execution, _ in parts],
         "repairs": repairs,
     }
 

@@ -164,10 +164,12 @@ def event_report(report: Mapping[str, Any]) -> str:
 
 def reconcile_report(report: Mapping[str, Any]) -> str:
     totals = report.get("totals") or {}
+    parts = len(report.get("executions") or []) or 1
     lines = [
         f"Reconcile run {report['name']} {report['status']} in {duration(report.get('durationMs'))}: "
-        f"{_plural(int(totals.get('events', report.get('events', 0))), 'event')} checked, "
-        f"{len(report.get('repairs') or [])} not clean"
+        f"{_plural(int(totals.get('events', report.get('events', 0))), 'event')} checked"
+        + (f" in {parts} executions" if parts > 1 else "")
+        + f", {len(report.get('repairs') or [])} not clean"
     ]
     if report.get("error"):
         lines.append(f"  error {report['error']}: {executions.cause_summary(report.get('cause'))}")

@@ -313,18 +313,11 @@ class RegistrationStore:
             waitlistSeq=0,
             createdAt=now_iso(),
         )
-        item = {
-            **keys.event_key(event_id),
-            "entity": "EVENT",
-            "GSI1PK": keys.EVENTS,
-            "GSI1SK": keys.event_pk(event_id),
-            **state.model_dump(),
-        }
         try:
             self._call(
                 "put_item",
                 TableName=self.table_name,
-                Item=_ser(item),
+                Item=_ser(self.event_item(state)),
                 ConditionExpression="attribute_not_exists(PK)",
             )
         except ClientError as exc:
@@ -711,6 +704,17 @@ class RegistrationStore:
     #
     # The items the writes above put (plain values, not DynamoDB JSON); the bulk loader
     # of the benchmark builds its items with the same functions.
+
+    @staticmethod
+    def event_item(state: EventState) -> Item:
+        """The item `create_event` puts for `state`."""
+        return {
+            **keys.event_key(state.eventId),
+            "entity": "EVENT",
+            "GSI1PK": keys.EVENTS,
+            "GSI1SK": keys.event_pk(state.eventId),
+            **state.model_dump(),
+        }
 
     @staticmethod
     def user_item(user: User) -> Item:

@@ -39,7 +39,7 @@ class Synthesized:
 
     def definition_string(self, state_machine_id: str) -> str:
         """The state machine's ASL with every `Fn::GetAtt [X, Arn]` replaced by
-        `arn:aws:lambda:<region>:<account>:function:X`."""
+        `arn:aws:lambda:<region>:<account>:function:X` (and the partition by `aws`)."""
         resource = self.raw["Resources"][state_machine_id]
         return resolve_join(resource["Properties"]["DefinitionString"])
 
@@ -61,6 +61,8 @@ def resolve_join(value: Any) -> str:
         if attribute != "Arn":
             raise ValueError(f"unexpected attribute in definition: {value}")
         return FAKE_ARN_PREFIX + str(logical_id)
+    if value == {"Ref": "AWS::Partition"}:  # service integrations' resources
+        return "aws"
     raise ValueError(f"unexpected intrinsic in definition: {value}")
 
 

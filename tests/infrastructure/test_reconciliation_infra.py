@@ -3,16 +3,18 @@ schedule (rate, target, role) and the alarms."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
 
 import pytest
 
-from infrastructure import names
+from infrastructure import execution_names, names
 from infrastructure.constructs import reconciliation as construct
 from infrastructure.local.template import parse_template
 from registration import reconciliation as logic
+from tests.fixtures.workflows import pages_per_execution, worst_case_history
 from tests.infrastructure.conftest import Synthesized, function_id_from_arn
 from tests.infrastructure.test_template import (
     POWERTOOLS_LAYER,
@@ -22,6 +24,7 @@ from tests.infrastructure.test_template import (
     table_id,
 )
 from workflows import common
+from workflows import reconcile as workflow
 
 pytestmark = pytest.mark.infrastructure
 
@@ -73,6 +76,7 @@ def _only(synthesized: Synthesized, resource_type: str, prefix: str = "Reconcili
 def test_a_standard_state_machine_logged_and_traced(synthesized: Synthesized, machine_id: str) -> None:
     props = synthesized.raw["Resources"][machine_id]["Properties"]
     assert props["StateMachineType"] == "STANDARD"
+    assert props["StateMachineName"] == f"{names.STACK_NAME}-{names.RECONCILE_STATE_MACHINE_SUFFIX}"
     assert props["TracingConfiguration"] == {"Enabled": True}
     logging = props["LoggingConfiguration"]
     assert logging["Level"] in ("ERROR", "ALL")
@@ -90,12 +94,20 @@ def test_the_arn_is_an_output_the_engine_finds(synthesized: Synthesized, machine
 
 def test_the_workflow_pages_maps_and_loops(definition: dict[str, Any]) -> None:
     states = definition["States"]
-    assert definition["StartAt"] == "StartRun"
+    assert definition["StartAt"] == "NewOrContinuedRun"
     assert definition["TimeoutSeconds"] > 0
+    assert states["NewOrContinuedRun"]["Choices"] == [
+        {"Variable": f"$.{names.RECONCILE_CONTINUATION_KEY}", "IsPresent": True, "Next": "ResumeRun"}
+    ]
     assert states["StartRun"]["Parameters"]["run"] == {
         "runId.$": "$$.Execution.Name",
         "startedAt.$": "$$.Execution.StartTime",
         "options.$": "$$.Execution.Input",
+        "chainId.$": "States.UUID()",
+    }
+    assert states["StartRun"]["Parameters"]["segment"] == {
+        "number": 1,
+        "lastPage": workflow.PAGES_PER_EXECUTION,
     }
     flow = {
         name: state.get("Next") or state.get("Default")
@@ -103,16 +115,29 @@ def test_the_workflow_pages_maps_and_loops(definition: dict[str, Any]) -> None:
         if state["Type"] in ("Pass", "Task", "Map", "Choice")
     }
     assert flow == {
+        "NewOrContinuedRun": "StartRun",
         "StartRun": "ListEventsPage",
+        "ResumeRun": "ListEventsPage",
         "ListEventsPage": "ReconcileEvents",
         "ReconcileEvents": "Tally",
         "Tally": "MorePages",
         "MorePages": "RecordRun",
+        "NameNextExecution": "StartNextExecution",
+        "StartNextExecution": "Continued",
+        "Continued": None,
         "RecordRun": "AllEventsReconciled",
         "AllEventsReconciled": "Reconciled",
     }
+    assert states["Continued"]["End"] is True
     assert states["MorePages"]["Choices"] == [
-        {"Variable": "$.page.nextToken", "IsNull": False, "Next": "ListEventsPage"}
+        {
+            "And": [
+                {"Variable": "$.page.nextToken", "IsNull": False},
+                {"Variable": "$.totals.pages", "NumericGreaterThanEqualsPath": "$.segment.lastPage"},
+            ],
+            "Next": "NameNextExecution",
+        },
+        {"Variable": "$.page.nextToken", "IsNull": False, "Next": "ListEventsPage"},
     ]
     assert states["AllEventsReconciled"]["Choices"] == [
         {"Variable": "$.failed", "NumericGreaterThan": 0, "Next": "ReconciliationIncomplete"}
@@ -124,6 +149,70 @@ def test_the_workflow_pages_maps_and_loops(definition: dict[str, Any]) -> None:
     assert states["ReconcileEvents"]["ResultPath"] == "$.results"
     assert states["Tally"]["ResultPath"] == "$.totals"
     assert states["RecordRun"]["OutputPath"] == "$.summary"
+
+
+def test_a_run_continues_in_a_new_execution_of_itself(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    start = states["StartNextExecution"]
+    # Fire and forget (no `.sync`): this execution ends, the next one goes on.
+    assert start["Resource"] == "arn:aws:states:::states:startExecution"
+    parameters = start["Parameters"]
+    assert parameters["StateMachineArn.$"] == "$$.StateMachine.Id"
+    assert parameters["Name.$"] == "$.next.name"
+    carried = parameters["Input"][names.RECONCILE_CONTINUATION_KEY]
+    assert carried == {
+        "run.$": "$.run",
+        "page.$": "$.page",
+        "totals.$": "$.totals",
+        "segment.$": "$.next.segment",
+    }
+    assert parameters["Input"]["AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID.$"] == "$$.Execution.Id"
+    # The next execution picks up exactly what this one hands over.
+    resumed = states["ResumeRun"]["Parameters"]
+    prefix = f"$.{names.RECONCILE_CONTINUATION_KEY}"
+    assert {k: resumed[k] for k in ("run.$", "page.$", "totals.$")} == {
+        "run.$": f"{prefix}.run",
+        "page.$": f"{prefix}.page",
+        "totals.$": f"{prefix}.totals",
+    }
+    assert resumed["segment"]["number.$"] == f"{prefix}.segment"
+    assert resumed["segment"]["lastPage.$"] == (
+        f"States.MathAdd({prefix}.totals.pages, {workflow.PAGES_PER_EXECUTION})"
+    )
+    # Named by the run's chain id and part number: a retried start cannot start it twice.
+    named = states["NameNextExecution"]
+    assert named["ResultPath"] == "$.next"
+    next_part = "States.MathAdd($.segment.number, 1)"
+    assert named["Parameters"] == {
+        "segment.$": next_part,
+        "name.$": (
+            f"States.Format('{execution_names.continuation_format(names.RECONCILE_WORKFLOW)}', "
+            f"{next_part}, $.run.chainId)"
+        ),
+    }
+    already, transient = start["Retry"]
+    assert already == {"ErrorEquals": [workflow.ALREADY_STARTED], "MaxAttempts": 0}
+    assert transient["ErrorEquals"] == ["States.ALL"] and transient["MaxAttempts"] >= 1
+    assert start["Catch"] == [
+        {"ErrorEquals": [workflow.ALREADY_STARTED], "ResultPath": "$.alreadyStarted", "Next": "Continued"}
+    ]
+    assert states["Continued"]["Parameters"][f"{names.RECONCILE_CONTINUED_AS_KEY}.$"] == "$.next.name"
+
+
+def test_one_execution_stays_within_the_history_quota(definition: dict[str, Any]) -> None:
+    from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT
+    from registration.models import ReconcileOptions
+
+    largest_page = int(ReconcileOptions.model_json_schema()["properties"]["pageSize"]["maximum"])
+    assert worst_case_history(definition, largest_page) < STANDARD_HISTORY_LIMIT
+    # with a margin for what AWS records beyond this count, but not a wasteful one: twice
+    # the pages per execution would not fit
+    more = copy.deepcopy(definition)
+    pages = pages_per_execution(definition)
+    more["States"]["StartRun"]["Parameters"]["segment"]["lastPage"] = 2 * pages
+    resumed = more["States"]["ResumeRun"]["Parameters"]["segment"]
+    resumed["lastPage.$"] = resumed["lastPage.$"].replace(f", {pages})", f", {2 * pages})")
+    assert worst_case_history(more, largest_page) > STANDARD_HISTORY_LIMIT
 
 
 def test_the_map_reconciles_one_event_per_iteration(definition: dict[str, Any]) -> None:
@@ -158,23 +247,29 @@ def _all_tasks(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _lambda_tasks(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in _all_tasks(definition).items() if ":function:" in s["Resource"]}
+
+
 def test_every_task_retries_transient_failures(definition: dict[str, Any]) -> None:
     tasks = _all_tasks(definition)
-    assert set(tasks) == {"ListEventsPage", "ReconcileEvent", "Tally", "RecordRun"}
-    for name, state in tasks.items():
+    assert set(tasks) == {"ListEventsPage", "ReconcileEvent", "Tally", "RecordRun", "StartNextExecution"}
+    for name, state in _lambda_tasks(definition).items():
         (retry,) = state["Retry"]
         assert retry["ErrorEquals"] == list(common.RETRYABLE_ERRORS), name
         assert (retry["IntervalSeconds"], retry["MaxAttempts"], retry["JitterStrategy"]) == (1, 3, "FULL")
         assert 1 <= state["TimeoutSeconds"] <= 300, name
+    assert 1 <= tasks["StartNextExecution"]["TimeoutSeconds"] <= 300
 
 
 def test_tasks_invoke_the_reconciliation_functions_only(
     synthesized: Synthesized, definition: dict[str, Any], machine_id: str, reconcile_functions: dict[str, str]
 ) -> None:
-    used = {function_id_from_arn(s["Resource"]) for s in _all_tasks(definition).values()}
+    used = {function_id_from_arn(s["Resource"]) for s in _lambda_tasks(definition).values()}
     assert used == set(reconcile_functions.values())
     role_id = synthesized.raw["Resources"][machine_id]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     invocable: set[str] = set()
+    startable: list[str] = []
     for statement in policy_statements(synthesized, role_id):
         actions = as_list(statement["Action"])
         if any(a.startswith("lambda:") for a in actions):
@@ -183,9 +278,18 @@ def test_tasks_invoke_the_reconciliation_functions_only(
                 match = re.fullmatch(r"\$\{(\w+)\.Arn\}(:\*)?", join_to_text(resource))
                 assert match, resource
                 invocable.add(match.group(1))
+        elif any(a.startswith("states:") for a in actions):
+            assert actions == ["states:StartExecution"]
+            startable += [join_to_text(r) for r in as_list(statement["Resource"])]
         else:
-            assert not any(a.startswith(("dynamodb:", "iam:", "states:")) for a in actions)
+            assert not any(a.startswith(("dynamodb:", "iam:")) for a in actions)
     assert invocable == set(reconcile_functions.values())
+    # It may start itself (the next part of a run) and nothing else: its ARN from its
+    # fixed name, since a reference to the state machine would be a dependency cycle.
+    name = synthesized.raw["Resources"][machine_id]["Properties"]["StateMachineName"]
+    assert startable == [
+        f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{name}"
+    ]
 
 
 def test_definition_parses_in_motos_interpreter(synthesized: Synthesized, machine_id: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from infrastructure import names
-from infrastructure.local.engine import ExecutionResult, LocalEngine
+from infrastructure.local.engine import LocalEngine
 from registration import keys
 from registration.models import NewEvent, NewUser
 from registration.store import RegistrationStore
@@ -32,7 +32,7 @@ from tests.fixtures.drift import (
     set_fields,
     slot,
 )
-from tests.fixtures.workflows import Workflows
+from tests.fixtures.workflows import ReconcileRun, Workflows, follow_reconcile
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +66,10 @@ def _start(engine: LocalEngine, **options: Any) -> str:
     return engine.start_execution(names.RECONCILE_WORKFLOW, options, name=_fresh("reconcile"))
 
 
-def _reconcile(engine: LocalEngine, **options: Any) -> ExecutionResult:
-    result = engine.wait(_start(engine, **options), timeout=RUN_TIMEOUT_S)
-    assert result.succeeded, (result.error, result.cause)
-    return result
+def _reconcile(engine: LocalEngine, **options: Any) -> ReconcileRun:
+    run = follow_reconcile(engine, _start(engine, **options), timeout=RUN_TIMEOUT_S)
+    assert all(part.succeeded for part in run.parts), [(p.name, p.error, p.cause) for p in run.parts]
+    return run
 
 
 def _record(store: RegistrationStore, event_id: str) -> dict[str, Any]:
@@ -227,7 +227,7 @@ def test_two_concurrent_runs_repair_once(
     ids = list(expected)
 
     first, second = _start(local_engine, eventIds=ids), _start(local_engine, eventIds=ids)
-    results = [local_engine.wait(arn, timeout=RUN_TIMEOUT_S) for arn in (first, second)]
+    results = [follow_reconcile(local_engine, arn, timeout=RUN_TIMEOUT_S) for arn in (first, second)]
 
     assert all(r.succeeded for r in results), [(r.error, r.cause) for r in results]
     for event in ids:
@@ -251,7 +251,7 @@ def test_a_run_during_live_registrations_keeps_requirement_6(
     set_fields(local_store, quiet, capacity=3)  # a free seat with two people waiting
     newcomers = _users(local_store, 16)
     stop = threading.Event()
-    runs: list[ExecutionResult] = []
+    runs: list[ReconcileRun] = []
 
     def live(chunk: list[str]) -> None:
         for n, user in enumerate(chunk):
@@ -298,7 +298,9 @@ def test_an_event_that_cannot_be_reconciled_fails_the_run_but_not_the_others(
         ExpressionAttributeValues={":text": {"S": "lots"}},
     )
     try:
-        result = local_engine.wait(_start(local_engine, eventIds=[broken, drifted]), timeout=RUN_TIMEOUT_S)
+        result = follow_reconcile(
+            local_engine, _start(local_engine, eventIds=[broken, drifted]), timeout=RUN_TIMEOUT_S
+        )
         assert (result.status, result.error) == ("FAILED", "ReconciliationIncomplete")
         assert counters(local_store, drifted) == (1, 0, 0)  # the other event was still repaired
         assert_consistent(local_store, drifted)

@@ -1,9 +1,10 @@
 """Reconciliation, property-based: whatever drift is injected into an event built by real
 registrations, one run leaves it consistent, keeps every provable place in order, and a
-second run changes nothing."""
+second run changes nothing; a run's totals do not depend on how many executions it took."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from registration import keys, reconciliation, service
-from registration.models import NewEvent, NewUser, RegisterState
+from registration.models import (
+    EventReconciliation,
+    NewEvent,
+    NewUser,
+    ReconciliationTotals,
+    RegisterState,
+)
 from registration.store import RegistrationStore
 from tests.fixtures.drift import (
     assert_consistent,
@@ -152,3 +159,37 @@ def _check(
     again = reconciliation.reconcile_event(store, event_id, reconciliation.Run("again", RUN.started_at))
     assert again.outcome == "clean"
     assert partition(store, event_id) == settled
+
+
+event_results = st.builds(
+    EventReconciliation,
+    eventId=st.text("abcdef", min_size=1, max_size=3),
+    outcome=st.sampled_from(["clean", "repaired", "busy", "missing", "failed"]),
+    countRepairs=st.integers(0, 3),
+    waitlistRepairs=st.integers(0, 3),
+    promotions=st.integers(0, 3),
+    overbooked=st.booleans(),
+)
+
+
+@given(pages=st.lists(st.lists(event_results, max_size=6), max_size=12), per_execution=st.integers(1, 4))
+def test_totals_carried_from_execution_to_execution_are_the_totals_of_one(
+    pages: list[list[EventReconciliation]], per_execution: int
+) -> None:
+    """A long run continues in fresh executions, its totals passed on in each one's input
+    (JSON): what the last one records is what one execution tallying every page would."""
+    straight = ReconciliationTotals()
+    for page in pages:
+        straight = reconciliation.tally(straight, page)
+
+    carried = ReconciliationTotals()
+    for number, page in enumerate(pages, start=1):
+        carried = reconciliation.tally(carried, page)
+        if number % per_execution == 0:  # the next execution starts with what this one had
+            carried = ReconciliationTotals.model_validate(
+                json.loads(json.dumps(carried.model_dump(mode="json")))
+            )
+
+    assert carried == straight
+    assert carried.pages == len(pages)
+    assert carried.events == sum(len(page) for page in pages)

@@ -13,6 +13,7 @@ import pytest
 from infrastructure.local import lambda_seam
 from infrastructure.local.engine import ExecutionTimeout, LocalEngine
 from infrastructure.local.template import TemplateError, parse_template
+from tests.fixtures.engines import recorded_history
 from tests.fixtures.sample_template import (
     CHECK_FUNCTION,
     SAMPLE_OUTPUTS,
@@ -216,6 +217,14 @@ def test_handlers_see_the_local_environment_and_close_restores_it(
 
     assert ExecutionWorker._execution_logic.__module__ == ExecutionWorker.__module__
     assert ExecutionWorker._get_evaluation_entrypoint.__module__ == ExecutionWorker.__module__
+    assert ExecutionWorker._get_evaluation_environment.__module__ == ExecutionWorker.__module__
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_manager import EventManager
+
+    assert EventManager.add_event.__module__ == EventManager.__module__
+    assert StateTaskServiceSfn._normalise_parameters.__module__ == StateTaskServiceSfn.__module__
 
 
 def test_differing_function_variables_are_not_set(caplog: pytest.LogCaptureFixture) -> None:
@@ -234,3 +243,128 @@ def test_prune_keeps_only_recent_finished_executions() -> None:
         engine.prune_executions()
         listed = [e["executionArn"] for e in engine.list_executions(SAMPLE_WORKFLOW)]
     assert sorted(listed) == sorted(arns[-3:])
+
+
+# The history quota -------------------------------------------------------------------
+
+
+def _standard(definition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sample stack with a Standard state machine (its own definition, or `definition`)."""
+    template = sample_template()
+    props = template["Resources"][STATE_MACHINE]["Properties"]
+    props["StateMachineType"] = "STANDARD"
+    if definition is not None:
+        props["DefinitionString"] = json.dumps(definition)
+    return template
+
+
+# Four history events per item; 30 workers keep each one's (recursive) job loop short.
+MAP_OF_PASSES = {
+    "StartAt": "Each",
+    "States": {
+        "Each": {
+            "Type": "Map",
+            "ItemsPath": "$.items",
+            "MaxConcurrency": 30,
+            "ResultPath": None,
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "INLINE"},
+                "StartAt": "Nothing",
+                "States": {"Nothing": {"Type": "Pass", "Result": 0, "End": True}},
+            },
+            "End": True,
+        }
+    },
+}
+
+
+def test_a_standard_execution_fails_at_25000_history_events_as_on_aws() -> None:
+    # AWS: when an execution has 24,999 events and the next is not ExecutionSucceeded,
+    # event 25,000 is ExecutionFailed (States.Runtime) and the execution ends there.
+    with LocalEngine(_standard(MAP_OF_PASSES), workflow_outputs=SAMPLE_OUTPUTS) as engine:
+        result = engine.run(SAMPLE_WORKFLOW, {"items": [0] * 6300}, timeout=120)
+        events = recorded_history(engine, result.execution_arn)
+
+    assert (result.status, result.error, result.cause) == (
+        "FAILED",
+        "States.Runtime",
+        "The execution reached the maximum number of history events (25000).",
+    )
+    assert [e["id"] for e in events] == list(range(1, 25_001))
+    last = events[-1]
+    assert (last["type"], last["previousEventId"]) == ("ExecutionFailed", 24_999)
+    assert last["executionFailedEventDetails"] == {"error": result.error, "cause": result.cause}
+    assert _types(events).count("ExecutionFailed") == 1
+
+
+def test_the_last_event_of_a_full_history_may_still_be_success() -> None:
+    with LocalEngine(_standard(MAP_OF_PASSES), workflow_outputs=SAMPLE_OUTPUTS, history_limit=None) as engine:
+        whole = engine.run(SAMPLE_WORKFLOW, {"items": [0] * 10})
+        size = len(engine.history(whole.execution_arn))
+
+        engine.history_limit = size
+        exact = engine.run(SAMPLE_WORKFLOW, {"items": [0] * 10})
+        engine.history_limit = size - 1
+        short = engine.run(SAMPLE_WORKFLOW, {"items": [0] * 10})
+        short_events = engine.history(short.execution_arn)
+
+    assert whole.succeeded and exact.succeeded and exact.output == whole.output
+    assert (short.status, short.error) == ("FAILED", "States.Runtime")
+    assert short.cause == f"The execution reached the maximum number of history events ({size - 1})."
+    assert len(short_events) == size - 1 and short_events[-1]["type"] == "ExecutionFailed"
+
+
+def test_no_task_runs_once_the_history_is_full() -> None:
+    with LocalEngine(_standard(), workflow_outputs=SAMPLE_OUTPUTS, history_limit=None) as engine:
+        whole = engine.run(SAMPLE_WORKFLOW, {"id": "q1"})
+        events = engine.history(whole.execution_arn)
+        assert whole.succeeded and _item(engine, "q1") is not None
+        # The write task's scheduling event: the one the history has no room for.
+        (scheduled,) = [e for e in events if e["type"] == "LambdaFunctionScheduled"]
+
+        engine.history_limit = scheduled["id"]
+        cut = engine.run(SAMPLE_WORKFLOW, {"id": "q2"})
+        cut_events = engine.history(cut.execution_arn)
+
+        assert (cut.status, cut.error) == ("FAILED", "States.Runtime")
+        assert _item(engine, "q2") is None  # the write never ran
+        assert _types(cut_events) == [*_types(events)[: scheduled["id"] - 1], "ExecutionFailed"]
+
+
+def test_express_executions_have_no_history_limit() -> None:
+    with LocalEngine(sample_template(), workflow_outputs=SAMPLE_OUTPUTS, history_limit=3) as engine:
+        result = engine.run(SAMPLE_WORKFLOW, {"id": "x1"})
+        events = engine.history(result.execution_arn)
+    assert result.succeeded
+    assert len(events) > 3
+
+
+def test_a_task_starts_an_execution_as_on_aws() -> None:
+    # ASL spells the parameters and the result in Pascal case, the API in camel case.
+    definition = {
+        "StartAt": "Child?",
+        "States": {
+            "Child?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.child", "IsPresent": True, "Next": "Done"}],
+                "Default": "StartChild",
+            },
+            "StartChild": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::states:startExecution",
+                "Parameters": {
+                    "StateMachineArn.$": "$$.StateMachine.Id",
+                    "Name.$": "States.Format('{}-child', $$.Execution.Name)",
+                    "Input": {"child.$": "$$.Execution.Name"},
+                },
+                "End": True,
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+    with LocalEngine(_standard(definition), workflow_outputs=SAMPLE_OUTPUTS) as engine:
+        parent = engine.run(SAMPLE_WORKFLOW, {}, name="parent")
+        assert parent.succeeded, parent.cause
+        assert set(parent.output) == {"ExecutionArn", "StartDate"}
+        child = engine.wait(parent.output["ExecutionArn"])
+    assert (child.name, child.input, child.status) == ("parent-child", {"child": "parent"}, "SUCCEEDED")

@@ -1,0 +1,117 @@
+"""The Step Functions service integration (`arn:aws:states:::states:startExecution`) as AWS
+runs it.
+
+ASL names the API's parameters in Pascal case (`StateMachineArn`, `Name`, `Input`) and
+the task's result likewise (`ExecutionArn`, `StartDate`); the Step Functions API itself
+(and so boto3) spells them `stateMachineArn`, `executionArn`. LocalStack, whose
+interpreter moto ported, translates both ways through the API's shapes; moto 5.2.5 left
+that step out (`StateTaskService._normalise_parameters` is a no-op), so boto3 drops
+every parameter and the task fails with `States.Runtime` ("'StateMachineArn'"). This
+puts the translation back for the Step Functions integration only, with botocore's own
+service model (and makes the result JSON: boto3's datetimes would break the execution's
+output).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+from typing import Any
+
+
+@functools.lru_cache(maxsize=8)
+def _operation(service: str, action: str) -> Any:
+    import botocore.session
+    from botocore import xform_name
+
+    model = botocore.session.get_session().get_service_model(service)
+    for name in model.operation_names:
+        if xform_name(name) == action:
+            return model.operation_model(name)
+    raise KeyError(f"{service} has no operation {action}")
+
+
+def _dates_as_numbers(value: Any) -> None:
+    """A task's result is JSON, which has no dates: boto3's datetimes become epoch
+    milliseconds (the `.sync` results AWS's documentation shows carry `StartDate` so)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in list(items):
+        if isinstance(item, dt.datetime):
+            value[key] = int(item.timestamp() * 1000)
+        else:
+            _dates_as_numbers(item)
+
+
+class StatesIntegration:
+    """Installs the fix (process-wide, reference counted)."""
+
+    lock = threading.Lock()
+    users = 0
+    originals: dict[str, Any] = {}  # noqa: RUF012 - process-wide state
+
+    @staticmethod
+    def _class() -> Any:
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+            StateTaskServiceSfn,
+        )
+
+        return StateTaskServiceSfn
+
+    @classmethod
+    def install(cls) -> None:
+        with cls.lock:
+            cls.users += 1
+            if cls.users > 1:
+                return
+            task_class = cls._class()
+            original_parameters = task_class._normalise_parameters
+            original_response = task_class._normalise_response
+            cls.originals = {
+                "_normalise_parameters": original_parameters,
+                "_normalise_response": original_response,
+            }
+
+            # The argument names are moto's: its callers pass them by keyword too.
+            def _normalise_parameters(
+                task: Any,
+                parameters: dict[str, Any],
+                boto_service_name: str | None = None,
+                service_action_name: str | None = None,
+            ) -> None:
+                # moto's own step first: `Input` as JSON text.
+                original_parameters(task, parameters, boto_service_name, service_action_name)
+                operation = _operation(
+                    task._get_boto_service_name(boto_service_name),
+                    task._get_boto_service_action(service_action_name),
+                )
+                task._to_boto_request(parameters, operation.input_shape)
+
+            def _normalise_response(
+                task: Any,
+                response: Any,
+                boto_service_name: str | None = None,
+                service_action_name: str | None = None,
+            ) -> None:
+                original_response(task, response, boto_service_name, service_action_name)
+                operation = _operation(
+                    task._get_boto_service_name(boto_service_name),
+                    task._get_boto_service_action(service_action_name),
+                )
+                if operation.output_shape is not None:
+                    task._from_boto_response(response, operation.output_shape)
+                _dates_as_numbers(response)
+
+            task_class._normalise_parameters = _normalise_parameters
+            task_class._normalise_response = _normalise_response
+
+    @classmethod
+    def uninstall(cls) -> None:
+        with cls.lock:
+            cls.users -= 1
+            if cls.users > 0 or not cls.originals:
+                return
+            task_class = cls._class()
+            for name, original in cls.originals.items():
+                setattr(task_class, name, original)
+            cls.originals = {}
