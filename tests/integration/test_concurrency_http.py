@@ -49,7 +49,7 @@ IN_FLIGHT = 32
 # in flight, and a burst of joins on one event's waitlist is its worst case: its tail can
 # pass 29 s on a loaded machine. These runs stretch every time limit (the API's
 # included) by TIME_SCALE, and the figures count the requests that took more than 29 s.
-TIME_SCALE = 5.0
+TIME_SCALE = 10.0
 API_GATEWAY_LIMIT_S = 29.0
 WORKFLOW_TIMEOUT_S = API_GATEWAY_LIMIT_S * TIME_SCALE
 SEATS = 50

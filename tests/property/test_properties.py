@@ -16,7 +16,10 @@ from tests.fixtures.workflows import Workflows
 
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 ids = st.text(ID_ALPHABET, min_size=1, max_size=40)
-names = st.text(min_size=1, max_size=200).filter(lambda s: not s.isspace() and s.strip() != "")
+# Names and titles are any text but control characters (which the models refuse).
+names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=200).filter(
+    lambda s: not s.isspace() and s.strip() != ""
+)
 
 
 def _fresh(prefix: str) -> str:
