@@ -32,6 +32,7 @@ from infrastructure import names
 from infrastructure.local import iam
 from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT, HistoryQuota
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
+from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
 from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.template import (
     DEFAULT_TEMPLATE_PATH,
@@ -697,6 +698,7 @@ class LocalEngine:
             self._quotas_installed = True
             HistoryQuota.install(self._arn_prefix, lambda: self.history_limit)
             StatesIntegration.install()
+            DYNAMODB_RULES.install()
             self._aws_rules_installed = True
             if self.seam is not None:
                 self.seam.start()
@@ -732,6 +734,7 @@ class LocalEngine:
         if self._aws_rules_installed:
             HistoryQuota.uninstall(self._arn_prefix)
             StatesIntegration.uninstall()
+            DYNAMODB_RULES.uninstall()
             self._aws_rules_installed = False
         if self._mock is not None:
             self._mock.stop()

@@ -1,9 +1,11 @@
 """A write task whose transaction committed but whose answer was lost, retried by its
-workflow's Retry, answers as its first try would have (moto).
+workflow's Retry, answers as its first try would have (the twin's in-memory DynamoDB).
 
-moto keeps no ClientRequestToken, so the retry's transaction meets the conditions its
-own commit made false; the items that carry the request id (a seat, a waitlist place)
-let it recognise that commit instead of deciding again on a table it already changed.
+A retry that sends the same transaction is answered by DynamoDB from its
+ClientRequestToken (which the twin keeps as DynamoDB does); one that read its items again
+sends another transaction, which meets the conditions its own commit made false, and
+the items that carry the request id (a seat, a waitlist place) let it recognise that
+commit instead of deciding again on a table it already changed.
 """
 
 from __future__ import annotations
@@ -104,6 +106,50 @@ def test_a_retried_seat_whose_answer_was_lost_is_registered(
     assert result.status == "SUCCEEDED", (result.error, result.cause)
     assert result.output == {"eventId": event_id, "userId": user, "status": "registered", "position": None}
     assert _table(store, event_id) == {"seated": sorted([first, user]), "waiting": [], "counters": (2, 0)}
+
+
+def test_a_retried_unregistration_whose_answer_was_lost_frees_the_seat(
+    engine: LocalEngine, store: RegistrationStore, injector: FaultInjector, workflows: Workflows
+) -> None:
+    stays, leaving = new_users(store, 2)
+    event_id = new_event(store, capacity=2, waitlist=True)
+    for user in (stays, leaving):
+        assert workflows.register(event_id, user).ok
+
+    result = _run_losing_the_answer(
+        engine, injector, names.UNREGISTER_WORKFLOW, "write_unregistration", event_id, leaving
+    )
+
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert result.output == {
+        "eventId": event_id,
+        "userId": leaving,
+        "status": "unregistered",
+        "promoted": None,
+    }
+    assert _table(store, event_id) == {"seated": [stays], "waiting": [], "counters": (1, 0)}
+
+
+def test_a_retried_waitlist_leave_whose_answer_was_lost_leaves_once(
+    engine: LocalEngine, store: RegistrationStore, injector: FaultInjector, workflows: Workflows
+) -> None:
+    seated, leaving, behind = new_users(store, 3)
+    event_id = new_event(store, capacity=1, waitlist=True)
+    for user in (seated, leaving, behind):
+        assert workflows.register(event_id, user).ok
+
+    result = _run_losing_the_answer(
+        engine, injector, names.UNREGISTER_WORKFLOW, "write_unregistration", event_id, leaving
+    )
+
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert result.output == {
+        "eventId": event_id,
+        "userId": leaving,
+        "status": "left_waitlist",
+        "promoted": None,
+    }
+    assert _table(store, event_id) == {"seated": [seated], "waiting": [behind], "counters": (1, 1)}
 
 
 def test_the_local_template_reader_ignores_the_layers_cloudformation_resolves() -> None:
