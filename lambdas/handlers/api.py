@@ -35,7 +35,7 @@ from registration.errors import DomainError, ValidationError, invalid_input
 from registration.models import (
     ErrorBody,
     Event,
-    Identifier,
+    EventId,
     NewEvent,
     NewUser,
     Page,
@@ -43,6 +43,7 @@ from registration.models import (
     Registration,
     StoredResponse,
     User,
+    UserId,
     UserRegistration,
     WaitlistEntry,
 )
@@ -62,8 +63,8 @@ app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=boun
 
 # --- parameters ------------------------------------------------------------------------
 
-UserIdPath = Annotated[Identifier, Path()]
-EventIdPath = Annotated[Identifier, Path()]
+UserIdPath = Annotated[UserId, Path()]
+EventIdPath = Annotated[EventId, Path()]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}")]
 NextToken = Annotated[
     str | None,
@@ -99,6 +100,7 @@ def _require_object_body() -> None:
     "/users",
     status_code=201,
     summary="Create a user",
+    operation_id="createUser",
     tags=["users"],
     responses=_responses(201, "The user as stored", "UserAlreadyExists", *IDEMPOTENCY_ERRORS),
 )
@@ -109,7 +111,13 @@ def create_user(user: NewUser) -> User:
     return created
 
 
-@app.get("/users", summary="List users", tags=["users"], responses=_responses(200, "A page of users"))
+@app.get(
+    "/users",
+    summary="List users",
+    operation_id="listUsers",
+    tags=["users"],
+    responses=_responses(200, "A page of users"),
+)
 def list_users(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[User]:
     return get_store().list_users(limit, nextToken)
 
@@ -117,6 +125,7 @@ def list_users(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page
 @app.get(
     "/users/<userId>",
     summary="Read a user",
+    operation_id="getUser",
     tags=["users"],
     responses=_responses(200, "The user", "UserNotFound"),
 )
@@ -127,6 +136,7 @@ def get_user(userId: UserIdPath) -> User:
 @app.get(
     "/users/<userId>/registrations",
     summary="Events a user is registered or waitlisted for",
+    operation_id="listUserRegistrations",
     tags=["users"],
     responses=_responses(200, "A page of the user's seats and waitlist places", "UserNotFound"),
 )
@@ -146,6 +156,7 @@ def list_user_registrations(
     status_code=201,
     summary="Create an event",
     description="The id is generated when absent; the event starts with no one registered.",
+    operation_id="createEvent",
     tags=["events"],
     responses=_responses(201, "The event as stored", "EventAlreadyExists", *IDEMPOTENCY_ERRORS),
 )
@@ -156,7 +167,13 @@ def create_event(event: NewEvent) -> Event:
     return created
 
 
-@app.get("/events", summary="List events", tags=["events"], responses=_responses(200, "A page of events"))
+@app.get(
+    "/events",
+    summary="List events",
+    operation_id="listEvents",
+    tags=["events"],
+    responses=_responses(200, "A page of events"),
+)
 def list_events(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[Event]:
     return get_store().list_events(limit, nextToken)
 
@@ -164,6 +181,7 @@ def list_events(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Pag
 @app.get(
     "/events/<eventId>",
     summary="Read an event",
+    operation_id="getEvent",
     tags=["events"],
     responses=_responses(200, "The event with its registered and waitlist counts", "EventNotFound"),
 )
@@ -174,6 +192,7 @@ def get_event(eventId: EventIdPath) -> Event:
 @app.get(
     "/events/<eventId>/registrations",
     summary="Users registered for an event",
+    operation_id="listRegistrations",
     tags=["registrations"],
     responses=_responses(200, "A page of the event's seats", "EventNotFound"),
 )
@@ -186,6 +205,7 @@ def list_registrations(
 @app.get(
     "/events/<eventId>/waitlist",
     summary="An event's waitlist, first come first served",
+    operation_id="listWaitlist",
     tags=["registrations"],
     responses=_responses(200, "A page of the waitlist in FIFO order; positions are 1-based", "EventNotFound"),
 )

@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_CAPACITY = 1_000_000
 
-Identifier = Annotated[
-    str,
-    StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
-    Field(description="1 to 64 letters, digits, '-' or '_'", examples=["evt-2026-keynote"]),
-]
+_IDENTIFIER = StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+_IDENTIFIER_TEXT = "1 to 64 letters, digits, '-' or '_'"
+Identifier = Annotated[str, _IDENTIFIER, Field(description=_IDENTIFIER_TEXT)]
+# The same rule; each with an example of its own kind in the OpenAPI document.
+UserId = Annotated[str, _IDENTIFIER, Field(description=_IDENTIFIER_TEXT, examples=["ada-lovelace"])]
+EventId = Annotated[str, _IDENTIFIER, Field(description=_IDENTIFIER_TEXT, examples=["evt-2026-keynote"])]
 # Control characters (C0, DEL, C1: NUL, tab, newline, escape...) have no place in any
 # text field; identifiers already admit only letters, digits, '-' and '_'.
 CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
@@ -28,7 +29,9 @@ DisplayText = Annotated[
     Field(description="1 to 200 characters, not only whitespace, no control characters"),
 ]
 Capacity = Annotated[int, Field(strict=True, ge=0, le=MAX_CAPACITY)]
-Timestamp = Annotated[str, Field(description="ISO 8601, UTC, millisecond precision")]
+Timestamp = Annotated[
+    str, Field(description="ISO 8601, UTC, millisecond precision", json_schema_extra={"format": "date-time"})
+]
 
 RegistrationStatus = Literal["registered", "waitlisted"]
 
@@ -47,7 +50,7 @@ class _Record(BaseModel):
 
 
 class NewUser(_Input):
-    userId: Identifier
+    userId: UserId
     name: DisplayText
 
 
@@ -61,7 +64,7 @@ class User(_Record):
 
 
 class NewEvent(_Input):
-    eventId: Identifier | None = Field(default=None, description="Generated when absent")
+    eventId: EventId | None = Field(default=None, description="Generated when absent")
     title: DisplayText
     capacity: Capacity
     hasWaitlist: bool = Field(default=False, strict=True)
@@ -161,8 +164,8 @@ class WorkflowRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    eventId: Identifier
-    userId: Identifier
+    eventId: EventId
+    userId: UserId
     requestId: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
@@ -267,7 +270,7 @@ class RecordOutcomeInput(ClaimInput):
 class RegisterRequest(_Input):
     """Body of `POST /events/{eventId}/register` (API Gateway's request model is built from it)."""
 
-    userId: Identifier
+    userId: UserId
 
 
 class FieldError(BaseModel):
@@ -336,7 +339,7 @@ class ReconcileOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     pageSize: int = Field(default=50, ge=1, le=100, strict=True, description="Events per Map page")
-    eventIds: list[Identifier] | None = Field(
+    eventIds: list[EventId] | None = Field(
         default=None, max_length=100, description="Only these events (one page), e.g. from an operator"
     )
 

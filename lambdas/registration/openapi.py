@@ -28,11 +28,12 @@ from registration.idempotency import HEADER as IDEMPOTENCY_HEADER
 from registration.idempotency import RETENTION_SECONDS
 from registration.models import (
     ErrorBody,
+    EventId,
     IdempotencyKey,
-    Identifier,
     RegisterRequest,
     RegisterResult,
     UnregisterResult,
+    UserId,
 )
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def _schemas(
 def _path_parameter(name: str) -> dict[str, Any]:
     from pydantic import TypeAdapter
 
-    schema = TypeAdapter(Identifier).json_schema()
+    schema = TypeAdapter(UserId if name == "userId" else EventId).json_schema()
     schema["title"] = name[0].upper() + name[1:].lower()
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
@@ -140,9 +141,16 @@ def idempotency_parameter() -> dict[str, Any]:
     """The optional `Idempotency-Key` header, with the shared model's constraints.
 
     An empty value is no key (API Gateway's request templates cannot tell it from an
-    absent header), so the schema admits it beside the key itself."""
+    absent header), so the pattern admits it: one plain string schema, which client
+    generators take as a header (an `anyOf` with `const ""` they drop)."""
     key = TypeAdapter(IdempotencyKey).json_schema()
-    schema = {"anyOf": [key, {"const": "", "description": "No key: as if the header were absent"}]}
+    schema = {
+        "type": "string",
+        "maxLength": key["maxLength"],
+        "pattern": key["pattern"].replace("]+$", "]*$"),
+        "description": f"{key['description']}; empty: no key",
+        "examples": key.get("examples", []),
+    }
     return {
         "name": IDEMPOTENCY_HEADER,
         "in": "header",
