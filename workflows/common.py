@@ -156,6 +156,17 @@ class FailStates:
         self._states[error] = sfn.Fail(self._scope, error, error=error, cause=cause)
         return self._states[error]
 
+    def with_cause_from(self, error: str, template: str, *paths: str) -> sfn.Fail:
+        """A Fail state whose cause is `template` with each `{}` filled from a path of the
+        state (States.Format), reached from a Choice."""
+        if error in self._states:
+            raise ValueError(f"Fail state {error} already exists")
+        arguments = "".join(f", {path}" for path in paths)
+        quoted = template.replace("\\", "\\\\").replace("'", "\\'")
+        cause_path = f"States.Format('{quoted}'{arguments})"
+        self._states[error] = sfn.Fail(self._scope, error, error=error, cause_path=cause_path)
+        return self._states[error]
+
 
 def catch_errors(task: tasks.LambdaInvoke, fails: FailStates, errors: Iterable[str]) -> None:
     """Route each business error the task can raise to the Fail state of that name."""

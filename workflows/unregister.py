@@ -71,8 +71,11 @@ class UnregisterWorkflow(Construct):
         leave_waitlist = write_task("LeaveWaitlist", "WriteUnregistration")
         promote = write_task("PromoteFromWaitlist", "PromoteFromWaitlist")
 
-        not_registered = fails.with_cause(
-            common.NOT_REGISTERED, "The user is neither registered nor waitlisted for the event"
+        not_registered = fails.with_cause_from(
+            common.NOT_REGISTERED,
+            "User {} is neither registered nor waitlisted for event {}",
+            "$.userId",
+            "$.eventId",
         )
         unexpected = fails.with_cause(
             common.UNEXPECTED_DECISION, "CheckRegistration returned an unknown action"

@@ -227,7 +227,11 @@ def workflow_response_template(
         body = _json_text({"error": code, "message": "${message}"})
         if code == VALIDATION_ERROR:
             body = body[:-1] + ', "fields": []}'
-        lines += [f'{keyword}($code == "{code}")', _override_status(status), body]
+        headers = [
+            f'#set($context.responseOverride.header.{name} = "{value}")'
+            for name, value in outcomes.error_headers(code).items()
+        ]
+        lines += [f'{keyword}($code == "{code}")', _override_status(status), *headers, body]
         keyword = "#elseif"
     lines += ["#else", *_internal_error_lines(), "#end", "#end"]
     return "\n".join(lines)
@@ -268,9 +272,13 @@ def workflow_method_statuses(workflow: str) -> list[int]:
 
 def workflow_method_headers(status: int) -> dict[str, bool]:
     """Response headers a workflow route's mapping template may set for `status`."""
-    if status != outcomes.EXECUTION_TIMED_OUT_STATUS:
-        return {}
-    return {f"method.response.header.{name}": False for name in outcomes.workflow_headers(outcomes.TIMED_OUT)}
+    names: set[str] = set()
+    if status == outcomes.EXECUTION_TIMED_OUT_STATUS:
+        names.update(outcomes.workflow_headers(outcomes.TIMED_OUT))
+    for code in outcomes.RETRY_LATER_CODES:
+        if outcomes.WORKFLOW_ERROR_STATUS.get(code) == status:
+            names.update(outcomes.error_headers(code))
+    return {f"method.response.header.{name}": False for name in sorted(names)}
 
 
 # --- request models and gateway responses --------------------------------------------------

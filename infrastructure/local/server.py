@@ -342,7 +342,7 @@ class LocalApi:
                 result.cause,
             )
         reply = Reply.json(status, document, note=name)
-        reply.headers.extend(workflow_headers(result.status).items())
+        reply.headers.extend(workflow_headers(result.status, result.error).items())
         return reply
 
 

@@ -145,8 +145,8 @@ def event_report(report: Mapping[str, Any]) -> str:
             + ", ".join(
                 [
                     *changed,
-                    f"{repair.get('waitlistRepairs', 0)} waitlist repairs",
-                    f"{repair.get('promotions', 0)} promotions",
+                    _plural(int(repair.get("waitlistRepairs") or 0), "waitlist repair"),
+                    _plural(int(repair.get("promotions") or 0), "promotion"),
                 ]
             )
         )
@@ -185,7 +185,7 @@ def reconcile_report(report: Mapping[str, Any]) -> str:
             f"  {result['eventId']}: {result['outcome']}"
             + (f" ({', '.join(changed)})" if changed else "")
             + f"; {result.get('countRepairs', 0)} count, {result.get('waitlistRepairs', 0)} waitlist, "
-            f"{result.get('promotions', 0)} promotions"
+            + _plural(int(result.get("promotions") or 0), "promotion")
             + (f"; error {result['error']}" if result.get("error") else "")
         )
         lines += [

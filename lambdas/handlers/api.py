@@ -30,7 +30,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import bounded_json, idempotency
+from registration import bounded_json, idempotency, outcomes
 from registration.errors import DomainError, ValidationError, invalid_input
 from registration.models import (
     ErrorBody,
@@ -218,8 +218,12 @@ def list_waitlist(
 # --- errors ----------------------------------------------------------------------------
 
 
-def _json(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+def _json(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers
+    )
 
 
 def error_body(error: DomainError) -> dict[str, Any]:
@@ -230,7 +234,7 @@ def error_body(error: DomainError) -> dict[str, Any]:
 
 
 def error_response(error: DomainError) -> Response[dict[str, Any]]:
-    return _json(error.http_status, error_body(error))
+    return _json(error.http_status, error_body(error), outcomes.error_headers(error.code) or None)
 
 
 def malformed_json(detail: str) -> ValidationError:
@@ -357,11 +361,11 @@ def handle_unexpected(error: Exception) -> Response[dict[str, Any]]:
 # --- entry point -----------------------------------------------------------------------
 
 
-def _proxy(status: int, body: dict[str, Any]) -> dict[str, Any]:
+def _proxy(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
     """A proxy result outside the resolver (415, replays, a refused key)."""
     return {
         "statusCode": status,
-        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **(headers or {})},
         "body": json.dumps(body, separators=(",", ":")),
         "isBase64Encoded": False,
     }
@@ -393,7 +397,7 @@ def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict
         stored = idempotency.begin(store, key, fingerprint, request_id)
     except DomainError as error:
         logger.info("refused", extra={"error": error.code, "reason": error.message})
-        return _proxy(error.http_status, error_body(error))
+        return _proxy(error.http_status, error_body(error), outcomes.error_headers(error.code))
     except Exception:
         logger.exception("unexpected failure")
         return _proxy(500, {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE})

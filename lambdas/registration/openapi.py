@@ -196,6 +196,20 @@ def _add_transport_refusals(paths: dict[str, Any]) -> None:
             operation["responses"] = dict(sorted(responses.items()))
 
 
+def _add_retry_after(paths: dict[str, Any]) -> None:
+    """The `Retry-After` header on the responses that carry a "not yet" refusal."""
+    for operations in paths.values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                codes = [c for c in sorted(outcomes.RETRY_LATER_CODES) if f"`{c}`" in response["description"]]
+                for code in codes:
+                    for name in outcomes.error_headers(code):
+                        response.setdefault("headers", {})[name] = {
+                            "description": f"Seconds to wait before retrying (sent with `{code}`)",
+                            "schema": {"type": "integer"},
+                        }
+
+
 def workflow_error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
     """A workflow route's error responses: its codes, and the answer of a timed-out execution."""
     responses = {s: {**r, "content": _content(_ref(ErrorBody))} for s, r in error_responses(codes).items()}
@@ -304,6 +318,7 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
         paths.setdefault(path, {}).update(operations)
     _add_idempotency_parameter(paths)
     _add_transport_refusals(paths)
+    _add_retry_after(paths)
     document["paths"] = dict(sorted(paths.items()))
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     extra = _schemas(

@@ -109,6 +109,17 @@ def workflow_response(
     return error_status(code), error_body(code, cause_message(cause))
 
 
-def workflow_headers(status: str) -> dict[str, str]:
-    """Response headers, beyond the content type, for a finished execution's status."""
-    return {"Retry-After": str(RETRY_AFTER_S)} if status == TIMED_OUT else {}
+# Refusals that only mean "not yet": answered with `Retry-After`, as a timed-out request is.
+RETRY_LATER_CODES = frozenset({"RequestInProgress"})
+
+
+def error_headers(code: str | None) -> dict[str, str]:
+    """Response headers, beyond the content type, for an error code (any route)."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if code in RETRY_LATER_CODES else {}
+
+
+def workflow_headers(status: str, error: str | None = None) -> dict[str, str]:
+    """Response headers, beyond the content type, for a finished execution."""
+    if status == TIMED_OUT:
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    return error_headers(error) if status == "FAILED" else {}

@@ -282,7 +282,9 @@ def test_a_key_whose_first_request_is_in_progress_is_409(
         assert idempotency.begin(local_store, key, fingerprint, f"first-{key}") is None
         before = table()
 
-        request(key).error(409, "RequestInProgress")
+        refused = request(key)
+        refused.error(409, "RequestInProgress")
+        assert refused.header("Retry-After") == "1", fingerprint  # "not yet", like a timeout
 
         assert table() == before, fingerprint
     assert client.get(f"/events/{event_id}").body["registeredCount"] == 1

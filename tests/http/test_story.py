@@ -47,7 +47,8 @@ def test_register_waitlist_unregister_with_promotion_leave_waitlist(client: Clie
     eventually_equal(registrations(cy), [{"eventId": event_id, "status": "registered", "position": None}])
     eventually_equal(registrations(eve), [{"eventId": event_id, "status": "waitlisted", "position": 1}])
     eventually_equal(registrations(ada), [])
-    client.unregister(event_id, ada).error(404, "NotRegistered")
+    refused = client.unregister(event_id, ada).error(404, "NotRegistered")
+    assert refused["message"] == f"User {ada} is neither registered nor waitlisted for event {event_id}"
     event = client.get(f"/events/{event_id}").body
     assert (event["registeredCount"], event["waitlistCount"]) == (2, 1)
 

@@ -193,6 +193,8 @@ def test_workflow_response_mapping_is_generated_from_outcomes(
     # And the header the timed-out answer carries.
     (unavailable,) = [r for r in method["MethodResponses"] if r["StatusCode"] == "503"]
     assert unavailable["ResponseParameters"] == {"method.response.header.Retry-After": False}
+    (conflict,) = [r for r in method["MethodResponses"] if r["StatusCode"] == "409"]
+    assert conflict["ResponseParameters"] == {"method.response.header.Retry-After": False}
 
 
 def test_register_body_is_validated_against_the_shared_model(
@@ -369,7 +371,7 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
         status, headers, body = _evaluate_response(template, json.dumps(result_document))
         expected = outcomes.workflow_response(workflow, execution_status, None, code, cause)
         assert (status, json.loads(body)) == expected, (execution_status, code, cause)
-        assert headers == outcomes.workflow_headers(execution_status), execution_status
+        assert headers == outcomes.workflow_headers(execution_status, code), (execution_status, code)
 
 
 @pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
@@ -381,6 +383,17 @@ def test_a_timed_out_execution_is_a_503_with_retry_after(workflow: str) -> None:
     assert status == 503
     assert int(headers["Retry-After"]) >= 1
     assert json.loads(body)["error"] == "ExecutionTimedOut"
+
+
+@pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
+def test_a_request_whose_first_still_runs_is_a_409_with_retry_after(workflow: str) -> None:
+    template = api.workflow_response_template(workflow)
+    failed = {"status": "FAILED", "error": "RequestInProgress", "cause": "The first request is still running"}
+    status, headers, body = _evaluate_response(template, json.dumps(failed))
+    assert (status, json.loads(body)["error"]) == (409, "RequestInProgress")
+    assert int(headers["Retry-After"]) >= 1
+    refused = {**failed, "error": "AlreadyRegistered"}
+    assert _evaluate_response(template, json.dumps(refused))[1] == {}  # a final answer: no retry
 
 
 def test_evaluated_service_errors() -> None:
