@@ -47,7 +47,7 @@ from botocore.exceptions import ClientError
 
 from infrastructure import names
 from infrastructure.execution_names import execution_name
-from infrastructure.local import docs_page, iam, ops
+from infrastructure.local import docs_page, iam, ops, stack_record
 from infrastructure.local.dynamodb_local import (
     DEFAULT_DB_PATH,
     REPO_ROOT,
@@ -700,6 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         server.start()
         cleanup.callback(server.stop)
+        cleanup.callback(stack_record.forget, stack_record.record(data_dir, server.url))
         schedule = ops.ReconcileSchedule(engine, args.reconcile_every, out=sys.stdout).start()
         cleanup.callback(schedule.stop)  # runs first: no new run while the rest stops
 

@@ -17,19 +17,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.metadata
 import json
+import os
 import re
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from infrastructure.local import stack_record
 from infrastructure.ops import executions, render
 from infrastructure.ops.backend import Backend, NotFound, OpsError
 from infrastructure.ops.executions import STATUSES, ExecutionQuery
 from infrastructure.ops.local_backend import DEFAULT_URL, LocalBackend
 
 PROG = "regctl"
+URL_VARIABLE = "REGCTL_URL"
+DISTRIBUTION = "event-registration"
 POLL_S = 0.5
 RECONCILE_TIMEOUT_S = 900.0
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -66,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     # SUPPRESS: the options work before or after the command, without one resetting the other.
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine output")
     where = common.add_mutually_exclusive_group()
-    where.add_argument("--url", default=argparse.SUPPRESS, help=f"the local stack (default {DEFAULT_URL})")
+    where.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"the local stack (default: ${URL_VARIABLE}, else the stack `make run` started from "
+        f"this folder, else {DEFAULT_URL})",
+    )
     where.add_argument(
         "--aws",
         action="store_true",
@@ -79,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Inspect workflow runs and events of the event registration stack; run reconciliation.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     execs = commands.add_parser("executions", help="list or show workflow runs", parents=[common])
@@ -135,7 +146,21 @@ def _backend(args: argparse.Namespace) -> Backend:
         from infrastructure.ops.aws_backend import AwsBackend
 
         return AwsBackend()
-    return LocalBackend(getattr(args, "url", DEFAULT_URL))
+    return LocalBackend(local_url(getattr(args, "url", None)))
+
+
+def local_url(given: str | None = None) -> str:
+    """The local stack's URL: `--url`, else $REGCTL_URL, else the one recorded under
+    `.local/` by a running `make run` started here, else the default port."""
+    from_environment = os.environ.get(URL_VARIABLE, "").strip()
+    return given or from_environment or stack_record.recorded_url() or DEFAULT_URL
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def _print(document: Any, out: TextIO) -> None:

@@ -204,3 +204,47 @@ def test_runs_another_synthesized_template_as_given(tmp_path: Path) -> None:
     assert created == 201
     # Validate may not BatchGetItem: the request fails as it would on AWS.
     register.error(500, "InternalError")
+
+
+def _regctl(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "REGCTL_URL"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "regctl"), *args],
+        cwd=cwd,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_regctl_finds_the_stack_started_from_its_folder_on_any_port(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / ".local"  # what `make run` uses, seen from the checkout (here tmp_path)
+    with running(["--in-memory", "--port", str(port), "--data-dir", str(data_dir)]) as stack:
+        stack.wait_for(READY)
+        event_id = Client(f"http://127.0.0.1:{port}").event(capacity=3)
+
+        found = _regctl(["events", "show", event_id], cwd=tmp_path)
+        assert found.returncode == 0, found.stdout + found.stderr
+        assert event_id in found.stdout
+        # $REGCTL_URL wins over the record, and --url over both.
+        elsewhere = f"http://127.0.0.1:{free_port()}"
+        assert _regctl(["events", "show", event_id], cwd=tmp_path, REGCTL_URL=elsewhere).returncode != 0
+        given = _regctl(
+            ["--url", f"http://127.0.0.1:{port}", "events", "show", event_id],
+            cwd=tmp_path,
+            REGCTL_URL=elsewhere,
+        )
+        assert given.returncode == 0, given.stdout + given.stderr
+
+        stack.popen.send_signal(signal.SIGINT)
+        assert stack.finish() == 0, stack.text
+    assert not (data_dir / "stack.json").exists()  # a stopped stack is not found any more
+
+
+def test_regctl_answers_its_version(tmp_path: Path) -> None:
+    answer = _regctl(["--version"], cwd=tmp_path)
+    assert answer.returncode == 0, answer.stderr
+    assert re.fullmatch(r"regctl \d+\.\d+\.\d+\n", answer.stdout), answer.stdout
