@@ -4,7 +4,14 @@ SHELL := /bin/bash
 
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# `make run` installs requirements.txt only; `make test` (and bench, reliability) adds
+# requirements-dev.txt. pip installs uv (pinned) into the venv and uv the packages: for
+# the running set 3 s instead of pip's 80 s here. Without uv (no network to PyPI, say)
+# pip installs them.
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-dev
 NODE_STAMP := node_modules/.installed
 SYNTHESIZED := cdk.out/EventRegistration.template.json
 # `make run TEMPLATE=path/to/template.json` runs the stack of another synthesized template.
@@ -26,7 +33,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 # `make e2e URL=...` alone points the HTTP tests at another API; every other target tests locally.
 unexport E2E_URL
 
-.PHONY: help venv deps synth test test-fast test-thorough lint typecheck clean demo diagrams run bench reliability \
+.PHONY: help venv deps run-deps synth test test-fast test-thorough lint typecheck clean demo diagrams run bench reliability \
 	bootstrap deploy destroy e2e
 
 help:
@@ -44,10 +51,23 @@ help:
 	@echo "make destroy        delete the stack (the table and the log groups are kept)"
 	@echo "make e2e URL=...    the HTTP tests against a running API: the ApiUrl output, or make run's URL"
 
-$(STAMP): requirements.txt pyproject.toml
+$(VENV)/bin/python:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q --no-deps -e .
+
+# `pip install $(1)` into the venv, by uv when it can.
+define install
+	{ { test -x $(UV) || $(VENV)/bin/pip install -q uv==$(UV_VERSION); } && \
+		$(UV) pip install -q --python $(PY) $(1); } || \
+	{ echo "uv could not install $(1): installing with pip" >&2; $(VENV)/bin/pip install -q $(1); }
+endef
+
+$(RUN_STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
+	$(call install,-r requirements.txt)
+	$(call install,--no-deps -e .)
+	@touch $@
+
+$(STAMP): requirements-dev.txt $(RUN_STAMP)
+	$(call install,-r requirements-dev.txt)
 	@touch $@
 
 venv: $(STAMP)
@@ -57,8 +77,9 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 deps: $(STAMP) $(NODE_STAMP)
+run-deps: $(RUN_STAMP) $(NODE_STAMP)
 
-$(SYNTHESIZED): $(STAMP) $(SOURCES) cdk.json
+$(SYNTHESIZED): $(RUN_STAMP) $(SOURCES) cdk.json
 	$(PY) -m infrastructure.app
 
 synth: $(SYNTHESIZED)
@@ -80,7 +101,7 @@ test-fast: deps $(SYNTHESIZED)
 test-thorough: deps $(SYNTHESIZED)
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -n 2 --dist loadgroup
 
-run: deps $(TEMPLATE)
+run: run-deps $(TEMPLATE)
 	$(PY) -m infrastructure.local.server --template $(TEMPLATE) $(if $(filter memory,$(DB)),--in-memory,)
 
 bench: deps $(SYNTHESIZED)
@@ -89,17 +110,17 @@ bench: deps $(SYNTHESIZED)
 reliability: deps $(SYNTHESIZED)
 	CI=1 $(PY) -m tests.reliability
 
-demo: deps $(SYNTHESIZED)
+demo: run-deps $(SYNTHESIZED)
 	$(PY) -m infrastructure.local.demo $(if $(filter memory,$(DB)),--in-memory,)
 
 diagrams: $(SYNTHESIZED)
 	$(PY) -m infrastructure.diagrams
 
 # AWS: account and region come from the usual AWS settings (AWS_PROFILE, AWS_REGION, ...).
-bootstrap: deps
+bootstrap: run-deps
 	$(CDK) bootstrap $(CDK_ARGS)
 
-deploy: deps
+deploy: run-deps
 	@mkdir -p $(dir $(OUTPUTS))
 	$(CDK) deploy $(STACK) --outputs-file $(OUTPUTS) $(CDK_ARGS) || { \
 		echo "Deploy failed. Check the AWS credentials and region (AWS_PROFILE, AWS_REGION);" \
@@ -107,7 +128,7 @@ deploy: deps
 		exit 1; }
 	@echo "Check the deployed API: make e2e URL=<ApiUrl above, also in $(OUTPUTS)>"
 
-destroy: deps
+destroy: run-deps
 	$(CDK) destroy $(STACK) $(CDK_ARGS)
 	@echo "Retained when the stack is deleted: the DynamoDB table (with its data), the log groups and," \
 		"if the stack created it, API Gateway's CloudWatch role; delete them by hand if unwanted."
