@@ -97,6 +97,15 @@ def _listening(url: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
+def _banner(lines: list[str], port: int | str, data_dir: Path | str) -> list[str]:
+    """The startup banner, with what differs between runs (ports, the data folder) named."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("Event registration API"))
+    end = next(i for i, line in enumerate(lines) if line.startswith(READY))
+    banner = "\n".join(lines[start : end + 1]).replace(f"127.0.0.1:{port}", "127.0.0.1:PORT")
+    banner = re.sub(r"DynamoDB Local at http://127\.0\.0\.1:\d+", "DynamoDB Local at DB", banner)
+    return banner.replace(str(data_dir), "DATA").splitlines()
+
+
 def test_serves_stops_on_ctrl_c_and_keeps_data_across_restarts(tmp_path: Path) -> None:
     port = free_port()
     args = ["--port", str(port), "--data-dir", str(tmp_path)]
@@ -104,6 +113,9 @@ def test_serves_stops_on_ctrl_c_and_keeps_data_across_restarts(tmp_path: Path) -
 
     with running(args) as first:
         first.wait_for(READY)
+        # The README shows this banner, as `make run` prints it.
+        readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+        assert _banner(first.text.splitlines(), port, tmp_path) == _banner(readme, 3000, ".local")
         assert f"http://127.0.0.1:{port}/docs" in first.text
         assert f"http://127.0.0.1:{port}/openapi.json" in first.text
         match = re.search(r"DynamoDB Local at (http://\S+),", first.text)
