@@ -65,6 +65,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/events/{eventId}"),
     ("GET", "/events/{eventId}/registrations"),
     ("GET", "/events/{eventId}/waitlist"),
+    ("GET", "/health"),
 )
 
 # Reconciliation: a Standard workflow (RECONCILE_WORKFLOW) started by an EventBridge

@@ -29,7 +29,7 @@ from constructs import Construct
 from infrastructure import execution_names, names
 from infrastructure.constructs import task_functions
 from infrastructure.constructs.table import GSI1_NAME
-from registration import outcomes
+from registration import health, outcomes
 from registration.models import RegisterRequest
 
 JSON = "application/json"
@@ -476,7 +476,7 @@ class RegistrationApi(Construct):
         self._register_schema = register_request_schema()
         self._add_gateway_responses()
 
-        self.function = self._api_function(table, powertools_layer)
+        self.function = self._api_function(table, powertools_layer, state_machines)
         lambda_integration = apigateway.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
         for method, path in names.LAMBDA_ROUTES:
             self.rest_api.root.resource_for_path(path).add_method(method, lambda_integration)
@@ -495,8 +495,15 @@ class RegistrationApi(Construct):
 
     # Lambda routes -------------------------------------------------------------------
 
-    def _api_function(self, table: dynamodb.ITable, layer: lambda_.ILayerVersion) -> lambda_.Function:
-        return task_functions.python_function(
+    def _api_function(
+        self,
+        table: dynamodb.ITable,
+        layer: lambda_.ILayerVersion,
+        state_machines: Mapping[str, sfn.IStateMachine],
+    ) -> lambda_.Function:
+        # `GET /health` describes the workflows the API starts.
+        checked = {workflow: state_machines[workflow] for workflow in health.WORKFLOW_ARN_VARIABLES}
+        function = task_functions.python_function(
             self,
             names.API_FUNCTION_ID,
             names.API_HANDLER,
@@ -516,9 +523,18 @@ class RegistrationApi(Construct):
                 ),
             ],
             table=table,
-            role_description="Runs the API function (users, events, listings)",
+            role_description="Runs the API function (users, events, listings, health)",
             description=f"HTTP API routes other than the workflows ({names.API_HANDLER})",
         )
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeStateMachine"],
+                resources=[machine.state_machine_arn for machine in checked.values()],
+            )
+        )
+        for workflow, machine in checked.items():
+            function.add_environment(health.WORKFLOW_ARN_VARIABLES[workflow], machine.state_machine_arn)
+        return function
 
     # Workflow routes -----------------------------------------------------------------
 

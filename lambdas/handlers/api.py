@@ -30,12 +30,13 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import bounded_json, idempotency, outcomes
+from registration import bounded_json, health, idempotency, outcomes
 from registration.errors import DomainError, ValidationError, invalid_input
 from registration.models import (
     ErrorBody,
     Event,
     EventId,
+    Health,
     NewEvent,
     NewUser,
     Page,
@@ -213,6 +214,33 @@ def list_waitlist(
     eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
 ) -> Page[WaitlistEntry]:
     return get_store().list_waitlist(eventId, limit, nextToken)
+
+
+# --- operations ------------------------------------------------------------------------
+
+
+@app.get(
+    "/health",
+    summary="Whether the table answers and the workflows are there to run",
+    operation_id="health",
+    tags=["operations"],
+    responses={
+        200: {"description": "Everything answers"},
+        503: {
+            "description": "The table or a workflow is down (the body says which)",
+            "content": {content_types.APPLICATION_JSON: {"model": Health}},
+        },
+        500: {
+            "description": error_responses(())[500]["description"],
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorBody}},
+        },
+    },
+)
+def get_health() -> Response[Health]:
+    status, report = health.check(get_store())
+    if status != 200:
+        logger.warning("unhealthy", extra=report.model_dump())
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=report)
 
 
 # --- errors ----------------------------------------------------------------------------

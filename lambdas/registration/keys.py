@@ -125,6 +125,9 @@ def reconciliation_run_key(at: str, run_id: str) -> Key:
 # One partition per key, so a stampede of keyed requests spreads like the requests do.
 # Records expire (`expiresAt`, the table's TTL attribute) after a day.
 
+# A key no item has: `GET /health` reads it to see that the table answers.
+HEALTH_PROBE_KEY: Key = {"PK": "HEALTH", "SK": "PROBE"}
+
 IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"
 REQUEST = "REQUEST"
 

@@ -430,3 +430,21 @@ class ReconciliationRun(ReconciliationTotals):
     startedAt: Timestamp
     finishedAt: Timestamp
     recorded: bool = Field(description="True when the summary was also written to the table")
+
+
+# --- health ----------------------------------------------------------------------------
+
+HealthStatus = Literal["ok", "down"]
+
+
+class ComponentHealth(BaseModel):
+    status: HealthStatus
+    detail: str | None = Field(default=None, description="Why it is down (an error code)")
+
+
+class Health(BaseModel):
+    """`GET /health`: 200 when the table answers and every workflow is there to run, else 503."""
+
+    status: HealthStatus
+    database: ComponentHealth
+    workflows: dict[str, ComponentHealth] = Field(description="By workflow: register, unregister")

@@ -279,6 +279,14 @@ def workflow_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _drop_impossible_validation_errors(paths: Mapping[str, Any]) -> None:
+    """Powertools documents a 422 on every route; a route that takes no input never answers it."""
+    for operations in paths.values():
+        for operation in operations.values():
+            if not operation.get("parameters") and "requestBody" not in operation:
+                operation.get("responses", {}).pop("422", None)
+
+
 def _references(document: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(document, dict):
@@ -316,6 +324,7 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
         if clash:
             raise ValueError(f"{path}: the API Lambda also serves {sorted(clash)}")
         paths.setdefault(path, {}).update(operations)
+    _drop_impossible_validation_errors(paths)
     _add_idempotency_parameter(paths)
     _add_transport_refusals(paths)
     _add_retry_after(paths)

@@ -828,6 +828,10 @@ class RegistrationStore:
             # that did commit is recognised by its ClientRequestToken and applies nothing more.
             raise TransientDatabaseError(f"DynamoDB did not answer {operation}: {exc}") from exc
 
+    def ping(self) -> None:
+        """One consistent read of a key no item has: raises when the table does not answer."""
+        self._get(keys.HEALTH_PROBE_KEY)
+
     def _get(self, key: Mapping[str, str]) -> Item | None:
         response = self._call("get_item", TableName=self.table_name, Key=_ser(key), ConsistentRead=True)
         item = response.get("Item")

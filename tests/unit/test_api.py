@@ -7,13 +7,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from handlers import api
 from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
-from registration import errors, idempotency
+from registration import errors, health, idempotency
 from registration.errors import ValidationError
 from registration.observability import logger
 from registration.store import RegistrationStore
@@ -404,3 +405,41 @@ def test_request_fingerprints_are_what_the_request_asks_for() -> None:
     assert fingerprint("POST", "/users", None, "a b") != fingerprint("POST", "/users", None, "a  b")
     assert fingerprint("POST", "/users", None, '"x"') != fingerprint("POST", "/users", None, "x")
     assert fingerprint("POST", "/users", None, None) == fingerprint("POST", "/users", None, "")
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+def _state_machine(name: str) -> str:
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+    role = "arn:aws:iam::123456789012:role/unit"
+    return str(sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"])
+
+
+def test_health_is_ok_when_the_table_and_the_workflows_answer(
+    store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for workflow, variable in health.WORKFLOW_ARN_VARIABLES.items():
+        monkeypatch.setenv(variable, _state_machine(workflow))
+    status, report = call("GET", "/health")
+    assert (status, report["status"], report["database"]["status"]) == (200, "ok", "ok")
+    assert {name: w["status"] for name, w in report["workflows"].items()} == {
+        "register": "ok",
+        "unregister": "ok",
+    }
+
+
+def test_health_is_503_and_names_what_is_down(
+    store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(health.WORKFLOW_ARN_VARIABLES["register"], _state_machine("register"))
+    monkeypatch.delenv(health.WORKFLOW_ARN_VARIABLES["unregister"], raising=False)
+    boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=store.table_name)
+
+    status, report = call("GET", "/health")
+
+    assert (status, report["status"]) == (503, "down")
+    assert report["database"] == {"status": "down", "detail": "ResourceNotFoundException"}
+    assert report["workflows"]["register"]["status"] == "ok"
+    assert report["workflows"]["unregister"] == {"status": "down", "detail": "NotConfigured"}

@@ -1,0 +1,69 @@
+"""`GET /health`: does the table answer, and are the workflows there to run?
+
+The same handler answers on AWS and in the local twin (through the API function, with
+its role), so a database that stopped or a state machine that is gone shows up alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any
+
+from registration.models import ComponentHealth, Health
+from registration.store import RegistrationStore
+
+# The API function's environment names each workflow's state machine (set by CDK).
+WORKFLOW_ARN_VARIABLES = {
+    "register": "REGISTER_STATE_MACHINE_ARN",
+    "unregister": "UNREGISTER_STATE_MACHINE_ARN",
+}
+DOWN_STATUS = 503
+
+
+@cache
+def _states_client(region: str) -> Any:
+    import boto3
+
+    return boto3.client("stepfunctions", region_name=region)
+
+
+def _probe(check: Callable[[], ComponentHealth]) -> ComponentHealth:
+    try:
+        return check()
+    except Exception as exc:  # any failure is "down"; the error's code says which
+        response = getattr(exc, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        return ComponentHealth(status="down", detail=str(code or type(exc).__name__))
+
+
+def _database(store: RegistrationStore) -> ComponentHealth:
+    store.ping()
+    return ComponentHealth(status="ok")
+
+
+def _workflow(arn: str | None, client: Any) -> ComponentHealth:
+    if not arn:
+        return ComponentHealth(status="down", detail="NotConfigured")
+    # arn:aws:states:REGION:ACCOUNT:stateMachine:NAME
+    described = (client or _states_client(arn.split(":")[3])).describe_state_machine(stateMachineArn=arn)
+    status = str(described.get("status", "ACTIVE"))
+    return (
+        ComponentHealth(status="ok") if status == "ACTIVE" else ComponentHealth(status="down", detail=status)
+    )
+
+
+def check(
+    store: RegistrationStore, environment: Mapping[str, str] = os.environ, client: Any = None
+) -> tuple[int, Health]:
+    """(HTTP status, report): 200 when everything answers, 503 when anything is down."""
+    database = _probe(lambda: _database(store))
+
+    def workflow(variable: str) -> Callable[[], ComponentHealth]:
+        return lambda: _workflow(environment.get(variable), client)
+
+    workflows = {name: _probe(workflow(variable)) for name, variable in WORKFLOW_ARN_VARIABLES.items()}
+    healthy = database.status == "ok" and all(w.status == "ok" for w in workflows.values())
+    report = Health(status="ok" if healthy else "down", database=database, workflows=workflows)
+    return (200 if healthy else DOWN_STATUS), report
