@@ -574,12 +574,13 @@ def test_api_function_role_is_least_privilege(synthesized: Synthesized, api_func
     for statement in policy_statements(synthesized, role_id):
         assert statement["Effect"] == "Allow", statement
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resource = join_to_text(statement["Resource"])
-        if "Condition" in statement:
-            assert statement["Condition"] == IDEMPOTENCY_ONLY, statement
-            confined.append((resource, set(actions)))
-            continue
-        grants.setdefault(resource, set()).update(actions)
+        listed = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for resource in (join_to_text(r) for r in listed):
+            if "Condition" in statement:
+                assert statement["Condition"] == IDEMPOTENCY_ONLY, statement
+                confined.append((resource, set(actions)))
+                continue
+            grants.setdefault(resource, set()).update(actions)
     # Updates and deletes only on idempotency records (`IDEMPOTENCY#...` partition keys):
     # never on a user, an event or a seat.
     assert confined == [(f"${{{table}.Arn}}", {"dynamodb:UpdateItem", "dynamodb:DeleteItem"})]
@@ -593,7 +594,15 @@ def test_api_function_role_is_least_privilege(synthesized: Synthesized, api_func
     log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
     assert grants[f"${{{log_group_id}.Arn}}"] == {"logs:CreateLogStream", "logs:PutLogEvents"}
     assert grants["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    assert len(grants) == 4
+    # `GET /health` describes the two workflows the API starts, and nothing else of Step Functions.
+    machines = {r for r, actions in grants.items() if any(a.startswith("states:") for a in actions)}
+    assert len(machines) == 2
+    for machine in machines:
+        assert (
+            synthesized.raw["Resources"][machine.strip("${}")]["Type"] == "AWS::StepFunctions::StateMachine"
+        )
+        assert grants[machine] == {"states:DescribeStateMachine"}
+    assert len(grants) == 6
     assert "ManagedPolicyArns" not in synthesized.raw["Resources"][role_id]["Properties"]
 
 
