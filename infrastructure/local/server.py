@@ -66,6 +66,7 @@ from registration.outcomes import (
     INTEGRATION_TIMEOUT_STATUS,
     INTERNAL_ERROR,
     INTERNAL_MESSAGE,
+    REQUEST_ID_HEADER,
     error_body,
     workflow_headers,
     workflow_response,
@@ -424,7 +425,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("X-Request-Id", request_id)
+        # The API function and the workflow mappings name the request id themselves;
+        # the server does for what it answers before any route.
+        if not any(name.lower() == REQUEST_ID_HEADER.lower() for name, _ in reply.headers):
+            self.send_header(REQUEST_ID_HEADER, request_id)
         for name, value in reply.headers:
             self.send_header(name, value)
         if self.close_connection:

@@ -56,6 +56,7 @@ from registration.validation import validation_error
 
 DEFAULT_PAGE = 25
 ROUTE_NOT_FOUND = "RouteNotFound"
+REQUEST_ID_HEADER = outcomes.REQUEST_ID_HEADER
 # Methods that honour the `Idempotency-Key` header.
 IDEMPOTENT_METHODS = frozenset({"POST", "DELETE"})
 
@@ -457,14 +458,7 @@ def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict
     return result
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Not re-entrant: Powertools keeps the current event on the resolver class, and a
-    Lambda execution environment serves one request at a time.
-
-    A POST or DELETE with an `Idempotency-Key` header runs at most once per key; GET
-    ignores the header."""
+def _answer(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if _not_json(event):
         return _proxy(415, dict(UNSUPPORTED_MEDIA))
     event = _with_json_media_type(event)
@@ -478,3 +472,24 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if key is None:
         return app.resolve(event, context)
     return _idempotent(event, context, key)
+
+
+def _with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """Every answer names API Gateway's request id (the one in its access log) in `X-Request-Id`."""
+    if isinstance(result.get("multiValueHeaders"), dict):
+        result["multiValueHeaders"][REQUEST_ID_HEADER] = [request_id]
+    else:
+        result["headers"] = {**(result.get("headers") or {}), REQUEST_ID_HEADER: request_id}
+    return result
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Not re-entrant: Powertools keeps the current event on the resolver class, and a
+    Lambda execution environment serves one request at a time.
+
+    A POST or DELETE with an `Idempotency-Key` header runs at most once per key; GET
+    ignores the header."""
+    request_id = str((event.get("requestContext") or {}).get("requestId") or context.aws_request_id)
+    return _with_request_id(_answer(event, context), request_id)

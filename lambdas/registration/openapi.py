@@ -210,6 +210,16 @@ def _add_retry_after(paths: dict[str, Any]) -> None:
                         }
 
 
+def _add_request_id_header(paths: dict[str, Any]) -> None:
+    for operations in paths.values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {})[outcomes.REQUEST_ID_HEADER] = {
+                    "description": "The request's id, as in the API's access log and the workflow's execution name",
+                    "schema": {"type": "string"},
+                }
+
+
 def workflow_error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
     """A workflow route's error responses: its codes, and the answer of a timed-out execution."""
     responses = {s: {**r, "content": _content(_ref(ErrorBody))} for s, r in error_responses(codes).items()}
@@ -328,6 +338,7 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
     _add_idempotency_parameter(paths)
     _add_transport_refusals(paths)
     _add_retry_after(paths)
+    _add_request_id_header(paths)
     document["paths"] = dict(sorted(paths.items()))
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     extra = _schemas(

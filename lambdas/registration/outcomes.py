@@ -54,6 +54,8 @@ EXECUTION_TIMED_OUT_MESSAGE = (
     "The request ran out of time and was stopped; it may have taken effect: "
     "check, or retry it with the same Idempotency-Key"
 )
+# Every answer carries API Gateway's request id (`$context.requestId`) in this header.
+REQUEST_ID_HEADER = "X-Request-Id"
 # Seconds a client should wait before retrying a timed-out request.
 RETRY_AFTER_S = 1
 

@@ -192,9 +192,15 @@ def test_workflow_response_mapping_is_generated_from_outcomes(
     assert declared >= {outcomes.SUCCESS_STATUS[workflow], 404, 409, 422, 429, 500, 503}
     # And the header the timed-out answer carries.
     (unavailable,) = [r for r in method["MethodResponses"] if r["StatusCode"] == "503"]
-    assert unavailable["ResponseParameters"] == {"method.response.header.Retry-After": False}
+    request_id = {"method.response.header.X-Request-Id": False}
+    assert unavailable["ResponseParameters"] == {"method.response.header.Retry-After": False, **request_id}
     (conflict,) = [r for r in method["MethodResponses"] if r["StatusCode"] == "409"]
-    assert conflict["ResponseParameters"] == {"method.response.header.Retry-After": False}
+    assert conflict["ResponseParameters"] == {"method.response.header.Retry-After": False, **request_id}
+    # Every answer names its request id.
+    assert all(
+        r["ResponseParameters"].get("method.response.header.X-Request-Id") is False
+        for r in method["MethodResponses"]
+    )
 
 
 def test_register_body_is_validated_against_the_shared_model(
@@ -371,7 +377,8 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
         status, headers, body = _evaluate_response(template, json.dumps(result_document))
         expected = outcomes.workflow_response(workflow, execution_status, None, code, cause)
         assert (status, json.loads(body)) == expected, (execution_status, code, cause)
-        assert headers == outcomes.workflow_headers(execution_status, code), (execution_status, code)
+        expected_headers = {**outcomes.workflow_headers(execution_status, code), "X-Request-Id": REQUEST_ID}
+        assert headers == expected_headers, (execution_status, code)
 
 
 @pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
@@ -393,7 +400,9 @@ def test_a_request_whose_first_still_runs_is_a_409_with_retry_after(workflow: st
     assert (status, json.loads(body)["error"]) == (409, "RequestInProgress")
     assert int(headers["Retry-After"]) >= 1
     refused = {**failed, "error": "AlreadyRegistered"}
-    assert _evaluate_response(template, json.dumps(refused))[1] == {}  # a final answer: no retry
+    assert _evaluate_response(template, json.dumps(refused))[1] == {
+        "X-Request-Id": REQUEST_ID
+    }  # final: no retry
 
 
 def test_evaluated_service_errors() -> None:

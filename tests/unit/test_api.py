@@ -60,6 +60,27 @@ def call(
     return int(result["statusCode"]), json.loads(result["body"])
 
 
+def test_every_answer_names_the_request_id(store: RegistrationStore) -> None:
+    for method, path, body in (
+        ("GET", "/users/nobody", None),
+        ("POST", "/users", {"userId": "ada", "name": "A"}),
+    ):
+        request_id = str(uuid.uuid4())
+        event = proxy_event(
+            method=method,
+            path=path,
+            query="",
+            headers=[("Content-Type", "application/json")],
+            body=json.dumps(body).encode() if body else None,
+            resource=path if body else "/users/{userId}",
+            path_parameters={} if body else {"userId": "nobody"},
+            request_id=request_id,
+        )
+        result = api.handler(event, LambdaContext(LocalFunction("api", names.API_HANDLER), "lambda-id"))
+        headers = result.get("multiValueHeaders") or result.get("headers") or {}
+        assert headers.get("X-Request-Id") in (request_id, [request_id]), result
+
+
 def test_user_round_trip(store: RegistrationStore) -> None:
     status, created = call("POST", "/users", {"userId": "ada", "name": "Ada"})
     assert status == 201
