@@ -43,7 +43,7 @@ help:
 	@echo "make bench          cost, latency and AWS figures; rewrites docs/benchmarks.md and its plots"
 	@echo "make reliability    concurrency, fault, fuzz and security suites; rewrites docs/reliability.md"
 	@echo "make demo           one registration story through the local engine, with execution histories"
-	@echo "make diagrams       redraw the workflow diagrams (README, docs/workflows.md) from the synthesized ASL"
+	@echo "make diagrams       redraw the workflow diagrams in docs/workflows.md from the synthesized ASL"
 	@echo "make synth          write cdk.out/ (no Docker, no AWS account)"
 	@echo "make lint           ruff and mypy"
 	@echo "make bootstrap      prepare the AWS account and region for CDK (once; needs AWS credentials)"

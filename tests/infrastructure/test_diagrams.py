@@ -29,24 +29,16 @@ def test_every_state_machine_is_drawn(synthesized: Synthesized) -> None:
             assert state in document
 
 
-def test_readme_block_is_replaced_between_markers_only() -> None:
-    readme = f"intro\n{diagrams.README_START}\nold\n{diagrams.README_END}\noutro\n"
-    assert diagrams.replace_readme_block(readme, "\nnew\n") == (
-        f"intro\n{diagrams.README_START}\nnew\n{diagrams.README_END}\noutro\n"
-    )
-    assert diagrams.replace_readme_block("no markers", "x") is None
-
-
 def test_check_mode_reports_drift(tmp_path: Path, synthesized: Synthesized) -> None:
     template = parse_template(synthesized.raw)
-    doc, readme = tmp_path / "workflows.md", tmp_path / "README.md"
-    readme.write_text(f"{diagrams.README_START}{diagrams.README_END}\n", encoding="utf-8")
-    outputs = diagrams.expected_outputs(template, doc_path=doc, readme_path=readme)
-    assert outputs.readme_has_markers
-    assert diagrams.drifted(outputs) == [doc, readme]
+    doc = tmp_path / "workflows.md"
+    outputs = diagrams.expected_outputs(template, doc_path=doc)
+    assert diagrams.drifted(outputs) == [doc]
     for path, text in outputs.expected.items():
         path.write_text(text, encoding="utf-8")
-    assert diagrams.drifted(diagrams.expected_outputs(template, doc_path=doc, readme_path=readme)) == []
+    assert diagrams.drifted(diagrams.expected_outputs(template, doc_path=doc)) == []
+    doc.write_text("stale\n", encoding="utf-8")
+    assert diagrams.drifted(diagrams.expected_outputs(template, doc_path=doc)) == [doc]
 
 
 # --- rendering ------------------------------------------------------------------------------
