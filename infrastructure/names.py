@@ -90,3 +90,8 @@ RECONCILE_SCHEDULE_CONTEXT = "reconcileSchedule"
 DEFAULT_RECONCILE_SCHEDULE = "rate(15 minutes)"
 # The metric every repair adds to (lambdas/registration/reconciliation.py emits it).
 RECONCILIATION_REPAIRS_METRIC = "ReconciliationRepairs"
+
+# The states a keyed workflow ends in when it answers as the first request with its
+# `Idempotency-Key` did (workflows/common.py), which `regctl executions show` marks.
+REPLAYED_SUCCESS_STATE = "ReplayedSuccess"
+REPLAYED_FAILURE_STATE = "ReplayedFailure"

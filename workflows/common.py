@@ -16,6 +16,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from infrastructure import names
 from registration import errors, outcomes
 
 # Error names raised by the task handlers: the exception class names, which Lambda
@@ -281,12 +282,12 @@ def idempotent(
         .when(sfn.Condition.boolean_equals(f"{CLAIM_RESULT_PATH}.replay", False), run)
         .when(
             sfn.Condition.boolean_equals(f"{CLAIM_RESULT_PATH}.succeeded", True),
-            sfn.Succeed(scope, "ReplayedSuccess", output_path=f"{CLAIM_RESULT_PATH}.output"),
+            sfn.Succeed(scope, names.REPLAYED_SUCCESS_STATE, output_path=f"{CLAIM_RESULT_PATH}.output"),
         )
         .otherwise(
             sfn.Fail(
                 scope,
-                "ReplayedFailure",
+                names.REPLAYED_FAILURE_STATE,
                 error_path=f"{CLAIM_RESULT_PATH}.error",
                 cause_path=f"{CLAIM_RESULT_PATH}.cause",
             )

@@ -153,15 +153,19 @@ def integration_timeout(note: str = "") -> Reply:
 class LocalApi:
     """Turns one HTTP request into a reply: workflow, API Lambda, docs or 404."""
 
-    def __init__(self, engine: LocalEngine, *, integration_timeout: float = INTEGRATION_TIMEOUT_S) -> None:
+    def __init__(self, engine: LocalEngine, *, integration_timeout: float | None = None) -> None:
         # Imported here, not at the top: the handlers' Logger reads its level from the
         # environment when first imported, which main() sets up first.
         from handlers import api
         from registration.openapi import document
 
         self.engine = engine
-        # API Gateway's limit for any integration (workflow or Lambda), AWS's value by default.
-        self.integration_timeout = integration_timeout
+        # API Gateway's limit for any integration (workflow or Lambda): by default AWS's
+        # value, stretched as the engine stretches its own limits (`time_scale`).
+        scale = getattr(engine, "time_scale", 1.0)
+        self.integration_timeout = (
+            INTEGRATION_TIMEOUT_S * scale if integration_timeout is None else integration_timeout
+        )
         self.routes = RouteTable([*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES])
         self.openapi = json.dumps(document(), indent=2).encode("utf-8")
         self._api = api
@@ -501,7 +505,7 @@ class LocalServer:
         port: int = names.LOCAL_API_PORT,
         *,
         access_log: TextIO | None = None,
-        integration_timeout: float = INTEGRATION_TIMEOUT_S,
+        integration_timeout: float | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -700,7 +704,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host,
             args.port,
             access_log=None if args.quiet else sys.stdout,
-            integration_timeout=INTEGRATION_TIMEOUT_S * args.time_scale,
         )
         server.start()
         cleanup.callback(server.stop)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from infrastructure import names
 from infrastructure.ops import executions
 
 TRIM = 100
@@ -71,6 +72,9 @@ def executions_table(items: Sequence[Mapping[str, Any]]) -> str:
     return table(rows, ["STARTED (UTC)", "WORKFLOW", "STATUS", "TOOK", "EVENT", "USER", "ERROR", "NAME"])
 
 
+REPLAYED_STATES = (names.REPLAYED_SUCCESS_STATE, names.REPLAYED_FAILURE_STATE)
+
+
 def execution_timeline(document: Mapping[str, Any], states: Sequence[Mapping[str, Any]], full: bool) -> str:
     execution = document["execution"]
     lines = [
@@ -86,6 +90,10 @@ def execution_timeline(document: Mapping[str, Any], states: Sequence[Mapping[str
         cause = execution.get("cause") if full else executions.cause_summary(execution.get("cause"))
         if cause:
             lines.append(f"  cause    {compact(cause, full, 160)}")
+    if any(state.get("name") in REPLAYED_STATES for state in states):
+        lines.append(
+            "  replay   answered as the first request with its Idempotency-Key was (nothing run, nothing written)"
+        )
     if not states:
         return "\n".join(lines)
     lines.append("")

@@ -123,6 +123,21 @@ def test_show_a_successful_run_as_a_timeline(server: LocalServer, story: dict[st
     assert all(s["attempts"][0]["status"] == "succeeded" for s in tasks)
 
 
+def test_show_marks_a_replayed_request(server: LocalServer, client: Client) -> None:
+    user, event = client.user("rep"), client.event(capacity=2, prefix="replay")
+    key = {"Idempotency-Key": f"replay-{user}"}
+    first = client.post(f"/events/{event}/register", {"userId": user}, headers=key)
+    again = client.post(f"/events/{event}/register", {"userId": user}, headers=key)
+    assert (first.status, again.status, again.body) == (201, 201, first.body)
+
+    runs = regctl_json(server, "executions", "list", "-e", event, "-u", user)["executions"]
+    assert len(runs) == 2
+    shown = {run["name"]: regctl(server, "executions", "show", run["name"])[1] for run in runs}
+    replays = [name for name, text in shown.items() if "\n  replay   " in text]
+    assert replays == [runs[0]["name"]]  # the newest, only
+    assert "ReplayedSuccess" in shown[runs[0]["name"]]
+
+
 def test_show_a_failed_run_with_its_error_and_cause(server: LocalServer, story: dict[str, str]) -> None:
     failed = regctl_json(
         server, "executions", "list", "-e", story["event"], "-u", story["ada"], "-s", "failed"
