@@ -282,6 +282,26 @@ class FieldError(BaseModel):
 class ErrorBody(BaseModel):
     """Every error response: a stable code and a human sentence; 422s also list the fields."""
 
+    # Whole examples: a generated one would give a 404 the 422's `fields`.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"error": "EventNotFound", "message": "Event evt-2026-keynote does not exist"},
+                {
+                    "error": "ValidationError",
+                    "message": "Invalid input: capacity: Input should be a valid integer",
+                    "fields": [
+                        {
+                            "field": "capacity",
+                            "message": "Input should be a valid integer",
+                            "type": "int_type",
+                        }
+                    ],
+                },
+            ]
+        }
+    )
+
     error: str = Field(description="Stable error code, e.g. `EventFull`", examples=["EventNotFound"])
     message: str = Field(description="A sentence for humans; its wording may change")
     fields: list[FieldError] | None = Field(default=None, description="Only on 422 ValidationError")
