@@ -723,6 +723,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "  Reconcile on demand only (regctl reconcile)"
         )
         _say(f"  Operator  regctl (endpoints under {server.url}{ops.PREFIX})")
+        _say(
+            "  History   workflow runs are kept until the server stops (the tables are kept)"
+            if endpoint
+            else "  History   workflow runs and tables are kept until the server stops"
+        )
         _say("Press Ctrl-C to stop.")
         while not stop.wait(0.5):
             pass
