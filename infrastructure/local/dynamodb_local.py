@@ -259,6 +259,19 @@ class DynamoDBLocal:
             f"{self._startup_timeout:.0f}s ({last_error}):\n" + self._process_output()
         )
 
+    def restart(self) -> DynamoDBLocal:
+        """Starts it again after it died, on the same port and data: clients keep their endpoint."""
+        port = self.port
+        self.stop()
+        if port is not None:
+            self._requested_port = port
+        return self.start()
+
+    @property
+    def exit_code(self) -> int | None:
+        process = self._process
+        return None if process is None else process.poll()
+
     def client(self, **config: Any) -> Any:
         """A boto3 DynamoDB client for this instance (dummy credentials are fine)."""
         return boto3.client(
@@ -301,3 +314,44 @@ class DynamoDBLocal:
         where = "in memory" if self.in_memory else str(self.db_path)
         state = self.endpoint_url if self.running else "stopped"
         return f"DynamoDBLocal({where}, {state})"
+
+
+class Watchdog:
+    """Restarts a DynamoDB Local that died (killed, out of memory), on the same port and
+    data, so that the local stack recovers by itself; says so on `out`."""
+
+    def __init__(self, database: DynamoDBLocal, out: IO[str], interval: float = 1.0) -> None:
+        self.database = database
+        self.out = out
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dynamodb-watchdog", daemon=True)
+        self.restarts = 0
+
+    def start(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _say(self, line: str) -> None:
+        with contextlib.suppress(Exception):
+            print(line, file=self.out, flush=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            code = self.database.exit_code
+            if code is None:
+                continue
+            started = time.monotonic()
+            self._say(f"DynamoDB Local stopped (exit code {code}): restarting it on the same data")
+            try:
+                self.database.restart()
+            except DynamoDBLocalError as exc:
+                self._say(f"DynamoDB Local did not restart ({exc}); trying again")
+                continue
+            self.restarts += 1
+            self._say(f"DynamoDB Local is back after {time.monotonic() - started:.1f}s")

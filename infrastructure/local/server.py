@@ -54,6 +54,7 @@ from infrastructure.local.dynamodb_local import (
     DynamoDBLocal,
     DynamoDBLocalError,
     JavaNotFoundError,
+    Watchdog,
 )
 from infrastructure.local.engine import EngineError, ExecutionTimeout, LocalEngine, route_moto_logs
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction, ThreadedCall
@@ -679,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(MEMORY_HINT, sys.stderr)
                 return 1
             cleanup.callback(db.stop)
+            watchdog = Watchdog(db, sys.stdout).start()
+            cleanup.callback(watchdog.stop)  # runs before db.stop: no restart while stopping
             endpoint = db.endpoint_url
             database = f"DynamoDB Local at {endpoint}, data in {_shown(data_dir / 'dynamodb')}"
         preload.join()

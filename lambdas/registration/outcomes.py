@@ -112,7 +112,7 @@ def workflow_response(
 
 
 # Refusals that only mean "not yet": answered with `Retry-After`, as a timed-out request is.
-RETRY_LATER_CODES = frozenset({"RequestInProgress"})
+RETRY_LATER_CODES = frozenset({"RequestInProgress", "TransientDatabaseError", "ContentionLimitExceeded"})
 
 
 def error_headers(code: str | None) -> dict[str, str]:

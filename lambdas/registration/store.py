@@ -826,7 +826,8 @@ class RegistrationStore:
             # No answer after botocore's own retries (refused, reset, read timeout): the
             # call may or may not have been applied. The workflows retry it; a transaction
             # that did commit is recognised by its ClientRequestToken and applies nothing more.
-            raise TransientDatabaseError(f"DynamoDB did not answer {operation}: {exc}") from exc
+            # The message is an answer's: no endpoint, no internal detail.
+            raise TransientDatabaseError(f"DynamoDB did not answer {operation}; retry shortly") from exc
 
     def ping(self) -> None:
         """One consistent read of a key no item has: raises when the table does not answer."""

@@ -260,3 +260,50 @@ def test_regctl_answers_its_version(tmp_path: Path) -> None:
     answer = _regctl(["--version"], cwd=tmp_path)
     assert answer.returncode == 0, answer.stderr
     assert re.fullmatch(r"regctl \d+\.\d+\.\d+\n", answer.stdout), answer.stdout
+
+
+def _database_pid(data_dir: Path) -> int:
+    """The DynamoDB Local JVM keeping its data in `data_dir`."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "DynamoDBLocal" in command and str(data_dir) in command:
+            return int(proc.name)
+    raise AssertionError(f"no DynamoDB Local process with its data in {data_dir}")
+
+
+def test_a_database_that_dies_is_restarted_on_its_data_and_the_stack_recovers(tmp_path: Path) -> None:
+    port = free_port()
+    with running(["--port", str(port), "--data-dir", str(tmp_path), "--quiet"]) as stack:
+        stack.wait_for(READY)
+        client = Client(f"http://127.0.0.1:{port}", timeout=60)
+        user_id = uid("survivor")
+        assert client.post("/users", {"userId": user_id, "name": "Survivor"}).status == 201
+
+        os.kill(_database_pid(tmp_path), signal.SIGKILL)
+        killed = time.monotonic()
+        answers = []
+        while time.monotonic() - killed < 90:
+            answer = client.get(f"/users/{user_id}")
+            answers.append(answer)
+            if answer.status == 200:
+                break
+            time.sleep(0.2)
+        recovered_after = time.monotonic() - killed
+
+        assert answers[-1].status == 200 and answers[-1].body["name"] == "Survivor", answers[-1].raw
+        assert client.get("/health").body["database"] == {"status": "ok", "detail": None}
+        down = [a for a in answers if a.status != 200]
+        for answer in down:  # meanwhile: "retry later", with nothing internal in it
+            answer.error(503, "TransientDatabaseError")
+            assert answer.header("Retry-After") == "1", answer.raw
+            assert b"127.0.0.1" not in answer.raw and b"http://" not in answer.raw, answer.raw
+        stack.wait_for("DynamoDB Local is back after")
+        assert "restarting it on the same data" in stack.text
+        assert recovered_after < 60, recovered_after
+        stack.popen.send_signal(signal.SIGINT)
+        assert stack.finish() == 0, stack.text
