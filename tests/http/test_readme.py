@@ -8,9 +8,11 @@ long messages). tests/http/test_cli.py holds the startup banner to what the serv
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +89,93 @@ def test_the_readme_story_prints_what_the_readme_shows(stack: LocalServer) -> No
         assert len(lines) == len(shown), (command, lines)
         for expected, line in zip(shown, lines, strict=True):
             assert shown_as(expected, line), f"{command}\n  README: {expected}\n  prints: {line}"
+
+
+# --- excerpts: a README block whose `...` lines stand for lines left out ----------------
+
+# What changes from run to run: ids, times, durations (and so the columns' widths).
+VARYING = (
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
+    (re.compile(r"\b[0-9a-f]{8}\b"), "<id>"),
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "<time>"),
+    (re.compile(r"\b\d+(\.\d+)?(ms|s)\b"), "<duration>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def _normal(line: str) -> str:
+    for pattern, replacement in VARYING:
+        line = pattern.sub(replacement, line)
+    return line.strip()
+
+
+def excerpt_mismatch(excerpt: list[str], printed: list[str]) -> str | None:
+    """Where `excerpt` (in order, `...` skipping any lines, the start skipped too) stops
+    matching `printed`; None when all of it matches."""
+    position, skipping = 0, True
+    for line in excerpt:
+        if line.strip() == "...":
+            skipping = True
+            continue
+        wanted = _normal(line)
+        while position < len(printed) and _normal(printed[position]) != wanted:
+            if not skipping:
+                return f"README: {line!r}\n  prints: {printed[position]!r}"
+            position += 1
+        if position == len(printed):
+            return f"README: {line!r} is not printed (in that order)"
+        position += 1
+        skipping = False
+    return None
+
+
+def test_the_excerpt_matcher_refuses_what_differs() -> None:
+    printed = ["a", "b 1234abcd   took 12ms", "c", "d"]
+    assert excerpt_mismatch(["b 0000ffff took 345ms", "c"], printed) is None
+    assert excerpt_mismatch(["a", "...", "d"], printed) is None
+    assert excerpt_mismatch(["a", "c"], printed) is not None  # `b` left out without `...`
+    assert excerpt_mismatch(["c", "b 1234abcd took 1ms"], printed) is not None  # out of order
+    assert excerpt_mismatch(["e"], printed) is not None
+
+
+def test_make_demo_prints_what_the_readme_shows() -> None:
+    excerpt = readme_block("## Running one registration through the engine", "From Python:", "text")
+    done = subprocess.run(
+        [sys.executable, "-m", "infrastructure.local.demo", "--in-memory"],
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    mismatch = excerpt_mismatch(excerpt, done.stdout.splitlines())
+    assert mismatch is None, mismatch
+
+
+def test_regctl_executions_show_prints_what_the_readme_shows(stack: LocalServer) -> None:
+    """The README's example run: ada holds pycon's one seat while bob and cy wait, and
+    registers again."""
+    from infrastructure.ops.cli import main
+    from tests.http.client import Client
+
+    block = readme_block("### `regctl executions show NAME`", "### `regctl events show EVENT_ID`", "")
+    command, excerpt = block[0], block[1:]
+    assert command.startswith("$ regctl executions show register-pycon-ada-"), command
+    client = Client(stack.url)
+    for user in ("ada", "bob", "cy"):
+        assert client.post("/users", {"userId": user, "name": user.title()}).status in (201, 409)
+    assert (
+        client.post(
+            "/events", {"eventId": "pycon", "title": "PyCon workshop", "capacity": 1, "hasWaitlist": True}
+        ).status
+        == 201
+    )
+    assert [client.register("pycon", u).status for u in ("ada", "bob", "cy", "ada")] == [201, 201, 201, 409]
+    failed = client.register("pycon", "ada")
+    name = f"register-pycon-ada-{failed.header('X-Request-Id')}"
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["executions", "show", name, "--url", stack.url], out=out, err=err) == 0, err.getvalue()
+    mismatch = excerpt_mismatch(excerpt, out.getvalue().splitlines())
+    assert mismatch is None, mismatch
