@@ -47,9 +47,10 @@ IN_FLIGHT = 32
 # the local engine enforces AWS's timeouts of functions, tasks and workflows. It runs
 # every execution in one Python process, an order of magnitude slower than AWS with 32
 # in flight, and a burst of joins on one event's waitlist is its worst case: its tail can
-# pass 29 s on a loaded machine. These runs stretch every time limit (the API's
-# included) by TIME_SCALE, and the figures count the requests that took more than 29 s.
-TIME_SCALE = 10.0
+# pass 29 s on a loaded machine, and one task's handler once ran past 10 s (its 1 s
+# stretched ten times). These runs stretch every time limit (the API's included) by
+# TIME_SCALE, and the figures count the requests that took more than 29 s.
+TIME_SCALE = 20.0
 API_GATEWAY_LIMIT_S = 29.0
 WORKFLOW_TIMEOUT_S = API_GATEWAY_LIMIT_S * TIME_SCALE
 SEATS = 50
