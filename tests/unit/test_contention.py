@@ -31,6 +31,11 @@ def store() -> Iterator[RegistrationStore]:
         yield s
 
 
+# The races are under test, not the clock: a loaded machine must not spend a task's
+# in-task budget (0.5 s by default) before its first re-decision.
+AMPLE_BUDGET_S = 30.0
+
+
 def _event(store: RegistrationStore, capacity: int, users: str) -> None:
     for u in users:
         store.create_user(NewUser(userId=u, name=f"User {u}"))
@@ -56,7 +61,7 @@ def test_a_join_that_lost_the_tail_lands_behind_the_winner(store: RegistrationSt
     late = _stale_register_state(store, "c", "r-c")  # decided: waitlist at position 1
     assert _register(store, "b").position == 1  # b takes that place first
 
-    result = service.write_registration(store, late)
+    result = service.write_registration(store, late, budget_s=AMPLE_BUDGET_S)
 
     assert (result.status, result.position) == ("waitlisted", 2)
     assert [e.userId for e in store.list_waitlist("e").items] == ["b", "c"]
@@ -84,10 +89,10 @@ def test_a_retried_join_that_had_committed_reports_its_place(store: Registration
     _register(store, "a")
     first_try = _stale_register_state(store, "c", "r-c")
     _register(store, "b")
-    service.write_registration(store, first_try)  # committed at the re-decided tail
+    service.write_registration(store, first_try, budget_s=AMPLE_BUDGET_S)  # committed at the re-decided tail
 
     # The task runs again with the same input (its answer was lost).
-    again = service.write_registration(store, first_try)
+    again = service.write_registration(store, first_try, budget_s=AMPLE_BUDGET_S)
 
     assert (again.status, again.position) == ("waitlisted", 2)
     assert store.get_event("e").waitlistCount == 2
@@ -118,8 +123,8 @@ def test_a_promotion_that_lost_the_head_takes_the_next_one(store: RegistrationSt
         states.append(state.model_copy(update={"decision": service.decide_unregistration(store, state)}))
     assert {s.decision.head.userId for s in states if s.decision and s.decision.head} == {"x"}
 
-    first = service.promote_from_waitlist(store, states[0])
-    second = service.promote_from_waitlist(store, states[1])
+    first = service.promote_from_waitlist(store, states[0], budget_s=AMPLE_BUDGET_S)
+    second = service.promote_from_waitlist(store, states[1], budget_s=AMPLE_BUDGET_S)
 
     assert (first.promoted, second.promoted) == ("x", "y")
     assert [e.userId for e in store.list_waitlist("e").items] == ["z"]
