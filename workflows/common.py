@@ -188,6 +188,7 @@ CLAIM_RESULT_PATH = "$.claim"
 OUTCOME_RESULT_PATH = "$.outcome"
 OUTPUT_PATH = "$.outcome.output"
 RECORD_ERROR_PATH = "$.recordError"
+UNRECORDED_ANSWER_MESSAGE = outcomes.UNRECORDED_ANSWER_MESSAGE
 ANY_ERROR = "States.ALL"
 # What the body's failures are caught as, to be recorded and failed again unchanged (a
 # Fail state's ErrorPath may not name a `States.*` error): every business outcome, the
@@ -217,8 +218,10 @@ def idempotent(
     """Wrap a workflow's `body` so that a request sent with an `Idempotency-Key` runs once.
 
     With a key (`$.idempotencyKey`), `ClaimRequest` claims it first and either lets the
-    body run or ends the execution as the first one with that key ended (a replay), and
-    `RecordSuccess` / `RecordFailure` store how it ended. Without a key only the body runs.
+    body run or ends the execution as the first one with that key ended (a replay). A
+    body that succeeds has written, and its write stored the answer on the claim in the
+    same transaction (`registration.idempotency`); a body that fails wrote nothing, and
+    `RecordFailure` stores how it failed. Without a key only the body runs.
     The body runs in a one-branch Parallel state, so every way it can end (its Fail
     states included) reaches one place: the error and cause it failed with are passed on
     unchanged (see RECORDED_ERRORS), and the HTTP answer is the same as without the wrapper.
@@ -242,13 +245,6 @@ def idempotent(
     )
     run.branch(body)
 
-    record_success = express_task(
-        scope,
-        "RecordSuccess",
-        functions["RecordOutcome"],
-        parameters={**request, "output": sfn.JsonPath.object_at(OUTPUT_PATH)},
-        result_path=sfn.JsonPath.DISCARD,
-    )
     record_failure = express_task(
         scope,
         "RecordFailure",
@@ -256,10 +252,13 @@ def idempotent(
         parameters={**request, "error": sfn.JsonPath.object_at(ERROR_RESULT_PATH)},
         result_path=sfn.JsonPath.DISCARD,
     )
-    # The caller's answer matters more than the record: an unrecorded claim only makes a
-    # replay wait for its lease to run out, then run again.
-    record_success.add_catch(done, errors=[ANY_ERROR], result_path=RECORD_ERROR_PATH)
-    record_failure.add_catch(failed, errors=[ANY_ERROR], result_path=RECORD_ERROR_PATH)
+    # A refusal nobody could record is not given out: a retry of the request would not
+    # get it back. The caller is told to retry instead; the claim waits for its lease.
+    record_failure.add_catch(
+        sfn.Fail(scope, "AnswerNotRecorded", error=TRANSIENT_DATABASE_ERROR, cause=UNRECORDED_ANSWER_MESSAGE),
+        errors=[ANY_ERROR],
+        result_path=RECORD_ERROR_PATH,
+    )
 
     keyed = sfn.Condition.is_present(IDEMPOTENCY_KEY_PATH)
     run.add_catch(
@@ -267,7 +266,7 @@ def idempotent(
         errors=list(RECORDED_ERRORS),
         result_path=ERROR_RESULT_PATH,
     )
-    run.next(sfn.Choice(scope, "RecordSuccessIfKeyed").when(keyed, record_success.next(done)).otherwise(done))
+    run.next(done)
 
     claim = express_task(
         scope, "ClaimRequest", functions["ClaimRequest"], parameters=request, result_path=CLAIM_RESULT_PATH

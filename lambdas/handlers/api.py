@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import pydantic
@@ -31,8 +31,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import bounded_json, health, idempotency, outcomes
-from registration.errors import DomainError, ValidationError, invalid_input
+from registration.errors import DomainError, TransientDatabaseError, ValidationError, invalid_input
 from registration.models import (
+    Completion,
     ErrorBody,
     Event,
     EventId,
@@ -50,7 +51,7 @@ from registration.models import (
 )
 from registration.observability import logger, tracer
 from registration.openapi import IDEMPOTENCY_ERRORS, error_responses
-from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE
+from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, UNRECORDED_ANSWER_MESSAGE
 from registration.store import MAX_PAGE, get_store
 from registration.validation import validation_error
 
@@ -61,6 +62,8 @@ REQUEST_ID_HEADER = outcomes.REQUEST_ID_HEADER
 IDEMPOTENT_METHODS = frozenset({"POST", "DELETE"})
 
 # Bodies are parsed within bounds (nesting, integer size): beyond them they are malformed JSON.
+# Where `_idempotent` hands a route the key it holds (the resolver clears it after each request).
+CLAIM_CONTEXT = "idempotencyClaim"
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=bounded_json.loads)
 
 # --- parameters ------------------------------------------------------------------------
@@ -86,6 +89,12 @@ def _responses(status: int, description: str, *codes: str) -> dict[int, OpenAPIR
     }
 
 
+def _keyed_answer(status: int) -> Callable[[Any], Completion | None] | None:
+    """With an `Idempotency-Key`, what the route's write stores as its answer (see `_idempotent`)."""
+    claim: idempotency.Claim | None = app.context.get(CLAIM_CONTEXT)
+    return claim.answer(status) if claim else None
+
+
 def _require_object_body() -> None:
     """Powertools validates the first element of a list body (a rule meant for form
     fields), so `[{...}]` would pass as `{...}`: refuse anything but an object."""
@@ -108,7 +117,7 @@ def _require_object_body() -> None:
 )
 def create_user(user: NewUser) -> User:
     _require_object_body()
-    created = get_store().create_user(user)
+    created = get_store().create_user(user, _keyed_answer(201))
     logger.info("user created", extra={"userId": created.userId})
     return created
 
@@ -164,7 +173,7 @@ def list_user_registrations(
 )
 def create_event(event: NewEvent) -> Event:
     _require_object_body()
-    created = get_store().create_event(event)
+    created = get_store().create_event(event, _keyed_answer(201))
     logger.info("event created", extra={"eventId": created.eventId, "capacity": created.capacity})
     return created
 
@@ -400,6 +409,16 @@ def _proxy(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
     }
 
 
+def _proxy_text(status: int, body: str) -> dict[str, Any]:
+    """A stored answer, sent as the bytes it was first sent as."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
 def _body_text(event: dict[str, Any]) -> str | None:
     body = event.get("body")
     if body and event.get("isBase64Encoded"):
@@ -431,7 +450,9 @@ def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict
         logger.exception("unexpected failure")
         return _proxy(500, {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE})
     if stored is not None:
-        return _proxy(stored.statusCode, stored.body)
+        return _proxy_text(stored.statusCode, stored.body)
+    claim = idempotency.Claim(key, request_id)
+    app.context[CLAIM_CONTEXT] = claim
     try:
         result = app.resolve(event, context)
     except BaseException:
@@ -439,22 +460,27 @@ def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict
             store.release_request(key, request_id)
         raise
     status = int(result.get("statusCode", 500))
+    if claim.recorded and status < 300:
+        return result  # the write stored this answer with itself
+    text = str(result.get("body") or "")
     try:
-        body = json.loads(result.get("body") or "null")
+        body = json.loads(text or "null")
     except ValueError:
         body = None
     answer = (
-        StoredResponse(statusCode=status, body=body)
+        StoredResponse(statusCode=status, body=text)
         if isinstance(body, dict)
         # Not an answer we can replay: release the key, as for a failure of ours.
-        else StoredResponse(statusCode=idempotency.RETRYABLE_STATUS, body={})
+        else StoredResponse(statusCode=idempotency.RETRYABLE_STATUS, body="{}")
     )
     try:
         idempotency.finish(store, key, request_id, answer)
     except Exception:
-        # The caller's answer matters more than the record: an unrecorded claim only makes
-        # a replay wait for its lease to run out, then run again.
+        # An answer a retry would not get back is not given out (a refusal wrote nothing:
+        # after the claim's lease a retry runs the request again).
         logger.exception("could not record the answer", extra={"idempotencyKey": key})
+        unrecorded = TransientDatabaseError(UNRECORDED_ANSWER_MESSAGE)
+        return _proxy(unrecorded.http_status, error_body(unrecorded), outcomes.error_headers(unrecorded.code))
     return result
 
 

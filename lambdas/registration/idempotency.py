@@ -1,9 +1,13 @@
 """Idempotent requests: a POST or DELETE sent with an `Idempotency-Key` runs at most once.
 
-The first request with a key claims it (one conditioned write); when it finishes, its
-answer is stored on the claim. Within `RETENTION_SECONDS`:
+The first request with a key claims it (one conditioned write). A request that changes
+the table stores its answer on the claim in the same transaction as its change
+(`completion`), so a crash can never leave a change without its answer: the claim is
+either still in progress with the table untouched, or complete. A request that ends
+without a change (a refusal) stores its answer after (`finish`). Within
+`RETENTION_SECONDS`:
 
-* the same request again gets the stored answer and changes nothing;
+* the same request again gets the stored answer, byte for byte, and changes nothing;
 * a different request with the same key is refused (`IdempotencyKeyReused`, 422);
 * any request with the key while the first is still running is refused
   (`RequestInProgress`, 409).
@@ -11,8 +15,9 @@ answer is stored on the claim. Within `RETENTION_SECONDS`:
 "The same request" is decided by a fingerprint of what the request asks for (route,
 path ids, body), not of how it was sent. Business answers (2xx, 4xx) are stored; a
 failure of ours (5xx) releases the claim instead, so a retry runs the request again. A
-claim whose request died without either (a timed-out execution) can be taken over by the
-same request once its lease has run out.
+claim whose request died without either (a crash, a timed-out execution) changed nothing,
+and can be taken over by the same request once its lease has run out; the first run's
+write, were it still alive, would then fail its condition on the claim.
 
 The register and unregister workflows call this from their first and last tasks (API
 Gateway starts them directly, so no Lambda sits in front); the API Lambda calls it around
@@ -24,10 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from registration import outcomes
@@ -35,9 +41,11 @@ from registration.errors import IdempotencyKeyReused, RequestInProgress, Validat
 from registration.models import (
     CaughtError,
     ClaimResult,
+    Completion,
     IdempotencyKey,
     IdempotencyRecord,
     StoredResponse,
+    json_text,
 )
 from registration.observability import count, logger
 from registration.store import RegistrationStore, now_iso
@@ -98,6 +106,44 @@ def begin(
     return held.response
 
 
+@dataclass
+class Claim:
+    """A key this request holds while a route runs; `recorded` once the route's write
+    carries the answer (so the answer needs no record of its own)."""
+
+    key: str
+    requestId: str
+    recorded: bool = False
+
+    def answer(self, status: int) -> Callable[[BaseModel], Completion | None]:
+        """What a write stores on this claim: `status` and the written model as the body."""
+
+        def completion_for(model: BaseModel) -> Completion | None:
+            self.recorded = True
+            return completion(self.key, self.requestId, status, model.model_dump(mode="json"))
+
+        return completion_for
+
+
+def completion(key: str | None, request_id: str, status: int, document: Any) -> Completion | None:
+    """What a keyed request's write stores on its claim: its answer (None without a key)."""
+    if key is None:
+        return None
+    return Completion(
+        key=key, requestId=request_id, response=StoredResponse(statusCode=status, body=json_text(document))
+    )
+
+
+def stored_answer(store: RegistrationStore, key: str) -> Any:
+    """The body a keyed request's earlier, committed write stored (a retried task's answer)."""
+    record = store.get_request(key)
+    if record is None or record.response is None:
+        raise RequestInProgress(
+            f"The request with Idempotency-Key {key} has no answer yet; retry in a few seconds"
+        )
+    return record.response.document()
+
+
 def finish(store: RegistrationStore, key: str, request_id: str, response: StoredResponse) -> None:
     """Store the answer for replays, or release the claim when the failure was ours."""
     if response.statusCode >= RETRYABLE_STATUS:
@@ -118,7 +164,7 @@ def claim_for_workflow(
     if stored is None:
         return ClaimResult(replay=False)
     if stored.error is None:
-        return ClaimResult(replay=True, succeeded=True, output=stored.body)
+        return ClaimResult(replay=True, succeeded=True, output=stored.document())
     return ClaimResult(replay=True, succeeded=False, error=stored.error, cause=stored.cause or "")
 
 
@@ -128,9 +174,9 @@ def workflow_response(
     """What the HTTP caller got from a finished execution, in storable form."""
     if error is None:
         status, body = outcomes.workflow_response(operation, "SUCCEEDED", output, None, None)
-        return StoredResponse(statusCode=status, body=body)
+        return StoredResponse(statusCode=status, body=json_text(body))
     status, body = outcomes.workflow_response(operation, "FAILED", None, error.Error, error.Cause)
-    return StoredResponse(statusCode=status, body=body, error=error.Error, cause=error.Cause or "")
+    return StoredResponse(statusCode=status, body=json_text(body), error=error.Error, cause=error.Cause or "")
 
 
 # --- the API Lambda ----------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 MAX_CAPACITY = 1_000_000
 
@@ -34,6 +35,11 @@ Timestamp = Annotated[
 ]
 
 RegistrationStatus = Literal["registered", "waitlisted"]
+
+
+def json_text(document: Any) -> str:
+    """A JSON body as the API sends it (compact, as Powertools' resolver serializes)."""
+    return json.dumps(document, separators=(",", ":"))
 
 
 class _Input(BaseModel):
@@ -190,11 +196,13 @@ class UnregisterDecision(_Record):
 
 
 class RegisterState(WorkflowRequest):
+    idempotencyKey: str | None = None
     event: EventState
     decision: RegisterDecision | None = None
 
 
 class UnregisterState(WorkflowRequest):
+    idempotencyKey: str | None = None
     event: EventState
     decision: UnregisterDecision | None = None
 
@@ -213,13 +221,24 @@ IdempotencyStatus = Literal["IN_PROGRESS", "COMPLETED"]
 
 
 class StoredResponse(_Record):
-    """What the first request answered, replayed as is. A workflow's failure also keeps
-    its error code and cause, so a replayed execution fails exactly as the first did."""
+    """What the first request answered, replayed as is. The body is kept as the JSON text
+    that was sent (a DynamoDB map would not keep its keys' order), so a replay answers the
+    same bytes. A workflow's failure also keeps its error code and cause, so a replayed
+    execution fails exactly as the first did."""
 
     statusCode: int
-    body: dict[str, Any]
+    body: str
     error: str | None = None
     cause: str | None = None
+
+    @field_validator("body", mode="before")
+    @classmethod
+    def _text(cls, body: Any) -> Any:
+        # Records written before bodies were kept as text held a map.
+        return json_text(body) if isinstance(body, dict) else body
+
+    def document(self) -> Any:
+        return json.loads(self.body)
 
 
 class IdempotencyRecord(_Record):
@@ -233,6 +252,15 @@ class IdempotencyRecord(_Record):
     )
     expiresAt: int = Field(description="Epoch seconds; the table's TTL attribute")
     response: StoredResponse | None = None
+
+
+class Completion(_Record):
+    """The answer a keyed request's write stores on its claim, in the same transaction as
+    the write: either both happen or neither does."""
+
+    key: str
+    requestId: str
+    response: StoredResponse
 
 
 class ClaimInput(WorkflowRequest):

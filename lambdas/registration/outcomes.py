@@ -59,6 +59,11 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # Seconds a client should wait before retrying a timed-out request.
 RETRY_AFTER_S = 1
 
+# A keyed request's answer that could not be stored is not given out: this is, instead.
+UNRECORDED_ANSWER_MESSAGE = (
+    "The answer could not be stored for the request's Idempotency-Key; retry it with the same key"
+)
+
 INTEGRATION_TIMEOUT_STATUS = 504
 INTEGRATION_TIMEOUT_ERROR = "IntegrationTimeout"
 INTEGRATION_TIMEOUT_MESSAGE = (

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any, TypeVar
 
+from registration import idempotency, outcomes
 from registration.errors import (
     AlreadyRegistered,
     ContentionLimitExceeded,
@@ -18,6 +20,7 @@ from registration.errors import (
     UserNotFound,
 )
 from registration.models import (
+    Completion,
     EventState,
     RegisterDecision,
     RegisterResult,
@@ -28,6 +31,8 @@ from registration.models import (
     ValidateInput,
 )
 from registration.store import RegistrationStore, now_iso
+
+ResultT = TypeVar("ResultT", RegisterResult, UnregisterResult)
 
 # How many times one execution may re-decide after losing a race. Every lost race means
 # another request made progress, so this bounds latency, not correctness. The Express
@@ -127,6 +132,16 @@ def _joins_waitlist(event: EventState) -> bool:
     return event.hasWaitlist and (event.waitlistCount > 0 or event.registeredCount >= event.capacity)
 
 
+def _completion(state: RegisterState | UnregisterState, operation: str, result: Any) -> Completion | None:
+    """A keyed request's answer, stored on its claim by the write that produces it."""
+    return idempotency.completion(
+        state.idempotencyKey,
+        state.requestId,
+        outcomes.SUCCESS_STATUS[operation],
+        result.model_dump(mode="json"),
+    )
+
+
 def write_registration(
     store: RegistrationStore, state: RegisterState, budget_s: float = IN_TASK_BUDGET_S
 ) -> RegisterResult:
@@ -134,14 +149,21 @@ def write_registration(
     if decision is None or decision.action == "full":
         raise ValueError("write_registration needs a seat or waitlist decision")
     if decision.action == "seat":
-        store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt)
-        return RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
+        result = RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
+        completion = _completion(state, outcomes.REGISTER, result)
+        if not store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt, completion):
+            return _earlier_answer(store, state, RegisterResult, result)
+        return result
 
     event, joined_at = decision.event, decision.decidedAt
     deadline = time.monotonic() + budget_s
     for retry in range(IN_TASK_REDECISIONS + 1):
+        waitlisted = RegisterResult(
+            eventId=state.eventId, userId=state.userId, status="waitlisted", position=event.waitlistCount + 1
+        )
         try:
-            applied_now = store.join_waitlist(event, state.userId, state.requestId, joined_at)
+            completion = _completion(state, outcomes.REGISTER, waitlisted)
+            applied_now = store.join_waitlist(event, state.userId, state.requestId, joined_at, completion)
             break
         except DecisionStale:
             # Another join took the tail first. Re-decide here, milliseconds from the
@@ -164,13 +186,27 @@ def write_registration(
             if not _joins_waitlist(event):
                 raise
     if applied_now:
-        position = event.waitlistCount + 1
-    else:
-        # A retry of a write that had committed: report where the user is now.
-        membership = store.get_membership(state.eventId, state.userId)
-        seq = membership.seq if membership and membership.seq else decision.event.waitlistSeq + 1
-        position = store.waitlist_position(state.eventId, seq)
+        return waitlisted
+    if state.idempotencyKey is not None:
+        return _earlier_answer(store, state, RegisterResult, waitlisted)
+    # A retry of a write that had committed: report where the user is now.
+    membership = store.get_membership(state.eventId, state.userId)
+    seq = membership.seq if membership and membership.seq else decision.event.waitlistSeq + 1
+    position = store.waitlist_position(state.eventId, seq)
     return RegisterResult(eventId=state.eventId, userId=state.userId, status="waitlisted", position=position)
+
+
+def _earlier_answer(
+    store: RegistrationStore,
+    state: RegisterState | UnregisterState,
+    model: type[ResultT],
+    fallback: ResultT,
+) -> ResultT:
+    """The answer of this request's own earlier, committed write (a retried task whose
+    first try's answer was lost): the one stored on its claim when it has a key."""
+    if state.idempotencyKey is None:
+        return fallback
+    return model.model_validate(idempotency.stored_answer(store, state.idempotencyKey))
 
 
 def decide_unregistration(store: RegistrationStore, state: UnregisterState) -> UnregisterDecision:
@@ -203,10 +239,16 @@ def write_unregistration(store: RegistrationStore, state: UnregisterState) -> Un
     if decision.action == "leave_waitlist":
         if decision.seq is None:
             raise ValueError("a leave_waitlist decision carries the slot's sequence")
-        store.leave_waitlist(state.eventId, state.userId, decision.seq, state.requestId)
-        return UnregisterResult(eventId=state.eventId, userId=state.userId, status="left_waitlist")
-    store.release_seat(state.eventId, state.userId, state.requestId)
-    return UnregisterResult(eventId=state.eventId, userId=state.userId, status="unregistered")
+        left = UnregisterResult(eventId=state.eventId, userId=state.userId, status="left_waitlist")
+        completion = _completion(state, outcomes.UNREGISTER, left)
+        if not store.leave_waitlist(state.eventId, state.userId, decision.seq, state.requestId, completion):
+            return _earlier_answer(store, state, UnregisterResult, left)
+        return left
+    freed = UnregisterResult(eventId=state.eventId, userId=state.userId, status="unregistered")
+    completion = _completion(state, outcomes.UNREGISTER, freed)
+    if not store.release_seat(state.eventId, state.userId, state.requestId, completion):
+        return _earlier_answer(store, state, UnregisterResult, freed)
+    return freed
 
 
 def promote_from_waitlist(
@@ -219,10 +261,15 @@ def promote_from_waitlist(
     head, at = decision.head, decision.decidedAt
     deadline = time.monotonic() + budget_s
     for retry in range(IN_TASK_REDECISIONS + 1):
+        promoted = UnregisterResult(
+            eventId=state.eventId, userId=state.userId, status="unregistered", promoted=head.userId
+        )
         try:
             # A retried task whose first try committed (its answer lost) is recognised by
-            # the data layer and answers with the head it promoted then.
-            store.hand_over_seat(state.eventId, state.userId, head, state.requestId, at)
+            # the data layer; it answers with what that try stored, or the head it promoted.
+            completion = _completion(state, outcomes.UNREGISTER, promoted)
+            if not store.hand_over_seat(state.eventId, state.userId, head, state.requestId, at, completion):
+                return _earlier_answer(store, state, UnregisterResult, promoted)
             break
         except DecisionStale:
             # Another unregistration took this head first: take the next one here
@@ -236,9 +283,4 @@ def promote_from_waitlist(
             if membership is None or membership.status != "registered" or next_head is None:
                 raise
             head, at = next_head, now_iso()
-    return UnregisterResult(
-        eventId=state.eventId,
-        userId=state.userId,
-        status="unregistered",
-        promoted=head.userId,
-    )
+    return promoted

@@ -39,12 +39,14 @@ from registration.errors import (
     DomainError,
     EventAlreadyExists,
     EventNotFound,
+    RequestInProgress,
     TransientDatabaseError,
     UserAlreadyExists,
     UserNotFound,
     ValidationError,
 )
 from registration.models import (
+    Completion,
     Counters,
     Event,
     EventState,
@@ -273,9 +275,14 @@ class RegistrationStore:
 
     # --- users -----------------------------------------------------------------------
 
-    def create_user(self, new: NewUser) -> User:
+    def create_user(self, new: NewUser, answer: Callable[[User], Completion | None] | None = None) -> User:
+        """`answer` gives the completion of a keyed request, stored with the user in one transaction."""
         user = User(userId=new.userId, name=new.name, createdAt=now_iso())
         item = self.user_item(user)
+        completion = answer(user) if answer else None
+        if completion is not None:
+            self._create(item, completion, UserAlreadyExists(f"User {new.userId} already exists"))
+            return user
         try:
             self._call(
                 "put_item",
@@ -301,7 +308,10 @@ class RegistrationStore:
 
     # --- events ----------------------------------------------------------------------
 
-    def create_event(self, new: NewEvent) -> Event:
+    def create_event(
+        self, new: NewEvent, answer: Callable[[Event], Completion | None] | None = None
+    ) -> Event:
+        """`answer` gives the completion of a keyed request, stored with the event in one transaction."""
         event_id = new.eventId or uuid.uuid4().hex
         state = EventState(
             eventId=event_id,
@@ -313,6 +323,12 @@ class RegistrationStore:
             waitlistSeq=0,
             createdAt=now_iso(),
         )
+        completion = answer(state.public()) if answer else None
+        if completion is not None:
+            self._create(
+                self.event_item(state), completion, EventAlreadyExists(f"Event {event_id} already exists")
+            )
+            return state.public()
         try:
             self._call(
                 "put_item",
@@ -325,6 +341,10 @@ class RegistrationStore:
                 raise EventAlreadyExists(f"Event {event_id} already exists") from None
             raise
         return state.public()
+
+    def _create(self, item: Item, completion: Completion, exists: DomainError) -> None:
+        put = {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
+        self._transact([TxItem(put, lambda _old: exists)], completion.requestId, completion)
 
     def get_event(self, event_id: str) -> EventState:
         item = self._get(keys.event_key(event_id))
@@ -403,7 +423,9 @@ class RegistrationStore:
 
     # --- seat and waitlist transactions ----------------------------------------------
 
-    def take_seat(self, event_id: str, user_id: str, request_id: str, at: str) -> bool:
+    def take_seat(
+        self, event_id: str, user_id: str, request_id: str, at: str, completion: Completion | None = None
+    ) -> bool:
         """Registers the user into a free seat. Returns False when this request already did."""
         mine = _is_request(request_id)
         return self._transact(
@@ -437,9 +459,12 @@ class RegistrationStore:
                 ),
             ],
             request_id,
+            completion,
         )
 
-    def join_waitlist(self, event: EventState, user_id: str, request_id: str, at: str) -> bool:
+    def join_waitlist(
+        self, event: EventState, user_id: str, request_id: str, at: str, completion: Completion | None = None
+    ) -> bool:
         """Appends the user to the waitlist's tail, behind every existing slot.
 
         The event update is conditioned on the sequence and count the decision saw, so
@@ -508,9 +533,12 @@ class RegistrationStore:
                 ),
             ],
             request_id,
+            completion,
         )
 
-    def release_seat(self, event_id: str, user_id: str, request_id: str) -> bool:
+    def release_seat(
+        self, event_id: str, user_id: str, request_id: str, completion: Completion | None = None
+    ) -> bool:
         """Frees the user's seat; only while nobody waits (otherwise the seat is handed over)."""
         return self._transact(
             [
@@ -534,9 +562,12 @@ class RegistrationStore:
                 ),
             ],
             request_id,
+            completion,
         )
 
-    def leave_waitlist(self, event_id: str, user_id: str, seq: int, request_id: str) -> bool:
+    def leave_waitlist(
+        self, event_id: str, user_id: str, seq: int, request_id: str, completion: Completion | None = None
+    ) -> bool:
         """Removes the user's slot; everyone else keeps their order."""
         return self._transact(
             [
@@ -570,10 +601,17 @@ class RegistrationStore:
                 ),
             ],
             request_id,
+            completion,
         )
 
     def hand_over_seat(
-        self, event_id: str, user_id: str, head: WaitlistHead, request_id: str, at: str
+        self,
+        event_id: str,
+        user_id: str,
+        head: WaitlistHead,
+        request_id: str,
+        at: str,
+        completion: Completion | None = None,
     ) -> bool:
         """The leaving user's seat goes to the head of the waitlist, in one transaction.
 
@@ -604,6 +642,7 @@ class RegistrationStore:
                 ),
             ],
             request_id,
+            completion,
         )
 
     def fill_free_seat(self, event_id: str, head: WaitlistHead, request_id: str, at: str) -> bool:
@@ -896,14 +935,20 @@ class RegistrationStore:
         items = [_deser(i) for i in response.get("Items", [])]
         return items, encode_token(last, listing, partition, o=offset + len(items)), offset
 
-    def _transact(self, items: list[TxItem], scope: str) -> bool:
+    def _transact(self, items: list[TxItem], scope: str, completion: Completion | None = None) -> bool:
         """Runs one transaction for request `scope`; True when applied (by this call, or by an
         identical earlier one whose token DynamoDB still holds), False when a failed
         condition showed that this request had already applied it.
 
+        With a `completion`, the transaction also stores a keyed request's answer on its
+        claim, and runs only while the claim is this request's and in progress.
+
         Conflicts with concurrent transactions are retried here with millisecond backoff;
         a failed condition becomes the domain outcome its TxItem names.
         """
+        if completion is not None:
+            # First: a claim that is not ours any more outranks every other outcome.
+            items = [self._completion_item(completion), *items]
         actions = []
         for tx in items:
             ((kind, body),) = tx.action.items()
@@ -942,6 +987,36 @@ class RegistrationStore:
                 raise TransientDatabaseError("DynamoDB throttled the transaction")
             raise AssertionError("unreachable")
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _completion_item(completion: Completion) -> TxItem:
+        key, request_id = completion.key, completion.requestId
+
+        def claim_failed(old: Item | None) -> DomainError | None:
+            if old and old.get("requestId") == request_id and old.get("status") == "COMPLETED":
+                return None  # this request's own earlier commit
+            return RequestInProgress(
+                f"Another request with Idempotency-Key {key} holds it now; retry to get its answer"
+            )
+
+        return TxItem(
+            {
+                "Update": {
+                    "Key": keys.idempotency_key(key),
+                    "UpdateExpression": "SET #status = :completed, #response = :response, completedAt = :at",
+                    "ConditionExpression": "#status = :inProgress AND requestId = :requestId",
+                    "ExpressionAttributeNames": {"#status": "status", "#response": "response"},
+                    "ExpressionAttributeValues": {
+                        ":completed": "COMPLETED",
+                        ":inProgress": "IN_PROGRESS",
+                        ":response": completion.response.model_dump(exclude_none=True),
+                        ":at": now_iso(),
+                        ":requestId": request_id,
+                    },
+                }
+            },
+            claim_failed,
+        )
 
     @staticmethod
     def _interpret(items: list[TxItem], cancelled: Cancelled) -> str:

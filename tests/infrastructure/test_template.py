@@ -49,9 +49,9 @@ WORKFLOW_FUNCTIONS = {
         *IDEMPOTENCY_FUNCTIONS,
     },
 }
-# The wrapper's tasks that record how the execution ended, and where each goes on
-# (success or failure) whether or not the record could be written.
-RECORD_TASKS = {"RecordSuccess": "Done", "RecordFailure": "Failed"}
+# The wrapper's task that records how a failed execution ended, and where it goes when
+# the record cannot be written (an answer that is not stored is not given out).
+RECORD_TASKS = {"RecordFailure": "AnswerNotRecorded"}
 # Items whose partition key starts with `IDEMPOTENCY#` and nothing else (IAM's
 # `dynamodb:LeadingKeys`): the only condition any table grant carries.
 IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
@@ -425,8 +425,8 @@ def test_every_task_retries_transient_failures_only(
         assert retry.get("JitterStrategy") == "FULL"
         assert 1 <= state["TimeoutSeconds"] <= 30
         if name in RECORD_TASKS:
-            # Recording the outcome is best effort: whatever stops it, the caller still
-            # gets the answer the workflow gave.
+            # Whatever stops the record, the caller is told to retry (503), not given an
+            # answer a retry would not get back.
             assert state["Catch"] == [
                 {"ErrorEquals": ["States.ALL"], "ResultPath": "$.recordError", "Next": RECORD_TASKS[name]}
             ], name
@@ -470,16 +470,13 @@ WRAPPER_EDGES = {
     ("ReplayOrRun", "$.claim.replay BooleanEquals false", "Run"),
     ("ReplayOrRun", "$.claim.succeeded BooleanEquals true", "ReplayedSuccess"),
     ("ReplayOrRun", "default", "ReplayedFailure"),
-    ("Run", "next", "RecordSuccessIfKeyed"),
+    # A success has written, and stored its answer with the write: nothing to record.
+    ("Run", "next", "Done"),
     *(("Run", error, "RecordFailureIfKeyed") for error in common.RECORDED_ERRORS),
-    ("RecordSuccessIfKeyed", KEYED, "RecordSuccess"),
-    ("RecordSuccessIfKeyed", "default", "Done"),
-    ("RecordSuccess", "next", "Done"),
-    ("RecordSuccess", "States.ALL", "Done"),
     ("RecordFailureIfKeyed", KEYED, "RecordFailure"),
     ("RecordFailureIfKeyed", "default", "Failed"),
     ("RecordFailure", "next", "Failed"),
-    ("RecordFailure", "States.ALL", "Failed"),
+    ("RecordFailure", "States.ALL", "AnswerNotRecorded"),
 }
 
 
@@ -522,6 +519,11 @@ def test_idempotency_wrapper_contract(
     )
     assert states["Failed"] == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
     assert states["Done"] == {"Type": "Succeed", "OutputPath": "$.outcome.output"}
+    assert states["AnswerNotRecorded"] == {
+        "Type": "Fail",
+        "Error": "TransientDatabaseError",
+        "Cause": outcomes.UNRECORDED_ANSWER_MESSAGE,
+    }
     assert states["ReplayedSuccess"] == {"Type": "Succeed", "OutputPath": "$.claim.output"}
     assert states["ReplayedFailure"] == {
         "Type": "Fail",
@@ -541,15 +543,12 @@ def test_idempotency_wrapper_contract(
     assert claim["Parameters"] == request
     assert claim["ResultPath"] == "$.claim"
     assert all(c["ResultPath"] == "$.error" for c in claim["Catch"])
-    for name, extra in (
-        ("RecordSuccess", {"output.$": "$.outcome.output"}),
-        ("RecordFailure", {"error.$": "$.error"}),
-    ):
+    for name, extra in (("RecordFailure", {"error.$": "$.error"}),):
         record = states[name]
         assert function_id_from_arn(record["Resource"]) == function_ids["RecordOutcome"], name
         assert record["Parameters"] == {**request, **extra}, name
         assert record["ResultPath"] is None, name  # the answer is the workflow's, not the record's
-    for choice in ("IdempotencyKeyGiven", "RecordSuccessIfKeyed", "RecordFailureIfKeyed"):
+    for choice in ("IdempotencyKeyGiven", "RecordFailureIfKeyed"):
         (rule,) = states[choice]["Choices"]
         assert (rule["Variable"], rule["IsPresent"]) == ("$.idempotencyKey", True), choice
 

@@ -308,7 +308,7 @@ def test_a_refusal_is_replayed_too(store: RegistrationStore) -> None:
 
     record = store.get_request(key)
     assert record is not None and record.response is not None
-    assert (record.response.statusCode, record.response.body) == refused
+    assert (record.response.statusCode, record.response.document()) == refused
 
     assert keyed("POST", "/users", {"userId": "ada", "name": "Again"}, key=key) == refused
 

@@ -140,7 +140,7 @@ def test_a_business_failure_is_stored_with_its_code_and_cause(store: Registratio
         "register", None, CaughtError(Error="EventFull", Cause="The event is full and has no waitlist")
     )
     assert response.statusCode == 409
-    assert response.body == {"error": "EventFull", "message": "The event is full and has no waitlist"}
+    assert response.document() == {"error": "EventFull", "message": "The event is full and has no waitlist"}
     idempotency.finish(store, key, "first", response)
 
     replay = idempotency.claim_for_workflow(store, key, "register", "e-1", "u-1", "second")
@@ -153,7 +153,7 @@ def test_a_success_is_replayed_as_the_workflow_output(store: RegistrationStore) 
     assert not idempotency.claim_for_workflow(store, key, "unregister", "e-1", "u-1", "first").replay
     output = {"eventId": "e-1", "userId": "u-1", "status": "unregistered", "promoted": "u-9"}
     response = idempotency.workflow_response("unregister", output, None)
-    assert (response.statusCode, response.body, response.error) == (200, output, None)
+    assert (response.statusCode, response.document(), response.error) == (200, output, None)
     idempotency.finish(store, key, "first", response)
 
     replay = idempotency.claim_for_workflow(store, key, "unregister", "e-1", "u-1", "second")
