@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from infrastructure import names
 from infrastructure.local.dynamodb_local import free_port
+from tests.fixtures.processes import READY, REPO, running
 from tests.fixtures.template_variants import role_of, synthesized_template, without_grant
 from tests.http.client import Client, uid
 
@@ -28,66 +25,6 @@ pytestmark = [
     pytest.mark.xdist_group("http-cli"),
     pytest.mark.local_only("starts the local server as a process"),
 ]
-
-REPO = Path(__file__).resolve().parents[2]
-READY = "Press Ctrl-C to stop."
-START_TIMEOUT_S = 90
-
-
-class Process:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "infrastructure.local.server", *args],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, text: str, timeout: float = START_TIMEOUT_S) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.output.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no {text!r} in the output:\n{''.join(self.output)}")
-
-    def finish(self, timeout: float = 30) -> int:
-        code = self.popen.wait(timeout=timeout)
-        while (line := self.lines.get(timeout=5)) is not None:
-            self.output.append(line)
-        return code
-
-    @property
-    def text(self) -> str:
-        return "".join(self.output)
-
-
-@contextmanager
-def running(args: list[str], env: dict[str, str] | None = None) -> Iterator[Process]:
-    process = Process(args, env)
-    try:
-        yield process
-    finally:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait(timeout=10)
 
 
 def _listening(url: str) -> bool:
