@@ -16,6 +16,7 @@ import pytest
 
 from infrastructure import names
 from infrastructure.local.dynamodb_local import free_port
+from tests.fixtures import figures
 from tests.fixtures.processes import READY, REPO, running
 from tests.fixtures.template_variants import role_of, synthesized_template, without_grant
 from tests.http.client import Client, uid
@@ -242,5 +243,9 @@ def test_a_database_that_dies_is_restarted_on_its_data_and_the_stack_recovers(tm
         stack.wait_for("DynamoDB Local is back after")
         assert "restarting it on the same data" in stack.text
         assert recovered_after < 60, recovered_after
+        figures.merge(
+            "database_restart",
+            {"recovered_seconds": round(recovered_after, 1), "answers_while_down": len(down)},
+        )
         stack.popen.send_signal(signal.SIGINT)
         assert stack.finish() == 0, stack.text
