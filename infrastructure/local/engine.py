@@ -154,6 +154,9 @@ def _branch_error_name(error_name: str) -> Any:
 
 
 PROGRAM_POOL_SIZE = 16
+# Held while moto parses an ASL definition or an intrinsic function (see _WorkerHooks).
+# Re-entrant: parsing a definition parses the intrinsic functions inside it.
+PARSE_LOCK = threading.RLock()
 
 
 class _WorkerHooks:
@@ -170,6 +173,11 @@ class _WorkerHooks:
       programs of definitions made only of simple states (and Parallel states of
       them) go back to a small pool after the execution, so no program is ever shared
       by two running executions.
+    * ``AmazonStateLanguageParser.parse`` and ``IntrinsicParser.parse`` run under one
+      lock (see ``PARSE_LOCK``): moto's ASL ``Preprocessor`` keeps its query-language
+      scopes in a class-level list and ANTLR's Python runtime shares its prediction
+      caches, so programs parsed from several threads at once (more executions starting
+      together than the pool holds) can fail inside the interpreter.
     """
 
     lock = threading.Lock()
@@ -181,6 +189,27 @@ class _WorkerHooks:
     reusable: dict[str, bool] = {}  # noqa: RUF012
 
     branch_error_name: Any = None
+    parsers: list[tuple[Any, Any]] = []  # noqa: RUF012 - (class, its original parse)
+
+    @staticmethod
+    def _parser_classes() -> list[Any]:
+        from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+        from moto.stepfunctions.parser.asl.parse.intrinsic.intrinsic_parser import IntrinsicParser
+
+        return [AmazonStateLanguageParser, IntrinsicParser]
+
+    @classmethod
+    def _serialize_parsing(cls) -> None:
+        for parser_class in cls._parser_classes():
+            original = parser_class.__dict__["parse"]
+            parse = original.__func__ if isinstance(original, staticmethod) else original
+
+            def locked(source: str, _parse: Callable[[str], Any] = parse) -> Any:
+                with PARSE_LOCK:
+                    return _parse(source)
+
+            parser_class.parse = staticmethod(locked)
+            cls.parsers.append((parser_class, original))
 
     @staticmethod
     def _branches_module() -> Any:
@@ -262,6 +291,7 @@ class _WorkerHooks:
             branches = cls._branches_module()
             cls.branch_error_name = branches.CustomErrorName
             branches.CustomErrorName = _branch_error_name
+            cls._serialize_parsing()
 
     @classmethod
     def uninstall(cls) -> None:
@@ -276,6 +306,9 @@ class _WorkerHooks:
             if cls.branch_error_name is not None:
                 cls._branches_module().CustomErrorName = cls.branch_error_name
                 cls.branch_error_name = None
+            for parser_class, original in reversed(cls.parsers):
+                parser_class.parse = original
+            cls.parsers.clear()
             cls.programs.clear()
             cls.reusable.clear()
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from infrastructure.local import lambda_seam
-from infrastructure.local.engine import ExecutionTimeout, LocalEngine
+from infrastructure.local.engine import PROGRAM_POOL_SIZE, ExecutionTimeout, LocalEngine
 from infrastructure.local.template import TemplateError, parse_template
 from tests.fixtures.engines import recorded_history
 from tests.fixtures.sample_template import (
@@ -162,6 +164,50 @@ def test_many_concurrent_runs_from_threads(sample_engine: LocalEngine) -> None:
     assert [r.output["id"] for r in results] == ids
     assert all(_item(sample_engine, i) is not None for i in ids)
     assert len({r.execution_arn for r in results}) == len(ids)
+
+
+def test_more_executions_starting_at_once_than_the_pool_holds_never_parse_concurrently(
+    sample_engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's ASL preprocessor keeps state on its class and ANTLR shares its caches: two
+    parses at once can kill an execution in the interpreter. With the pool empty, every
+    execution of a burst parses; the parses must take turns."""
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLIntrinsicParser import ASLIntrinsicParser
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLParser import ASLParser
+
+    active = 0
+    most = 0
+    counting = threading.Lock()
+
+    def counted(original: Any) -> Any:
+        def parse_rule(parser: Any) -> Any:
+            nonlocal active, most
+            with counting:
+                active += 1
+                most = max(most, active)
+            try:
+                time.sleep(0.005)  # widens the window two unguarded parses would overlap in
+                return original(parser)
+            finally:
+                with counting:
+                    active -= 1
+
+        return parse_rule
+
+    monkeypatch.setattr(ASLParser, "state_machine", counted(ASLParser.state_machine))
+    monkeypatch.setattr(ASLIntrinsicParser, "func_decl", counted(ASLIntrinsicParser.func_decl))
+    burst = 2 * PROGRAM_POOL_SIZE
+    ready = threading.Barrier(burst)
+
+    def run(i: int) -> Any:
+        ready.wait()
+        return sample_engine.run(SAMPLE_WORKFLOW, {"id": f"burst{i}"}, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=burst) as pool:
+        results = list(pool.map(run, range(burst)))
+
+    assert {r.status for r in results} == {"SUCCEEDED"}
+    assert most == 1, f"{most} parses ran at once"
 
 
 def test_start_wait_describe_and_list(sample_engine: LocalEngine) -> None:
