@@ -63,8 +63,8 @@ REQUEST_ID_LENGTH = execution_names.REQUEST_ID_LENGTH  # $context.requestId is a
 THROTTLED_STATUS = 429
 THROTTLED_ERROR = "TooManyRequests"
 THROTTLED_MESSAGE = "Too many requests; retry after a short wait"
-UNAVAILABLE_STATUS = 503
-UNAVAILABLE_ERROR = "ServiceUnavailable"
+UNAVAILABLE_STATUS = outcomes.UNAVAILABLE_STATUS
+UNAVAILABLE_ERROR = outcomes.UNAVAILABLE_ERROR
 UNAVAILABLE_MESSAGE = "The workflow service is unavailable; retry later"
 VALIDATION_ERROR = "ValidationError"
 
@@ -257,8 +257,17 @@ def service_error_template() -> str:
 
 
 def service_unavailable_template() -> str:
+    """StartSyncExecution failed on Step Functions' side: retry later, as the header says."""
+    retry_after = [
+        f'#set($context.responseOverride.header.{name} = "{value}")'
+        for name, value in outcomes.error_headers(UNAVAILABLE_ERROR).items()
+    ]
     return "\n".join(
-        [_request_id_line(), _json_text({"error": UNAVAILABLE_ERROR, "message": UNAVAILABLE_MESSAGE})]
+        [
+            _request_id_line(),
+            *retry_after,
+            _json_text({"error": UNAVAILABLE_ERROR, "message": UNAVAILABLE_MESSAGE}),
+        ]
     )
 
 

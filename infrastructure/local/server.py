@@ -14,6 +14,12 @@
   handler's thread, may go on. The API handler also stops at its function's own timeout
   (the template's), which API Gateway answers 502.
 * `GET /openapi.json` and `GET /docs` (Swagger UI, served offline) describe the API.
+* The server takes on only as much as it can answer in time
+  (`infrastructure.local.admission`): workflow routes run 16 at once with 32 more
+  waiting at most 2 s; the API function's writes and reads each have a line of 64
+  waiting at most 5 s. A request that cannot get in is answered at once 503
+  `ServiceUnavailable` with `Retry-After: 1`. Time spent waiting counts against the
+  integration's 29 s. `GET /health` is never shed.
 
 The database is DynamoDB Local with its data under `.local/dynamodb` (kept across
 restarts), or moto's in-memory DynamoDB with `--in-memory`. Requests are served
@@ -48,6 +54,7 @@ from botocore.exceptions import ClientError
 from infrastructure import names
 from infrastructure.execution_names import execution_name
 from infrastructure.local import docs_page, iam, ops, stack_record
+from infrastructure.local.admission import Gate, Gates, remaining
 from infrastructure.local.dynamodb_local import (
     DEFAULT_DB_PATH,
     REPO_ROOT,
@@ -67,8 +74,12 @@ from registration.outcomes import (
     INTEGRATION_TIMEOUT_STATUS,
     INTERNAL_ERROR,
     INTERNAL_MESSAGE,
+    NEVER_SHED_PATHS,
     REQUEST_ID_HEADER,
+    UNAVAILABLE_ERROR,
+    UNAVAILABLE_STATUS,
     error_body,
+    error_headers,
     workflow_headers,
     workflow_response,
 )
@@ -141,6 +152,16 @@ def internal_error(status: int = 500) -> Reply:
     return Reply.error(status, INTERNAL_ERROR, INTERNAL_MESSAGE)
 
 
+OVERLOADED_MESSAGE = "The server is serving as many requests as it can; retry after Retry-After seconds"
+
+
+def overloaded() -> Reply:
+    """The answer to a request the server sheds: more work offered than it can serve."""
+    reply = Reply.error(UNAVAILABLE_STATUS, UNAVAILABLE_ERROR, OVERLOADED_MESSAGE)
+    reply.headers.extend(error_headers(UNAVAILABLE_ERROR).items())
+    return reply
+
+
 def integration_timeout(note: str = "") -> Reply:
     """API Gateway's answer for an integration that did not answer in time."""
     reply = Reply.error(INTEGRATION_TIMEOUT_STATUS, INTEGRATION_TIMEOUT_ERROR, INTEGRATION_TIMEOUT_MESSAGE)
@@ -154,7 +175,9 @@ def integration_timeout(note: str = "") -> Reply:
 class LocalApi:
     """Turns one HTTP request into a reply: workflow, API Lambda, docs or 404."""
 
-    def __init__(self, engine: LocalEngine, *, integration_timeout: float | None = None) -> None:
+    def __init__(
+        self, engine: LocalEngine, *, integration_timeout: float | None = None, gates: Gates | None = None
+    ) -> None:
         # Imported here, not at the top: the handlers' Logger reads its level from the
         # environment when first imported, which main() sets up first.
         from handlers import api
@@ -168,6 +191,8 @@ class LocalApi:
             INTEGRATION_TIMEOUT_S * scale if integration_timeout is None else integration_timeout
         )
         self.routes = RouteTable([*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES])
+        # How much work the server takes on at once (infrastructure.local.admission).
+        self.gates = gates or Gates.of()
         self.openapi = json.dumps(document(), indent=2).encode("utf-8")
         self._api = api
         # Powertools keeps the current request on the resolver *class*: like one Lambda
@@ -206,7 +231,11 @@ class LocalApi:
         request_id: str,
         client: str = "127.0.0.1",
         domain: str = "localhost",
+        arrived: float | None = None,
     ) -> Reply:
+        """`arrived` (`time.monotonic()`, default now) starts the integration's budget:
+        time spent waiting for a turn counts against it, as on API Gateway."""
+        deadline = (time.monotonic() if arrived is None else arrived) + self.integration_timeout
         url = urlsplit(target)
         path = url.path or "/"
         if ops.is_ops_path(path):  # operator endpoints for regctl (infrastructure.local.ops)
@@ -227,7 +256,9 @@ class LocalApi:
             denied = self._integration_denied(method, template.path, workflow)
             if denied is not None:
                 return denied
-            return self._workflow(workflow, parameters, body, request_id, idempotency_key(headers))
+            return self._workflow(
+                workflow, parameters, body, request_id, idempotency_key(headers), deadline=deadline
+            )
         event = proxy_event(
             method=method,
             path=path,
@@ -241,7 +272,10 @@ class LocalApi:
             account=self.engine.account,
             domain=domain,
         )
-        return self._lambda(event, request_id)
+        gate: Gate | None = self.gates.reads if method in ("GET", "HEAD") else self.gates.writes
+        if template.path in NEVER_SHED_PATHS:
+            gate = None  # it still takes its turn at the API function
+        return self._lambda(event, request_id, deadline=deadline, gate=gate)
 
     def _integration_denied(self, method: str, path: str, workflow: str) -> Reply | None:
         """API Gateway starts the execution with the integration's role: refuse, as a
@@ -275,8 +309,24 @@ class LocalApi:
             return Reply(200, content, content_type, headers=[("Cache-Control", "max-age=86400")])
         return None
 
-    def _lambda(self, event: dict[str, Any], request_id: str) -> Reply:
-        deadline = time.monotonic() + self.integration_timeout
+    def _lambda(
+        self,
+        event: dict[str, Any],
+        request_id: str,
+        *,
+        deadline: float | None = None,
+        gate: Gate | None = None,
+    ) -> Reply:
+        if deadline is None:
+            deadline = time.monotonic() + self.integration_timeout
+        if gate is None:
+            return self._call_api(event, request_id, deadline)
+        with gate.admitted(remaining(deadline)) as inside:
+            if not inside:
+                return overloaded()
+            return self._call_api(event, request_id, deadline)
+
+    def _call_api(self, event: dict[str, Any], request_id: str, deadline: float) -> Reply:
         function = self._api_function
 
         def call(this: ThreadedCall) -> Any:
@@ -318,7 +368,11 @@ class LocalApi:
         body: bytes,
         request_id: str,
         key: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> Reply:
+        if deadline is None:
+            deadline = time.monotonic() + self.integration_timeout
         try:
             if workflow == names.REGISTER_WORKFLOW:
                 user_id = self._api.register_request(body).userId
@@ -332,10 +386,15 @@ class LocalApi:
         if key is not None:
             # The workflow claims the key (and refuses a malformed one), as on AWS.
             execution_input["idempotencyKey"] = key
-        try:
-            result = self.engine.run(workflow, execution_input, name=name, timeout=self.integration_timeout)
-        except ExecutionTimeout:
-            return integration_timeout(note=name)
+        with self.gates.workflows.admitted(remaining(deadline)) as inside:
+            if not inside:
+                reply = overloaded()
+                reply.note = name
+                return reply
+            try:
+                result = self.engine.run(workflow, execution_input, name=name, timeout=remaining(deadline))
+            except ExecutionTimeout:
+                return integration_timeout(note=name)
         status, document = workflow_response(
             workflow, result.status, result.output, result.error, result.cause
         )
@@ -371,11 +430,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         started = time.perf_counter()
+        arrived = time.monotonic()
         request_id = str(uuid.uuid4())
         self.server.begin()
         reply: Reply | None = None
         try:
-            reply = self._reply(request_id)
+            reply = self._reply(request_id, arrived)
         except Exception:
             LOG.exception("request %s %s failed", self.command, self.path)
             reply = internal_error()
@@ -392,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
                     + (f" {reply.note}" if reply.note else "")
                 )
 
-    def _reply(self, request_id: str) -> Reply:
+    def _reply(self, request_id: str, arrived: float | None = None) -> Reply:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             return Reply.error(411, "LengthRequired", "Send the body with a Content-Length header")
@@ -414,6 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
             request_id=request_id,
             client=self.client_address[0],
             domain=self.headers.get("Host", "localhost"),
+            arrived=arrived,
         )
 
     def _discard(self, length: int) -> None:
@@ -507,12 +568,14 @@ class LocalServer:
         *,
         access_log: TextIO | None = None,
         integration_timeout: float | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
         self.port = port
         self.access_log = access_log
         self.integration_timeout = integration_timeout
+        self.gates = gates
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -524,7 +587,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         if self._httpd is not None:
             return self
-        api = LocalApi(self.engine, integration_timeout=self.integration_timeout)
+        api = LocalApi(self.engine, integration_timeout=self.integration_timeout, gates=self.gates)
         httpd = _HttpServer((self.host, self.port), api, self.access_log)
         self.port = httpd.server_address[1]
         self._httpd = httpd

@@ -181,12 +181,34 @@ TRANSPORT_REFUSALS = {
 }
 
 
+# What a route answers when the service is over its capacity and refuses the request
+# before it runs: API Gateway when Step Functions refuses to start the execution, the
+# local server when it sheds load. Sent with `Retry-After`. The health check is never
+# refused so (`outcomes.NEVER_SHED_PATHS`).
+OVERLOADED_REFUSAL = (
+    f"`{outcomes.UNAVAILABLE_ERROR}`: the service is over its capacity and did not run the "
+    "request; retry after `Retry-After` seconds"
+)
+
+
+def _add_overload_refusal(path: str, responses: dict[str, Any]) -> None:
+    if path in outcomes.NEVER_SHED_PATHS:
+        return
+    status = str(outcomes.UNAVAILABLE_STATUS)
+    existing = responses.get(status)
+    if existing is None:
+        responses[status] = {"description": OVERLOADED_REFUSAL, "content": _content(_ref(ErrorBody))}
+    elif f"`{outcomes.UNAVAILABLE_ERROR}`" not in existing["description"]:
+        existing["description"] += f"; {OVERLOADED_REFUSAL}"
+
+
 def _add_transport_refusals(paths: dict[str, Any]) -> None:
-    for operations in paths.values():
+    for path, operations in paths.items():
         for method, operation in operations.items():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            _add_overload_refusal(path, responses)
             if method not in IDEMPOTENT_METHODS:
                 continue
-            responses: dict[str, Any] = operation.setdefault("responses", {})
             for status, description in TRANSPORT_REFUSALS.items():
                 if status == "413" and "requestBody" not in operation:
                     continue
@@ -202,12 +224,17 @@ def _add_retry_after(paths: dict[str, Any]) -> None:
         for operation in operations.values():
             for response in operation.get("responses", {}).values():
                 codes = [c for c in sorted(outcomes.RETRY_LATER_CODES) if f"`{c}`" in response["description"]]
-                for code in codes:
-                    for name in outcomes.error_headers(code):
-                        response.setdefault("headers", {})[name] = {
-                            "description": f"Seconds to wait before retrying (sent with `{code}`)",
-                            "schema": {"type": "integer"},
-                        }
+                if not codes:
+                    continue
+                timed_out = f"`{outcomes.EXECUTION_TIMED_OUT_ERROR}`"
+                if timed_out in response["description"]:  # sent with it too (workflow_error_responses)
+                    codes.append(outcomes.EXECUTION_TIMED_OUT_ERROR)
+                sent_with = ", ".join(f"`{c}`" for c in codes)
+                for name in outcomes.error_headers(codes[0]):
+                    response.setdefault("headers", {})[name] = {
+                        "description": f"Seconds to wait before retrying (sent with {sent_with})",
+                        "schema": {"type": "integer"},
+                    }
 
 
 def _add_request_id_header(paths: dict[str, Any]) -> None:

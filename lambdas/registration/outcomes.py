@@ -116,8 +116,19 @@ def workflow_response(
     return error_status(code), error_body(code, cause_message(cause))
 
 
+# A request refused before it ran because the service is over its capacity: API
+# Gateway's answer when StartSyncExecution fails, and the local server's when it sheds
+# load (more requests than it can serve in time).
+UNAVAILABLE_STATUS = 503
+UNAVAILABLE_ERROR = "ServiceUnavailable"
+# Routes never refused for load: a refused health check would report a working service
+# down (and its 503 is a health report, not an error).
+NEVER_SHED_PATHS = frozenset({"/health"})
+
 # Refusals that only mean "not yet": answered with `Retry-After`, as a timed-out request is.
-RETRY_LATER_CODES = frozenset({"RequestInProgress", "TransientDatabaseError", "ContentionLimitExceeded"})
+RETRY_LATER_CODES = frozenset(
+    {"RequestInProgress", "TransientDatabaseError", "ContentionLimitExceeded", UNAVAILABLE_ERROR}
+)
 
 
 def error_headers(code: str | None) -> dict[str, str]:

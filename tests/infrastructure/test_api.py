@@ -187,6 +187,9 @@ def test_workflow_response_mapping_is_generated_from_outcomes(
     assert default["ResponseTemplates"] == {"application/json": api.workflow_response_template(workflow)}
     assert responses[r"4\d{2}"]["ResponseTemplates"]["application/json"] == api.service_error_template()
     assert responses[r"5\d{2}"]["StatusCode"] == "503"
+    # Step Functions' own failure is a "retry later" (ServiceUnavailable): with Retry-After.
+    unavailable_template = responses[r"5\d{2}"]["ResponseTemplates"]["application/json"]
+    assert '#set($context.responseOverride.header.Retry-After = "1")' in unavailable_template
     # Every status the templates can set is a declared method response.
     declared = {int(r["StatusCode"]) for r in method["MethodResponses"]}
     assert declared >= {outcomes.SUCCESS_STATUS[workflow], 404, 409, 422, 429, 500, 503}
