@@ -20,10 +20,14 @@
   waiting at most 5 s. A request that cannot get in is answered at once 503
   `ServiceUnavailable` with `Retry-After: 1`. Time spent waiting counts against the
   integration's 29 s. `GET /health` is never shed.
+* Connections are bounded (`ConnectionLimits`): a request's line and headers must
+  arrive within 10 s of its first byte and its body within 10 s more (else 408), an
+  idle keep-alive connection closes after 60 s, and at most 256 are open at once (one
+  more is answered 503 and closed). A body over 1 MB is refused 413 at once.
 
 The database is DynamoDB Local with its data under `.local/dynamodb` (kept across
 restarts), or moto's in-memory DynamoDB with `--in-memory`. Requests are served
-concurrently (a thread per connection).
+concurrently (a thread per connection, at most `ConnectionLimits.max_connections`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -95,6 +100,10 @@ INTEGRATION_TIMEOUT_S = 29.0
 # template's DEFAULT_5XX gateway response keeps the status and gives the error body.
 LAMBDA_FAILED_STATUS = 502
 MAX_BODY_BYTES = 1024 * 1024  # API Gateway allows 10 MB; nothing here needs more than a few hundred bytes
+REQUEST_TIMEOUT_ERROR = "RequestTimeout"
+REQUEST_TIMEOUT_MESSAGE = "The request did not arrive in time"
+SHORT_BODY_MESSAGE = "The body is shorter than its Content-Length"
+TOO_MANY_CONNECTIONS_MESSAGE = "Too many open connections; retry after Retry-After seconds"
 JSON = "application/json"
 ROUTE_NOT_FOUND = "RouteNotFound"  # as handlers.api answers it
 UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"
@@ -414,11 +423,112 @@ class LocalApi:
 # --- HTTP ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may hold of the server, and for how long.
+
+    A request's line and headers must arrive within `header_timeout_s` of its first
+    byte, its body within `body_timeout_s` of its headers (else 408 and the connection
+    closes; a body cut short by the client's close is a 400). A keep-alive connection
+    idle for `idle_timeout_s` is closed. At most `max_connections` are open at once:
+    one more is answered 503 `ServiceUnavailable` with `Retry-After` and closed, so a
+    client that opens thousands holds no more than that many threads.
+    """
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 256
+    # How long the server keeps writing an answer to a client that does not read it.
+    send_timeout_s: float = 10.0
+
+
+class _Phase:
+    IDLE = "idle"  # between requests (or before the first): nothing is owed
+    HEADERS = "headers"  # a request has begun: its line and headers are due
+    BODY = "body"
+    DRAIN = "drain"  # a refused body, read and dropped after the answer
+
+
+def _drop_unread(sock: socket.socket) -> None:
+    """Reads and drops what the client has sent and nobody will read, without waiting:
+    closing over unread data is a reset, which can hide the answer just sent."""
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        while sock.recv(65536):
+            pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, each bounded by what is left of the current phase's time:
+    a client that sends one byte at a time cannot stretch a deadline."""
+
+    def __init__(self, sock: socket.socket, limits: ConnectionLimits) -> None:
+        self._sock = sock
+        self._limits = limits
+        self.phase = _Phase.IDLE
+        self.deadline = time.monotonic() + limits.idle_timeout_s
+        self.timed_out = False
+
+    def begin(self, phase: str, seconds: float) -> None:
+        self.phase = phase
+        self.deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.timed_out = True
+            raise TimeoutError(f"{self.phase} deadline passed")
+        self._sock.settimeout(left)
+        try:
+            count = self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        if count and self.phase == _Phase.IDLE:
+            # The first byte of a request: its line and headers are due from now.
+            self.begin(_Phase.HEADERS, self._limits.header_timeout_s)
+        return count
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "event-registration-local"
-    timeout = 60  # idle keep-alive connections end after a minute
     server: _HttpServer
+    reader: _DeadlineReader
+    _drain: int | None = None  # the length of a refused body to read after the answer
+
+    def setup(self) -> None:
+        super().setup()
+        self.reader = _DeadlineReader(self.connection, self.server.limits)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        # The standard library ends the connection on a read that timed out, silently.
+        super().handle_one_request()
+        if self.reader.timed_out:
+            self.close_connection = True
+            if self.reader.phase == _Phase.HEADERS:  # a request began and did not finish
+                self._refuse_incomplete()
+        elif not self.close_connection:
+            self.reader.begin(_Phase.IDLE, self.server.limits.idle_timeout_s)
+
+    def finish(self) -> None:
+        super().finish()
+        if self.close_connection:
+            _drop_unread(self.connection)
+
+    def _refuse_incomplete(self) -> None:
+        self.command = getattr(self, "command", None) or ""
+        request_id = str(uuid.uuid4())
+        reply = Reply.error(408, REQUEST_TIMEOUT_ERROR, REQUEST_TIMEOUT_MESSAGE)
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(self.server.limits.send_timeout_s)
+            self._send(reply, request_id)
+        self.server.log_access(f'{self.client_address[0]} "- -" {reply.status} 0ms {request_id}')
 
     def version_string(self) -> str:
         return self.server_version
@@ -443,7 +553,10 @@ class _Handler(BaseHTTPRequestHandler):
             if reply is None:
                 reply = internal_error()
             try:
+                self.connection.settimeout(self.server.limits.send_timeout_s)
                 self._send(reply, request_id)
+                if self._drain is not None:
+                    self._discard(self._drain)
             finally:
                 self.server.end()
                 self.server.log_access(
@@ -453,6 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
 
     def _reply(self, request_id: str, arrived: float | None = None) -> Reply:
+        self._drain: int | None = None
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             return Reply.error(411, "LengthRequired", "Send the body with a Content-Length header")
@@ -462,10 +576,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return Reply.error(400, "BadRequest", "Content-Length is not a number")
         if length < 0 or length > MAX_BODY_BYTES:
+            # Answered at once, whether or not the body ever comes; what does come is
+            # read and dropped after the answer (see _discard).
             self.close_connection = True
-            self._discard(length)
+            self._drain = length
             return Reply.error(413, "PayloadTooLarge", "The request body is too large")
-        body = self.rfile.read(length) if length else b""
+        body = b""
+        if length:
+            self.reader.begin(_Phase.BODY, self.server.limits.body_timeout_s)
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                self.close_connection = True
+                return Reply.error(408, REQUEST_TIMEOUT_ERROR, REQUEST_TIMEOUT_MESSAGE)
+            if len(body) < length:  # the client closed its side before the whole body
+                self.close_connection = True
+                return Reply.error(400, "BadRequest", SHORT_BODY_MESSAGE)
         return self.server.api.handle(
             method=self.command.upper(),
             target=self.path,
@@ -478,8 +604,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _discard(self, length: int) -> None:
-        """Read (and drop) a refused body so the client sees the answer, not a reset."""
+        """Read (and drop) a refused body so the client sees the answer, not a reset;
+        for no longer than a body may take to arrive."""
         remaining = min(max(length, 0), 16 * MAX_BODY_BYTES)
+        self.reader.begin(_Phase.DRAIN, self.server.limits.body_timeout_s)
         with contextlib.suppress(OSError):
             while remaining > 0:
                 chunk = self.rfile.read(min(remaining, 65536))
@@ -515,6 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         request_id = str(uuid.uuid4())
         with contextlib.suppress(OSError):
+            self.connection.settimeout(self.server.limits.send_timeout_s)
             self._send(reply, request_id)
         self.server.log_access(
             f'{self.client_address[0]} "{command} {target}" {reply.status} 0ms {request_id}'
@@ -528,13 +657,77 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: LocalApi, access_log: TextIO | None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: LocalApi,
+        access_log: TextIO | None,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.api = api
         self.access_log = access_log
+        self.limits = limits or ConnectionLimits()
         self._log_lock = threading.Lock()
         self._in_flight = 0
         self._idle = threading.Condition()
+        self._connections = 0
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    @property
+    def open_connections(self) -> int:
+        return self._connections
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the accepting thread: a connection beyond the cap gets no thread."""
+        with self._connections_lock:
+            full = self._connections >= self.limits.max_connections
+            if not full:
+                self._connections += 1
+        if full:
+            self._refuse_connection(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connection_closed()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_closed()
+
+    def _connection_closed(self) -> None:
+        with self._connections_lock:
+            self._connections -= 1
+
+    def _refuse_connection(self, request: socket.socket, client_address: Any) -> None:
+        """503 and close, without waiting for the client: what it already sent is read
+        (without blocking) and dropped, so the close is not a reset that hides the answer."""
+        body = json.dumps(
+            {"error": UNAVAILABLE_ERROR, "message": TOO_MANY_CONNECTIONS_MESSAGE}, separators=(",", ":")
+        ).encode("utf-8")
+        request_id = str(uuid.uuid4())
+        head = [
+            f"HTTP/1.1 {UNAVAILABLE_STATUS} {HTTPStatus(UNAVAILABLE_STATUS).phrase}",
+            f"Server: {_Handler.server_version}",
+            f"Content-Type: {JSON}",
+            f"Content-Length: {len(body)}",
+            f"{REQUEST_ID_HEADER}: {request_id}",
+            *(f"{name}: {value}" for name, value in error_headers(UNAVAILABLE_ERROR).items()),
+            "Connection: close",
+        ]
+        _drop_unread(request)
+        with contextlib.suppress(OSError):
+            request.settimeout(0.5)
+            request.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            request.shutdown(socket.SHUT_WR)
+        self.shutdown_request(request)
+        self.log_access(
+            f'{client_address[0]} "- -" {UNAVAILABLE_STATUS} 0ms {request_id} too many connections'
+        )
 
     def begin(self) -> None:
         with self._idle:
@@ -569,6 +762,7 @@ class LocalServer:
         access_log: TextIO | None = None,
         integration_timeout: float | None = None,
         gates: Gates | None = None,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -576,6 +770,7 @@ class LocalServer:
         self.access_log = access_log
         self.integration_timeout = integration_timeout
         self.gates = gates
+        self.connection_limits = connection_limits
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -588,7 +783,7 @@ class LocalServer:
         if self._httpd is not None:
             return self
         api = LocalApi(self.engine, integration_timeout=self.integration_timeout, gates=self.gates)
-        httpd = _HttpServer((self.host, self.port), api, self.access_log)
+        httpd = _HttpServer((self.host, self.port), api, self.access_log, self.connection_limits)
         self.port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="local-api", daemon=True)
