@@ -19,7 +19,8 @@
   waiting at most 2 s; the API function's writes and reads each have a line of 64
   waiting at most 5 s. A request that cannot get in is answered at once 503
   `ServiceUnavailable` with `Retry-After: 1`. Time spent waiting counts against the
-  integration's 29 s. `GET /health` is never shed.
+  integration's 29 s. `GET /health` is never shed. `--time-scale` stretches the waits
+  as it stretches the 29 s.
 * Connections are bounded (`ConnectionLimits`): a request's line and headers must
   arrive within 10 s of its first byte and its body within 10 s more (else 408), an
   idle keep-alive connection closes after 60 s, and at most 256 are open at once (one
@@ -201,7 +202,7 @@ class LocalApi:
         )
         self.routes = RouteTable([*names.WORKFLOW_ROUTES, *names.LAMBDA_ROUTES])
         # How much work the server takes on at once (infrastructure.local.admission).
-        self.gates = gates or Gates.of()
+        self.gates = gates or Gates.of(time_scale=scale)
         self.openapi = json.dumps(document(), indent=2).encode("utf-8")
         self._api = api
         # Powertools keeps the current request on the resolver *class*: like one Lambda

@@ -237,3 +237,12 @@ def test_reads_are_not_shed_by_a_burst_of_writes_or_workflows(monkeypatch: pytes
     _assert_shed(second_write)
     _assert_shed(workflow)
     assert read.status == 200
+
+
+def test_the_waits_stretch_with_the_engines_time_scale() -> None:
+    engine = _engine()
+    engine.time_scale = 3.0
+    gates = server.LocalApi(engine).gates  # type: ignore[arg-type]
+    assert gates.workflows.limits == Limits(in_flight=16, waiting=32, max_wait_s=6.0)
+    assert gates.writes.limits.max_wait_s == gates.reads.limits.max_wait_s == 15.0
+    assert server.LocalApi(_engine()).gates.workflows.limits.max_wait_s == 2.0  # type: ignore[arg-type]
