@@ -37,7 +37,7 @@ TASK_HANDLERS = {
 
 # Environment variables the functions read.
 ENV_TABLE_NAME = "TABLE_NAME"
-# The secret pagination tokens are signed with (registration.store.PAGE_TOKEN_SECRET_VARIABLE).
+# The secret pagination tokens are signed with (registration.data.pages.PAGE_TOKEN_SECRET_VARIABLE).
 ENV_PAGE_TOKEN_SECRET = "PAGE_TOKEN_SECRET"
 POWERTOOLS_SERVICE_NAME = "event-registration"
 METRICS_NAMESPACE = "EventRegistration"

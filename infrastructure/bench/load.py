@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from registration import service
+from registration.data import RegistrationStore
 from registration.errors import DecisionStale
 from registration.models import RegisterState, ValidateInput
-from registration.store import RegistrationStore
 
 Register = Callable[[str], bool]
 

@@ -49,8 +49,10 @@ from infrastructure.bench.seed import seed_event, seed_users, serialize
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocal, DynamoDBLocalError, find_jar_dir
 from infrastructure.local.engine import LocalEngine, route_moto_logs
 from registration import keys
+from registration.data import RegistrationStore, get_store
+from registration.data.dynamo import now_iso
+from registration.data.items import seat_item
 from registration.models import MAX_CAPACITY, NewEvent
-from registration.store import RegistrationStore, get_store, now_iso
 
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
@@ -299,7 +301,7 @@ class CostBench:
     def _floor(self, event_id: str, user_id: str) -> Run:
         """Register into a seat as one transaction, no reads: the least DynamoDB can do."""
         store = RegistrationStore(self.seeder.table_name, self.meter.client)
-        item = store.seat_item(event_id, user_id, uuid.uuid4().hex, now_iso())
+        item = seat_item(event_id, user_id, uuid.uuid4().hex, now_iso())
         actions = [
             {
                 "Update": {

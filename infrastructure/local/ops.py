@@ -33,9 +33,9 @@ from infrastructure.local.engine import ExecutionResult, LocalEngine
 from infrastructure.ops import executions
 from infrastructure.ops.events import EventMissing, event_report
 from registration import bounded_json
+from registration.data import RegistrationStore
 from registration.errors import ValidationError, invalid_input
 from registration.models import Identifier
-from registration.store import RegistrationStore
 from registration.validation import field_errors
 
 LOG = logging.getLogger(__name__)

@@ -31,6 +31,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import bounded_json, health, idempotency, outcomes
+from registration.data import get_store
+from registration.data.pages import MAX_PAGE
 from registration.errors import DomainError, TransientDatabaseError, ValidationError, invalid_input
 from registration.models import (
     Completion,
@@ -52,7 +54,6 @@ from registration.models import (
 from registration.observability import logger, tracer
 from registration.openapi import IDEMPOTENCY_ERRORS, error_responses
 from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, UNRECORDED_ANSWER_MESSAGE
-from registration.store import MAX_PAGE, get_store
 from registration.validation import validation_error
 
 DEFAULT_PAGE = 25

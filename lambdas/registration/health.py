@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
+from registration.data import RegistrationStore
 from registration.models import ComponentHealth, Health
-from registration.store import RegistrationStore
 
 # The API function's environment names each workflow's state machine (set by CDK).
 WORKFLOW_ARN_VARIABLES = {

@@ -12,6 +12,8 @@ import time
 from typing import Any, TypeVar
 
 from registration import idempotency, outcomes
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
 from registration.errors import (
     AlreadyRegistered,
     ContentionLimitExceeded,
@@ -30,7 +32,6 @@ from registration.models import (
     UnregisterState,
     ValidateInput,
 )
-from registration.store import RegistrationStore, now_iso
 
 ResultT = TypeVar("ResultT", RegisterResult, UnregisterResult)
 

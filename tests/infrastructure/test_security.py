@@ -262,7 +262,7 @@ def test_asl_validator_passes_on_every_state_machine(
 
 
 def test_every_listing_function_signs_tokens_with_one_generated_secret(synthesized: Synthesized) -> None:
-    from registration.store import PAGE_TOKEN_SECRET_VARIABLE
+    from registration.data.pages import PAGE_TOKEN_SECRET_VARIABLE
 
     assert names.ENV_PAGE_TOKEN_SECRET == PAGE_TOKEN_SECRET_VARIABLE
     (secret_id,) = synthesized.resources("AWS::SecretsManager::Secret")

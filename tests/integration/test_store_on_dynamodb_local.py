@@ -17,9 +17,8 @@ import pytest
 
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from registration import errors, keys, service
-from registration import store as store_module
+from registration.data import RegistrationStore, transactions
 from registration.models import NewEvent, NewUser, RegisterResult, RegisterState
-from registration.store import RegistrationStore
 from tests.unit.test_idempotency import (  # noqa: F401 - collected here with this module's `store`
     test_a_business_failure_is_stored_with_its_code_and_cause,
     test_a_different_request_with_the_key_is_refused,
@@ -82,7 +81,7 @@ def test_a_token_sent_again_with_other_parameters_is_decided_again(
     """DynamoDB refuses a token it applied within 10 minutes when the parameters differ;
     that means "what this write relied on changed": decide again, never a 500."""
     one_token = str(uuid.uuid4())  # DynamoDB Local keeps tokens account-wide: this test's own
-    monkeypatch.setattr(store_module, "transaction_token", lambda scope, items: one_token)
+    monkeypatch.setattr(transactions, "transaction_token", lambda scope, items: one_token)
     _event_with_one_seat_taken(store, "ab")  # a's seat is written with that token
     with pytest.raises(errors.DecisionStale):
         store.join_waitlist(store.get_event("e"), "b", "r-b", AT)

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from registration import keys, reconciliation, service
+from registration.data import RegistrationStore
 from registration.models import (
     EventReconciliation,
     NewEvent,
@@ -21,7 +22,6 @@ from registration.models import (
     ReconciliationTotals,
     RegisterState,
 )
-from registration.store import RegistrationStore
 from tests.fixtures.drift import (
     assert_consistent,
     delete,

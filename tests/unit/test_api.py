@@ -15,9 +15,9 @@ from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
 from registration import errors, health, idempotency
+from registration.data import RegistrationStore
 from registration.errors import ValidationError
 from registration.observability import logger
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 ROUTES = RouteTable(names.LAMBDA_ROUTES)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from registration import service
+from registration.data import RegistrationStore
 from registration.errors import DecisionStale
 from registration.models import (
     NewEvent,
@@ -21,7 +22,6 @@ from registration.models import (
     RegisterState,
     UnregisterState,
 )
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 

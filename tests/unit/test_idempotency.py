@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from registration import errors, idempotency
+from registration.data import RegistrationStore
 from registration.models import CaughtError, IdempotencyRecord, StoredResponse
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 FP = idempotency.workflow_fingerprint("register", "e-1", "u-1")

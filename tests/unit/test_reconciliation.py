@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from registration import keys, reconciliation, service
+from registration.data import RegistrationStore
 from registration.models import (
     Counters,
     EventReconciliation,
@@ -18,7 +19,6 @@ from registration.models import (
     RegisterState,
 )
 from registration.reconciliation import Run
-from registration.store import RegistrationStore
 from tests.fixtures.drift import (
     assert_consistent,
     counters,
