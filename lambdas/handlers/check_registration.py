@@ -16,6 +16,6 @@ from registration.validation import parse_model
 @logger.inject_lambda_context(correlation_id_path="requestId")
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    decision = service.decide_unregistration(get_store(), parse_model(event, UnregisterState))
+    decision = service.check_registration(get_store(), parse_model(event, UnregisterState))
     logger.info("decided", extra={"action": decision.action, "attempt": decision.attempt})
     return decision.model_dump(mode="json")

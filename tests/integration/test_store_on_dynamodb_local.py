@@ -98,7 +98,7 @@ def test_two_tries_of_one_join_that_read_the_tail_again_answer_alike(
     snapshot and time). It recognises the first try's commit instead of failing."""
     _event_with_one_seat_taken(store, "abc")
     state = RegisterState(eventId="e", userId="c", requestId="r-c", event=store.get_event("e"))
-    state = state.model_copy(update={"decision": service.decide_registration(store, state)})
+    state = state.model_copy(update={"decision": service.check_capacity(store, state)})
     store.join_waitlist(store.get_event("e"), "b", "r-b", AT)  # b takes the tail c decided on
 
     second_is_waiting, first_is_done = threading.Event(), threading.Event()

@@ -60,7 +60,7 @@ def _register(store: RegistrationStore, event_id: str, user: str) -> None:
     state = RegisterState(
         eventId=event_id, userId=user, requestId=uuid.uuid4().hex, event=store.get_event(event_id)
     )
-    decision = service.decide_registration(store, state)
+    decision = service.check_capacity(store, state)
     service.write_registration(store, state.model_copy(update={"decision": decision}))
 
 
