@@ -48,6 +48,8 @@ API_HANDLER = "handlers.api.handler"
 API_FUNCTION_ID = "Api"
 API_URL_OUTPUT = "ApiUrl"
 LOCAL_API_PORT = 3000
+# The local stack's operator endpoints (what `regctl` talks to) live under this path.
+LOCAL_OPS_PREFIX = "/_ops"
 # `cdk deploy -c apiGatewayCloudWatchRole=true` also creates API Gateway's account-wide
 # CloudWatch role (the region's account setting); off by default.
 API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT = "apiGatewayCloudWatchRole"

@@ -40,7 +40,6 @@ from registration.validation import field_errors
 
 LOG = logging.getLogger(__name__)
 
-PREFIX = "/_ops"
 # A whole reconcile run (the schedule waits this long before it gives up watching).
 RECONCILE_WAIT_S = 600.0
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
@@ -112,7 +111,7 @@ class Operations:
 
     def handle(self, method: str, path: str, query: str, body: bytes) -> Answer:
         params = dict(parse_qsl(query, keep_blank_values=False))
-        parts = [unquote(p) for p in path[len(PREFIX) :].strip("/").split("/") if p]
+        parts = [unquote(p) for p in path[len(names.LOCAL_OPS_PREFIX) :].strip("/").split("/") if p]
         try:
             if method == "GET" and parts == ["executions"]:
                 _check_ids(params.get("eventId") or None, params.get("userId") or None)
@@ -261,7 +260,7 @@ def operations_for(engine: LocalEngine) -> Operations:
 
 
 def is_ops_path(path: str) -> bool:
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    return path == names.LOCAL_OPS_PREFIX or path.startswith(names.LOCAL_OPS_PREFIX + "/")
 
 
 def handle(engine: LocalEngine, method: str, path: str, query: str, body: bytes) -> Answer:

@@ -123,10 +123,3 @@ RETRY_LATER_CODES = frozenset({"RequestInProgress", "TransientDatabaseError", "C
 def error_headers(code: str | None) -> dict[str, str]:
     """Response headers, beyond the content type, for an error code (any route)."""
     return {"Retry-After": str(RETRY_AFTER_S)} if code in RETRY_LATER_CODES else {}
-
-
-def workflow_headers(status: str, error: str | None = None) -> dict[str, str]:
-    """Response headers, beyond the content type, for a finished execution."""
-    if status == TIMED_OUT:
-        return {"Retry-After": str(RETRY_AFTER_S)}
-    return error_headers(error) if status == "FAILED" else {}

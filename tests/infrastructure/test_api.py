@@ -10,6 +10,7 @@ import pytest
 
 from infrastructure import names
 from infrastructure.constructs import api
+from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
 from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.test_template import (
@@ -377,7 +378,7 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
         status, headers, body = _evaluate_response(template, json.dumps(result_document))
         expected = outcomes.workflow_response(workflow, execution_status, None, code, cause)
         assert (status, json.loads(body)) == expected, (execution_status, code, cause)
-        expected_headers = {**outcomes.workflow_headers(execution_status, code), "X-Request-Id": REQUEST_ID}
+        expected_headers = {**workflow_headers(execution_status, code), "X-Request-Id": REQUEST_ID}
         assert headers == expected_headers, (execution_status, code)
 
 

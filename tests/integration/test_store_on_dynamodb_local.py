@@ -16,9 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from infrastructure.local.dynamodb_local import DynamoDBLocal
-from registration import errors, keys, service
+from registration import errors, service
 from registration.data import RegistrationStore, transactions
 from registration.models import NewEvent, NewUser, RegisterResult, RegisterState
+from tests.fixtures.tables import table_definition
 from tests.unit.test_idempotency import (  # noqa: F401 - collected here with this module's `store`
     test_a_business_failure_is_stored_with_its_code_and_cause,
     test_a_different_request_with_the_key_is_refused,
@@ -58,7 +59,7 @@ pytestmark = pytest.mark.integration
 def store(dynamodb_local: DynamoDBLocal) -> Iterator[RegistrationStore]:
     client = dynamodb_local.client()
     table = f"store-{uuid.uuid4().hex[:8]}"
-    client.create_table(**keys.table_definition(table))
+    client.create_table(**table_definition(table))
     try:
         yield RegistrationStore(table, client)
     finally:

@@ -33,7 +33,7 @@ from tests.fixtures.drift import (
     set_fields,
     slot,
 )
-from tests.fixtures.tables import moto_store
+from tests.fixtures.tables import moto_store, table_definition
 
 RUN = reconciliation.Run("property-run", "2026-01-01T00:00:00.000Z")
 
@@ -49,7 +49,7 @@ def _fresh_table(tables: RegistrationStore) -> Iterator[RegistrationStore]:
     """A table per example: moto copies every table on each transaction, so a table that
     grew with every example would make each one slower than the last."""
     name = f"p-{uuid.uuid4().hex[:12]}"
-    tables.client.create_table(**keys.table_definition(name))
+    tables.client.create_table(**table_definition(name))
     try:
         yield RegistrationStore(name, tables.client)
     finally:

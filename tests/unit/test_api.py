@@ -14,6 +14,7 @@ from handlers import api
 from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
+from infrastructure.local.request_validation import register_request
 from registration import errors, health, idempotency
 from registration.data import RegistrationStore
 from registration.errors import ValidationError
@@ -246,12 +247,12 @@ def test_correlation_id_is_the_api_gateway_request_id(store: RegistrationStore) 
 )
 def test_register_request_refuses_bad_bodies(body: bytes, field: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        api.register_request(body)
+        register_request(body)
     assert field in [f["field"] for f in refused.value.fields]
 
 
 def test_register_request_accepts_a_user_id() -> None:
-    assert api.register_request(b'{"userId": "u-1"}').userId == "u-1"
+    assert register_request(b'{"userId": "u-1"}').userId == "u-1"
 
 
 # --- Idempotency-Key -------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from registration import errors, keys
+from registration import errors
 from registration.data import RegistrationStore, pages
 from registration.data.transactions import transaction_token
 from registration.models import NewEvent, NewUser, WaitlistHead
@@ -357,14 +357,6 @@ def test_throttled_transaction_is_transient() -> None:
     client = _CancellingClient([{"Code": "ThrottlingError"}, {"Code": "None"}])
     with pytest.raises(errors.TransientDatabaseError):
         _seat_attempt(client)
-
-
-def test_table_definition_keys() -> None:
-    definition = keys.table_definition("x")
-    assert definition["KeySchema"] == [
-        {"AttributeName": "PK", "KeyType": "HASH"},
-        {"AttributeName": "SK", "KeyType": "RANGE"},
-    ]
 
 
 # --- the transaction token ------------------------------------------------------------
