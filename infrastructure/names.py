@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from registration import settings as function_settings
+
 STACK_NAME = "EventRegistration"
 TEMPLATE_FILE = f"{STACK_NAME}.template.json"
 CDK_OUT_DIR = "cdk.out"
@@ -35,10 +37,12 @@ TASK_HANDLERS = {
     "RecordOutcome": "handlers.record_outcome.handler",
 }
 
-# Environment variables the functions read.
-ENV_TABLE_NAME = "TABLE_NAME"
-# The secret pagination tokens are signed with (registration.data.pages.PAGE_TOKEN_SECRET_VARIABLE).
-ENV_PAGE_TOKEN_SECRET = "PAGE_TOKEN_SECRET"
+# Environment variables the functions read (`registration.settings` names them).
+ENV_TABLE_NAME = function_settings.TABLE_NAME
+ENV_PAGE_TOKEN_SECRET = function_settings.PAGE_TOKEN_SECRET
+ENV_WORKFLOW_ARNS = function_settings.WORKFLOW_ARNS
+ENV_SERVICE_NAME = function_settings.SERVICE_NAME
+ENV_METRICS_NAMESPACE = function_settings.METRICS_NAMESPACE
 POWERTOOLS_SERVICE_NAME = "event-registration"
 METRICS_NAMESPACE = "EventRegistration"
 

@@ -30,7 +30,7 @@ from infrastructure import execution_names, names
 from infrastructure.constructs import task_functions
 from infrastructure.constructs.table import GSI1_NAME
 from infrastructure.workflow_responses import workflow_headers
-from registration import health, outcomes
+from registration import outcomes
 from registration.models import RegisterRequest
 
 JSON = "application/json"
@@ -511,7 +511,7 @@ class RegistrationApi(Construct):
         state_machines: Mapping[str, sfn.IStateMachine],
     ) -> lambda_.Function:
         # `GET /health` describes the workflows the API starts.
-        checked = {workflow: state_machines[workflow] for workflow in health.WORKFLOW_ARN_VARIABLES}
+        checked = {workflow: state_machines[workflow] for workflow in names.ENV_WORKFLOW_ARNS}
         function = task_functions.python_function(
             self,
             names.API_FUNCTION_ID,
@@ -542,7 +542,7 @@ class RegistrationApi(Construct):
             )
         )
         for workflow, machine in checked.items():
-            function.add_environment(health.WORKFLOW_ARN_VARIABLES[workflow], machine.state_machine_arn)
+            function.add_environment(names.ENV_WORKFLOW_ARNS[workflow], machine.state_machine_arn)
         return function
 
     # Workflow routes -----------------------------------------------------------------

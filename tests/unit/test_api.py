@@ -15,7 +15,7 @@ from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
 from infrastructure.local.request_validation import register_request
-from registration import errors, health, idempotency
+from registration import errors, idempotency, settings
 from registration.data import RegistrationStore
 from registration.errors import ValidationError
 from registration.observability import logger
@@ -442,7 +442,7 @@ def _state_machine(name: str) -> str:
 def test_health_is_ok_when_the_table_and_the_workflows_answer(
     store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for workflow, variable in health.WORKFLOW_ARN_VARIABLES.items():
+    for workflow, variable in settings.WORKFLOW_ARNS.items():
         monkeypatch.setenv(variable, _state_machine(workflow))
     status, report = call("GET", "/health")
     assert (status, report["status"], report["database"]["status"]) == (200, "ok", "ok")
@@ -455,8 +455,8 @@ def test_health_is_ok_when_the_table_and_the_workflows_answer(
 def test_health_is_503_and_names_what_is_down(
     store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(health.WORKFLOW_ARN_VARIABLES["register"], _state_machine("register"))
-    monkeypatch.delenv(health.WORKFLOW_ARN_VARIABLES["unregister"], raising=False)
+    monkeypatch.setenv(settings.WORKFLOW_ARNS["register"], _state_machine("register"))
+    monkeypatch.delenv(settings.WORKFLOW_ARNS["unregister"], raising=False)
     boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=store.table_name)
 
     status, report = call("GET", "/health")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from registration import errors
+from registration import errors, settings
 from registration.data import RegistrationStore, pages
 from registration.data.transactions import transaction_token
 from registration.models import NewEvent, NewUser, WaitlistHead
@@ -275,7 +275,7 @@ def test_a_changed_or_forged_token_is_refused(
     for garbage in (token + "x", token.partition(".")[0], "." + token, "é.é", "a.b.c"):
         _refused_token(lambda garbage=garbage: store.list_waitlist("e", next_token=garbage))
     # Every function that shares the secret accepts the token; another secret does not.
-    monkeypatch.setenv(pages.PAGE_TOKEN_SECRET_VARIABLE, "stack-secret")
+    monkeypatch.setenv(settings.PAGE_TOKEN_SECRET, "stack-secret")
     shared = store.list_waitlist("e", limit=1).nextToken
     assert shared and shared != token
     assert [w.position for w in store.list_waitlist("e", limit=1, next_token=shared).items] == [2]

@@ -8,13 +8,12 @@ tokens). `RegistrationStore` is all of them over one table.
 
 from __future__ import annotations
 
-import os
-
 from registration.data.events import Events
 from registration.data.idempotency_records import IdempotencyRecords
 from registration.data.memberships import Memberships
 from registration.data.repairs import Repairs
 from registration.data.users import Users
+from registration.settings import Settings
 
 
 class RegistrationStore(Users, Events, Memberships, Repairs, IdempotencyRecords):
@@ -26,15 +25,11 @@ _stores: dict[tuple[str, str, str], RegistrationStore] = {}
 
 def get_store() -> RegistrationStore:
     """The process's store for the configured table and endpoint (cached across invocations)."""
-    table = os.environ.get("TABLE_NAME", "")
-    if not table:
+    settings = Settings.read()
+    if not settings.table_name:
         raise RuntimeError("TABLE_NAME is not set")
-    key = (
-        table,
-        os.environ.get("AWS_ENDPOINT_URL_DYNAMODB", ""),
-        os.environ.get("AWS_DEFAULT_REGION", ""),
-    )
+    key = (settings.table_name, settings.dynamodb_endpoint, settings.region)
     store = _stores.get(key)
     if store is None:
-        store = _stores.setdefault(key, RegistrationStore(table))
+        store = _stores.setdefault(key, RegistrationStore(settings.table_name))
     return store

@@ -17,17 +17,15 @@ import functools
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from registration import keys
 from registration.data.dynamo import Item, Table, deserialize, serialize
 from registration.errors import ValidationError
+from registration.settings import Settings
 
 MAX_PAGE = 100
-PAGE_TOKEN_SECRET_VARIABLE = "PAGE_TOKEN_SECRET"
-DEVELOPMENT_PAGE_TOKEN_SECRET = "local-development-page-token-secret"
 INVALID_TOKEN_MESSAGE = "nextToken is not a token this listing returned"
 _TOKEN_KEY_CONTEXT = b"registration/page-token/v1\0"
 
@@ -47,7 +45,7 @@ def _derived_key(secret: str) -> bytes:
 
 
 def _token_key() -> bytes:
-    return _derived_key(os.environ.get(PAGE_TOKEN_SECRET_VARIABLE) or DEVELOPMENT_PAGE_TOKEN_SECRET)
+    return _derived_key(Settings.read().page_token_secret)
 
 
 def _b64(raw: bytes) -> str:
