@@ -32,7 +32,7 @@ from infrastructure import execution_names, names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
 from infrastructure.ops import executions
 from infrastructure.ops.events import EventMissing, event_report
-from registration import bounded_json
+from registration import bounded_json, outcomes
 from registration.data import RegistrationStore
 from registration.errors import ValidationError, invalid_input
 from registration.models import Identifier
@@ -86,10 +86,6 @@ def _execution_name(name: str) -> str:
     return name
 
 
-def error_body(error: ValidationError) -> dict[str, Any]:
-    return {"error": error.code, "message": error.message, "fields": error.fields}
-
-
 class Operations:
     """The endpoints' logic over one started engine."""
 
@@ -135,7 +131,7 @@ class Operations:
                 _check_ids(event_id, None)
                 return 202, self.start_reconcile(event_id)
         except ValidationError as exc:
-            return exc.http_status, error_body(exc)
+            return exc.http_status, outcomes.error_body(exc.code, exc.message, exc.fields)
         except EventMissing as exc:
             return _error(404, "EventNotFound", str(exc))
         except UnicodeDecodeError:

@@ -264,10 +264,7 @@ def _json(
 
 
 def error_body(error: DomainError) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": error.code, "message": error.message}
-    if isinstance(error, ValidationError):
-        body["fields"] = error.fields
-    return body
+    return outcomes.error_body(error.code, error.message, getattr(error, "fields", None))
 
 
 def error_response(error: DomainError) -> Response[dict[str, Any]]:

@@ -169,7 +169,7 @@ def claim_for_workflow(
     return ClaimResult(replay=True, succeeded=False, error=stored.error, cause=stored.cause or "")
 
 
-def workflow_response(
+def stored_workflow_response(
     operation: str, output: dict[str, Any] | None, error: CaughtError | None
 ) -> StoredResponse:
     """What the HTTP caller got from a finished execution, in storable form."""

@@ -92,13 +92,20 @@ def cause_message(cause: str | None) -> str:
     return message if isinstance(message, str) else cause
 
 
-def error_body(code: str | None, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    if error_status(code) == 500:
-        return {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE}
+def error_body(code: str, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The one error shape: `{error, message}`, and the `fields` of a ValidationError."""
     body: dict[str, Any] = {"error": code, "message": message}
     if code == "ValidationError":
         body["fields"] = fields or []
     return body
+
+
+def workflow_error_body(code: str | None, message: str) -> dict[str, Any]:
+    """A failed execution's body: an error no Fail state names is a failure of ours,
+    which says nothing of its cause."""
+    if code is None or error_status(code) == 500:
+        return {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE}
+    return error_body(code, message)
 
 
 def workflow_response(
@@ -113,7 +120,7 @@ def workflow_response(
             "message": EXECUTION_TIMED_OUT_MESSAGE,
         }
     code = error if status == "FAILED" else None
-    return error_status(code), error_body(code, cause_message(cause))
+    return error_status(code), workflow_error_body(code, cause_message(cause))
 
 
 # Refusals that only mean "not yet": answered with `Retry-After`, as a timed-out request is.
