@@ -188,47 +188,14 @@ class _Flowchart:
 
         for name, state in states.items():
             node_id = ids[name]
-            kind = state["Type"]
-            if kind in ("Map", "Parallel"):
-                self._render_container(name, state, node_id, indent)
-            elif kind == "Fail":
-                fail_nodes.append(f"{node_id}([{_label(name, fail_text(name, state))}])")
-                self.add_class("fail", node_id)
-            elif kind == "Succeed":
-                self.lines.append(f"{indent}{node_id}([{_label(name)}])")
-                self.add_class("succeed", node_id)
-            elif kind == "Choice":
-                self.lines.append(f"{indent}{node_id}{{{_label(name)}}}")
-                self.add_class("choice", node_id)
-            elif kind == "Task":
-                retry = retry_text(state.get("Retry", []))
-                self.lines.append(
-                    f"{indent}{node_id}[{_label(name, resource_text(state, self.handlers), retry)}]"
-                )
-            elif kind == "Wait":
-                wait = next(
-                    (f"{k}: {v}" for k, v in state.items() if k.startswith(("Seconds", "Timestamp"))), ""
-                )
-                self.lines.append(f"{indent}{node_id}[/{_label(name, f'wait {wait}')}/]")
-            else:  # Pass and anything newer
-                self.lines.append(f"{indent}{node_id}[{_label(name, kind)}]")
-
-            if kind == "Choice":
-                for rule in state.get("Choices", []):
-                    edges.append(f"{node_id} -->|{_label(condition_text(rule))}| {ids[rule['Next']]}")
-                if "Default" in state:
-                    edges.append(f"{node_id} -->|{_label('otherwise')}| {ids[state['Default']]}")
-            if "Next" in state:
-                edges.append(f"{node_id} --> {ids[state['Next']]}")
-            elif state.get("End") and not prefix:
+            fail_node = self._render_node(name, state, node_id, indent)
+            if fail_node is not None:
+                fail_nodes.append(fail_node)
+            edges += _edges(state, node_id, ids)
+            if "Next" not in state and state.get("End") and not prefix:
                 if end_id is None:
                     end_id = self.new_id("", "end_")
                 edges.append(f"{node_id} --> {end_id}")
-            caught: dict[str, list[str]] = {}
-            for catcher in state.get("Catch", []):
-                caught.setdefault(catcher["Next"], []).extend(catcher.get("ErrorEquals", []))
-            for target, errors in caught.items():
-                edges.append(f"{node_id} -.->|{_label(compact_errors(errors))}| {ids[target]}")
 
         if fail_nodes:
             group = self.new_id(prefix, "failures")
@@ -239,6 +206,32 @@ class _Flowchart:
             self.lines.append(f'{indent}{end_id}(("End"))')
         self.lines.extend(f"{indent}{edge}" for edge in edges)
         return ids[machine["StartAt"]], end_id
+
+    def _render_node(self, name: str, state: Mapping[str, Any], node_id: str, indent: str) -> str | None:
+        """Draws one state; a Fail state is returned instead, to be grouped with the others."""
+        kind = state["Type"]
+        if kind in ("Map", "Parallel"):
+            self._render_container(name, state, node_id, indent)
+        elif kind == "Fail":
+            self.add_class("fail", node_id)
+            return f"{node_id}([{_label(name, fail_text(name, state))}])"
+        elif kind == "Succeed":
+            self.lines.append(f"{indent}{node_id}([{_label(name)}])")
+            self.add_class("succeed", node_id)
+        elif kind == "Choice":
+            self.lines.append(f"{indent}{node_id}{{{_label(name)}}}")
+            self.add_class("choice", node_id)
+        elif kind == "Task":
+            retry = retry_text(state.get("Retry", []))
+            self.lines.append(
+                f"{indent}{node_id}[{_label(name, resource_text(state, self.handlers), retry)}]"
+            )
+        elif kind == "Wait":
+            wait = next((f"{k}: {v}" for k, v in state.items() if k.startswith(("Seconds", "Timestamp"))), "")
+            self.lines.append(f"{indent}{node_id}[/{_label(name, f'wait {wait}')}/]")
+        else:  # Pass and anything newer
+            self.lines.append(f"{indent}{node_id}[{_label(name, kind)}]")
+        return None
 
     def _render_container(self, name: str, state: Mapping[str, Any], node_id: str, indent: str) -> None:
         """A Map's item processor, or each branch of a Parallel, drawn as a subgraph."""
@@ -381,6 +374,24 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(outputs.expected[path], encoding="utf-8")
         print(f"wrote {path.relative_to(REPO_ROOT)}")
     return 0
+
+
+def _edges(state: Mapping[str, Any], node_id: str, ids: Mapping[str, str]) -> list[str]:
+    """A state's edges to the states it can go to: its choices, its next, what it catches."""
+    edges = []
+    if state["Type"] == "Choice":
+        for rule in state.get("Choices", []):
+            edges.append(f"{node_id} -->|{_label(condition_text(rule))}| {ids[rule['Next']]}")
+        if "Default" in state:
+            edges.append(f"{node_id} -->|{_label('otherwise')}| {ids[state['Default']]}")
+    if "Next" in state:
+        edges.append(f"{node_id} --> {ids[state['Next']]}")
+    caught: dict[str, list[str]] = {}
+    for catcher in state.get("Catch", []):
+        caught.setdefault(catcher["Next"], []).extend(catcher.get("ErrorEquals", []))
+    for target, errors in caught.items():
+        edges.append(f"{node_id} -.->|{_label(compact_errors(errors))}| {ids[target]}")
+    return edges
 
 
 if __name__ == "__main__":

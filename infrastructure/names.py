@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from registration import settings as function_settings
+
 STACK_NAME = "EventRegistration"
 TEMPLATE_FILE = f"{STACK_NAME}.template.json"
 CDK_OUT_DIR = "cdk.out"
@@ -35,10 +37,12 @@ TASK_HANDLERS = {
     "RecordOutcome": "handlers.record_outcome.handler",
 }
 
-# Environment variables the functions read.
-ENV_TABLE_NAME = "TABLE_NAME"
-# The secret pagination tokens are signed with (registration.store.PAGE_TOKEN_SECRET_VARIABLE).
-ENV_PAGE_TOKEN_SECRET = "PAGE_TOKEN_SECRET"
+# Environment variables the functions read (`registration.settings` names them).
+ENV_TABLE_NAME = function_settings.TABLE_NAME
+ENV_PAGE_TOKEN_SECRET = function_settings.PAGE_TOKEN_SECRET
+ENV_WORKFLOW_ARNS = function_settings.WORKFLOW_ARNS
+ENV_SERVICE_NAME = function_settings.SERVICE_NAME
+ENV_METRICS_NAMESPACE = function_settings.METRICS_NAMESPACE
 POWERTOOLS_SERVICE_NAME = "event-registration"
 METRICS_NAMESPACE = "EventRegistration"
 
@@ -48,6 +52,8 @@ API_HANDLER = "handlers.api.handler"
 API_FUNCTION_ID = "Api"
 API_URL_OUTPUT = "ApiUrl"
 LOCAL_API_PORT = 3000
+# The local stack's operator endpoints (what `regctl` talks to) live under this path.
+LOCAL_OPS_PREFIX = "/_ops"
 # `cdk deploy -c apiGatewayCloudWatchRole=true` also creates API Gateway's account-wide
 # CloudWatch role (the region's account setting); off by default.
 API_GATEWAY_CLOUDWATCH_ROLE_CONTEXT = "apiGatewayCloudWatchRole"

@@ -23,7 +23,7 @@ DECISION_FULL = "full"
 
 
 class RegisterWorkflow(Construct):
-    """The Express state machine behind `POST .../registrations`."""
+    """The Express state machine behind `POST /events/{eventId}/register`."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ DECISION_NOT_REGISTERED = "not_registered"
 
 
 class UnregisterWorkflow(Construct):
-    """The Express state machine behind `DELETE .../registrations/{userId}`."""
+    """The Express state machine behind `DELETE /events/{eventId}/register/{userId}`."""
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -300,95 +300,106 @@ def usage_of(
     """
     before, after = before or {}, after or {}
     tally = _Tally(table_keys, index)
-
-    def images(key: Mapping[str, Any]) -> tuple[Item | None, Item | None]:
+    reads = _READS.get(operation)
+    if reads is not None:
+        reads(tally, params, response, evaluated)
+    transactional = operation == "TransactWriteItems"
+    for kind, key, item in _writes(operation, params):
         identity = key_of(key, table_keys)
-        return before.get(identity), after.get(identity)
+        old, new = before.get(identity), after.get(identity)
+        tally.write(
+            key,
+            write_units(_written_size(kind, old, new, item), transactional=transactional),
+            counts_as_written=kind != "ConditionCheck",
+        )
+        tally.index_write(old, new)
+    # Anything else (DescribeTable, ...) is a control-plane call and costs no capacity.
+    return tally.usage()
 
-    if operation == "GetItem":
-        item = response.get("Item")
-        units = read_units(item_size(item), consistent=bool(params.get("ConsistentRead")))
-        tally.read(params["Key"], units, 1 if item else 0)
 
-    elif operation == "BatchGetItem":
-        found = response.get("Responses", {})
-        unprocessed = response.get("UnprocessedKeys", {})
-        for table, request in params.get("RequestItems", {}).items():
-            consistent = bool(request.get("ConsistentRead"))
-            by_key: dict[tuple[Any, ...], Item] = {key_of(i, table_keys): i for i in found.get(table, [])}
-            skipped = {key_of(k, table_keys) for k in unprocessed.get(table, {}).get("Keys", [])}
-            for key in request.get("Keys", []):
-                identity = key_of(key, table_keys)
-                if identity in skipped:
-                    continue
-                item = by_key.get(identity)
-                # A key that finds nothing still costs the minimum.
-                tally.read(key, read_units(item_size(item), consistent=consistent), 1 if item else 0)
+def _get_item(tally: _Tally, params: Mapping[str, Any], response: Mapping[str, Any], _: Any) -> None:
+    item = response.get("Item")
+    units = read_units(item_size(item), consistent=bool(params.get("ConsistentRead")))
+    tally.read(params["Key"], units, 1 if item else 0)
 
-    elif operation in ("Query", "Scan"):
-        read: list[Item] = list(evaluated) if evaluated is not None else list(response.get("Items", []))
-        units = read_units(sum(item_size(i) for i in read), consistent=bool(params.get("ConsistentRead")))
-        if read:
-            # One Query reads one partition key; a Scan's units are spread by item.
-            share = units / len(read)
-            for one in read:
-                tally.read(one, share, 1)
-        elif operation == "Query":
-            tally.read({table_keys[0]: _queried_partition(params, table_keys[0])}, units, 0)
-        else:
-            tally.read({table_keys[0]: {"S": "?"}}, units, 0)
 
-    elif operation == "TransactGetItems":
-        for request, result in zip(
-            params.get("TransactItems", []), response.get("Responses", []), strict=False
-        ):
-            item = result.get("Item")
-            tally.read(
-                request["Get"]["Key"], read_units(item_size(item), transactional=True), 1 if item else 0
-            )
+def _batch_get_item(tally: _Tally, params: Mapping[str, Any], response: Mapping[str, Any], _: Any) -> None:
+    found = response.get("Responses", {})
+    unprocessed = response.get("UnprocessedKeys", {})
+    table_keys = tally.table_keys
+    for table, request in params.get("RequestItems", {}).items():
+        consistent = bool(request.get("ConsistentRead"))
+        by_key: dict[tuple[Any, ...], Item] = {key_of(i, table_keys): i for i in found.get(table, [])}
+        skipped = {key_of(k, table_keys) for k in unprocessed.get(table, {}).get("Keys", [])}
+        for key in request.get("Keys", []):
+            identity = key_of(key, table_keys)
+            if identity in skipped:
+                continue
+            item = by_key.get(identity)
+            # A key that finds nothing still costs the minimum.
+            tally.read(key, read_units(item_size(item), consistent=consistent), 1 if item else 0)
 
-    elif operation == "TransactWriteItems":
+
+def _query_or_scan(
+    tally: _Tally, params: Mapping[str, Any], response: Mapping[str, Any], evaluated: Sequence[Item] | None
+) -> None:
+    read: list[Item] = list(evaluated) if evaluated is not None else list(response.get("Items", []))
+    units = read_units(sum(item_size(i) for i in read), consistent=bool(params.get("ConsistentRead")))
+    partition_key = tally.table_keys[0]
+    if read:
+        # One Query reads one partition key; a Scan's units are spread by item.
+        share = units / len(read)
+        for one in read:
+            tally.read(one, share, 1)
+    elif "KeyConditionExpression" in params:
+        tally.read({partition_key: _queried_partition(params, partition_key)}, units, 0)
+    else:
+        tally.read({partition_key: {"S": "?"}}, units, 0)
+
+
+def _transact_get_items(
+    tally: _Tally, params: Mapping[str, Any], response: Mapping[str, Any], _: Any
+) -> None:
+    for request, result in zip(params.get("TransactItems", []), response.get("Responses", []), strict=False):
+        item = result.get("Item")
+        tally.read(request["Get"]["Key"], read_units(item_size(item), transactional=True), 1 if item else 0)
+
+
+_READS = {
+    "GetItem": _get_item,
+    "BatchGetItem": _batch_get_item,
+    "Query": _query_or_scan,
+    "Scan": _query_or_scan,
+    "TransactGetItems": _transact_get_items,
+}
+
+
+def _writes(operation: str, params: Mapping[str, Any]) -> Iterator[tuple[str, Item, Item | None]]:
+    """(kind, key, item put) of each item a write request touches (nothing for a read)."""
+    if operation == "TransactWriteItems":
         for action in params.get("TransactItems", []):
             ((kind, body),) = action.items()
-            key = body["Item"] if kind == "Put" else body["Key"]
-            old, new = images(key)
-            if kind == "Put":
-                size = max(item_size(old), item_size(body["Item"]))
-            elif kind == "Update":
-                size = max(item_size(old), item_size(new))
-            else:  # Delete, ConditionCheck: the item as it was
-                size = item_size(old)
-            tally.write(
-                key, write_units(size, transactional=True), counts_as_written=kind != "ConditionCheck"
-            )
-            tally.index_write(old, new)
-
-    elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
-        key = params["Item"] if operation == "PutItem" else params["Key"]
-        old, new = images(key)
-        if operation == "PutItem":
-            size = max(item_size(old), item_size(params["Item"]))
-        elif operation == "UpdateItem":
-            size = max(item_size(old), item_size(new))
-        else:
-            size = item_size(old)
-        tally.write(key, write_units(size))
-        tally.index_write(old, new)
-
+            yield kind, (body["Item"] if kind == "Put" else body["Key"]), body.get("Item")
+    elif operation == "PutItem":
+        yield "Put", params["Item"], params["Item"]
+    elif operation in ("UpdateItem", "DeleteItem"):
+        yield operation.removesuffix("Item"), params["Key"], None
     elif operation == "BatchWriteItem":
         for requests in params.get("RequestItems", {}).values():
             for request in requests:
                 ((kind, body),) = request.items()
-                key = body["Item"] if kind == "PutRequest" else body["Key"]
-                old, new = images(key)
-                size = (
-                    max(item_size(old), item_size(body["Item"])) if kind == "PutRequest" else item_size(old)
-                )
-                tally.write(key, write_units(size))
-                tally.index_write(old, new)
+                put = kind == "PutRequest"
+                yield ("Put" if put else "Delete"), (body["Item"] if put else body["Key"]), body.get("Item")
 
-    # Anything else (DescribeTable, ...) is a control-plane call and costs no capacity.
-    return tally.usage()
+
+def _written_size(kind: str, old: Item | None, new: Item | None, put: Item | None) -> int:
+    """The size a write is charged for: the larger of the item before and after; a delete
+    or a condition check, the item as it was."""
+    if kind == "Put":
+        return max(item_size(old), item_size(put))
+    if kind == "Update":
+        return max(item_size(old), item_size(new))
+    return item_size(old)
 
 
 def _queried_partition(params: Mapping[str, Any], partition_key: str) -> AttributeValue:
@@ -408,22 +419,4 @@ def touched_keys(
     operation: str, params: Mapping[str, Any], table_keys: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """Primary keys (DynamoDB JSON) of the items a write request touches."""
-    out: list[dict[str, Any]] = []
-
-    def add(item: Mapping[str, Any]) -> None:
-        out.append({k: item[k] for k in table_keys})
-
-    if operation == "TransactWriteItems":
-        for action in params.get("TransactItems", []):
-            ((kind, body),) = action.items()
-            add(body["Item"] if kind == "Put" else body["Key"])
-    elif operation == "PutItem":
-        add(params["Item"])
-    elif operation in ("UpdateItem", "DeleteItem"):
-        add(params["Key"])
-    elif operation == "BatchWriteItem":
-        for requests in params.get("RequestItems", {}).values():
-            for request in requests:
-                ((kind, body),) = request.items()
-                add(body["Item"] if kind == "PutRequest" else body["Key"])
-    return out
+    return [{k: key[k] for k in table_keys} for _, key, _ in _writes(operation, params)]

@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from registration import service
+from registration.data import RegistrationStore
 from registration.errors import DecisionStale
 from registration.models import RegisterState, ValidateInput
-from registration.store import RegistrationStore
 
 Register = Callable[[str], bool]
 
@@ -170,7 +170,7 @@ def direct_register(store: RegistrationStore, event_id: str) -> Callable[[], Reg
                 eventId=event_id, userId=user_id, requestId=request_id, event=service.validate(store, request)
             )
             while True:
-                decision = service.decide_registration(store, state)  # bounded by MAX_DECISIONS
+                decision = service.check_capacity(store, state)  # bounded by MAX_DECISIONS
                 state = state.model_copy(update={"decision": decision})
                 if decision.action == "full":
                     return False

@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from infrastructure.bench import aws_costs
 from infrastructure.bench.aws_costs import CostPerMillion, Workload
+from infrastructure.bench.load import LoadResult
+from infrastructure.bench.results import (
+    COMMAND,
+    MAX_REGISTER_INVOCATIONS,
+    MAX_REGISTER_ROUND_TRIPS,
+    OPERATIONS,
+    Measure,
+    Results,
+)
 from registration import keys
-
-if TYPE_CHECKING:
-    from infrastructure.bench.load import LoadResult
-    from infrastructure.bench.run import Measure, Results
 
 LATENCY_PLOT = "latency.png"
 COST_PLOT = "cost.png"
@@ -65,7 +69,6 @@ def workload(results: Results, m: Measure) -> Workload:
 
 
 def costs_per_million(results: Results) -> dict[str, CostPerMillion]:
-    from infrastructure.bench.run import OPERATIONS
 
     return {op: aws_costs.cost_per_million(workload(results, _largest(results, op))) for op in OPERATIONS}
 
@@ -86,7 +89,6 @@ def ceilings(m: Measure) -> list[aws_costs.EventCeiling]:
 
 
 def _header(results: Results) -> list[str]:
-    from infrastructure.bench.run import COMMAND
 
     settings = results.settings
     sizes = ", ".join(f"{s:,}" for s in settings.sizes)
@@ -117,7 +119,6 @@ def _header(results: Results) -> list[str]:
 
 
 def _targets(results: Results) -> list[str]:
-    from infrastructure.bench.run import MAX_REGISTER_INVOCATIONS, MAX_REGISTER_ROUND_TRIPS, OPERATIONS
 
     small, large = min(results.settings.sizes), max(results.settings.sizes)
     register = _largest(results, "register_seat")
@@ -144,7 +145,6 @@ def _targets(results: Results) -> list[str]:
 
 
 def _costs(results: Results) -> list[str]:
-    from infrastructure.bench.run import OPERATIONS
 
     header = [
         "operation",
@@ -287,7 +287,6 @@ def _saturation(results: Results) -> list[str]:
 
 
 def _aws(results: Results) -> list[str]:
-    from infrastructure.bench.run import OPERATIONS
 
     prices = costs_per_million(results)
     rows = []
@@ -456,8 +455,6 @@ def plot_costs(results: Results, path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-
-    from infrastructure.bench.run import OPERATIONS
 
     panels: list[tuple[str, Callable[[Measure], float]]] = [
         ("read units", lambda m: m.usage.read_units),

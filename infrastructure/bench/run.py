@@ -24,9 +24,7 @@ import sys
 import time
 import uuid
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,8 @@ import boto3
 from botocore.config import Config
 
 from infrastructure import names
-from infrastructure.bench.capacity import Usage
+from infrastructure.bench import report
 from infrastructure.bench.load import (
-    LoadResult,
     MemorySampler,
     children_named,
     direct_register,
@@ -45,128 +42,29 @@ from infrastructure.bench.load import (
     run_load,
 )
 from infrastructure.bench.meter import CallRecord, Meter, calls_by_operation, total
+from infrastructure.bench.results import (
+    Measure,
+    Results,
+    Settings,
+    figures,
+)
 from infrastructure.bench.seed import seed_event, seed_users, serialize
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocal, DynamoDBLocalError, find_jar_dir
 from infrastructure.local.engine import LocalEngine, route_moto_logs
 from registration import keys
+from registration.data import RegistrationStore, get_store
+from registration.data.dynamo import now_iso
+from registration.data.items import seat_item
 from registration.models import MAX_CAPACITY, NewEvent
-from registration.store import RegistrationStore, get_store, now_iso
 
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
-COMMAND = "make bench"
-
-# The operations, in report order: key -> label.
-OPERATIONS: dict[str, str] = {
-    "register_seat": "register into a seat",
-    "register_floor": "floor: one conditioned transaction",
-    "register_seat_keyed": "register into a seat, with Idempotency-Key",
-    "register_replay": "replay of that request (same key)",
-    "join_waitlist": "join the waitlist",
-    "unregister_promote": "unregister, head of waitlist promoted",
-    "unregister_release": "unregister, no waitlist",
-    "leave_waitlist": "leave the waitlist",
-}
-WORKFLOW_OPERATIONS = [k for k in OPERATIONS if k != "register_floor"]
-MAX_REGISTER_ROUND_TRIPS = 3
-MAX_REGISTER_INVOCATIONS = 4
-
-
 # One measured run: the calls it made; Lambda invocations, state transitions, execution ms, Lambda ms.
 Run = tuple[list[CallRecord], tuple[int, int, float, float]]
 
 
 class BenchError(RuntimeError):
     """The benchmark could not measure what it set out to."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    sizes: tuple[int, ...]
-    concurrency: tuple[int, ...]
-    seconds: float
-    repeats: int
-    user_pool: int
-    small: bool
-
-    @classmethod
-    def full(cls) -> Settings:
-        return cls(
-            sizes=(10, 1_000, 100_000),
-            concurrency=(1, 8, 32),
-            seconds=10.0,
-            repeats=3,
-            user_pool=8000,
-            small=False,
-        )
-
-    @classmethod
-    def reduced(cls) -> Settings:
-        return cls(sizes=(10, 100), concurrency=(2,), seconds=1.5, repeats=2, user_pool=600, small=True)
-
-
-@dataclass
-class Measure:
-    """One operation at one event size."""
-
-    operation: str
-    size: int
-    usage: Usage
-    calls: Counter[str]
-    event_pk: str
-    lambda_invocations: int = 0
-    state_transitions: int = 0
-    execution_ms: float = 0.0
-    lambda_ms: float = 0.0
-    # Every repeat's (execution ms, Lambda ms): durations vary from run to run, counts do not.
-    durations: list[tuple[float, float]] = field(default_factory=list)
-    repeats_identical: bool = True
-
-
-@dataclass
-class Results:
-    settings: Settings
-    machine: str
-    started: datetime
-    costs: list[Measure] = field(default_factory=list)
-    loads: list[LoadResult] = field(default_factory=list)
-    memory_peaks: dict[str, int] = field(default_factory=dict)
-    memory_peak_total: int = 0
-    lambda_memory_mb: int = 0
-    load_average: float | None = None
-    seed_seconds: float = 0.0
-    elapsed_seconds: float = 0.0
-
-    def median_durations(self, operation: str) -> tuple[float, float]:
-        """The median run's (execution ms, Lambda ms) over every size and repeat of an operation."""
-        runs = sorted(d for m in self.costs if m.operation == operation for d in m.durations)
-        return runs[len(runs) // 2] if runs else (0.0, 0.0)
-
-    def measure(self, operation: str, size: int) -> Measure:
-        for m in self.costs:
-            if m.operation == operation and m.size == size:
-                return m
-        raise KeyError((operation, size))
-
-    def flat(self, operation: str) -> bool:
-        """The operation's figures are the same at every event size."""
-        rows = [m for m in self.costs if m.operation == operation]
-        return all(m.repeats_identical for m in rows) and len({_figures(m) for m in rows}) == 1
-
-    def flat_everywhere(self) -> bool:
-        return all(self.flat(op) for op in OPERATIONS)
-
-    def register_within_targets(self) -> bool:
-        rows = [m for m in self.costs if m.operation == "register_seat"]
-        return bool(rows) and all(
-            m.usage.round_trips <= MAX_REGISTER_ROUND_TRIPS
-            and m.lambda_invocations <= MAX_REGISTER_INVOCATIONS
-            for m in rows
-        )
-
-
-def _figures(m: Measure) -> tuple[Any, ...]:
-    return (*m.usage.figures(), tuple(sorted(m.calls.items())), m.lambda_invocations, m.state_transitions)
 
 
 # --- machine ------------------------------------------------------------------------------
@@ -292,14 +190,14 @@ class CostBench:
                 )
             )
         first = measures[0]
-        first.repeats_identical = len({_figures(m) for m in measures}) == 1
+        first.repeats_identical = len({figures(m) for m in measures}) == 1
         first.durations = [(m.execution_ms, m.lambda_ms) for m in measures]
         return first
 
     def _floor(self, event_id: str, user_id: str) -> Run:
         """Register into a seat as one transaction, no reads: the least DynamoDB can do."""
         store = RegistrationStore(self.seeder.table_name, self.meter.client)
-        item = store.seat_item(event_id, user_id, uuid.uuid4().hex, now_iso())
+        item = seat_item(event_id, user_id, uuid.uuid4().hex, now_iso())
         actions = [
             {
                 "Update": {
@@ -582,8 +480,6 @@ def measure_latency(
 
 
 def run(settings: Settings, output: Path, template: Path, log: Callable[[str], None]) -> Results:
-    from infrastructure.bench import report
-
     began = time.monotonic()
     results = Results(settings=settings, machine=machine_description(), started=datetime.now(UTC))
     results.load_average = load_average()

@@ -1,6 +1,6 @@
 """Bulk loading: events with many seats and a long waitlist, in seconds.
 
-Items are built by the data layer's own item builders (`RegistrationStore.seat_item`,
+Items are built by the data layer's own item builders (`registration.data.items`: `seat_item`,
 `waitlist_items`, `user_item`), so they are shaped exactly like the ones the workflows
 write, and go in with `BatchWriteItem` (25 items a call) from parallel threads. The
 event's counters are then set to what the items add up to, as if every registrant had
@@ -22,8 +22,10 @@ from typing import Any, TextIO
 from boto3.dynamodb.types import TypeSerializer
 
 from registration import keys
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
+from registration.data.items import event_item, seat_item, user_item, waitlist_items
 from registration.models import EventState, NewEvent, User
-from registration.store import RegistrationStore, now_iso
 
 BATCH = 25  # BatchWriteItem's limit
 WORKERS = 8
@@ -160,9 +162,9 @@ def seed_event(
 
     def items() -> Iterator[dict[str, Any]]:
         for user in seat_ids:
-            yield store.seat_item(event_id, user, f"{SEED_REQUEST}-{user}", at)
+            yield seat_item(event_id, user, f"{SEED_REQUEST}-{user}", at)
         for seq, user in enumerate(queue_ids, start=1):
-            yield from store.waitlist_items(event_id, user, seq, f"{SEED_REQUEST}-{user}", at)
+            yield from waitlist_items(event_id, user, seq, f"{SEED_REQUEST}-{user}", at)
 
     total_items = seated + 2 * waitlisted
     progress = Progress(f"seed {event_id}", total_items, enabled=show_progress and total_items >= 1000)
@@ -199,7 +201,7 @@ def seed_events(
     count but 0 is drift (what reconciliation repairs)."""
     at = now_iso()
     items = (
-        store.event_item(
+        event_item(
             EventState(
                 eventId=event_id,
                 title=f"Benchmark {event_id}",
@@ -224,7 +226,7 @@ def seed_users(
 ) -> None:
     """User items for `user_ids` (what `create_user` would write), in bulk."""
     at = now_iso()
-    items = (store.user_item(User(userId=u, name=f"Benchmark {u}", createdAt=at)) for u in user_ids)
+    items = (user_item(User(userId=u, name=f"Benchmark {u}", createdAt=at)) for u in user_ids)
     progress = Progress(label, len(user_ids), enabled=show_progress and len(user_ids) >= 1000)
     bulk_write(store.client, store.table_name, items, progress=progress)
     if progress.enabled:

@@ -29,7 +29,8 @@ from constructs import Construct
 from infrastructure import execution_names, names
 from infrastructure.constructs import task_functions
 from infrastructure.constructs.table import GSI1_NAME
-from registration import health, outcomes
+from infrastructure.workflow_responses import workflow_headers
+from registration import outcomes
 from registration.models import RegisterRequest
 
 JSON = "application/json"
@@ -184,7 +185,7 @@ def workflow_response_template(
     the cause is a Lambda error document and the cause itself when a Fail state wrote it.
     Anything else (another code, ABORTED): 500 with a fixed body, so no cause ever leaks.
     """
-    timed_out_headers = outcomes.workflow_headers(outcomes.TIMED_OUT).items()
+    timed_out_headers = workflow_headers(outcomes.TIMED_OUT).items()
     lines = [
         "## Generated from registration.outcomes by infrastructure.constructs.api: do not edit.",
         _request_id_line(),
@@ -291,7 +292,7 @@ def workflow_method_headers(status: int) -> dict[str, bool]:
     """Response headers a workflow route's mapping template may set for `status`."""
     names = {outcomes.REQUEST_ID_HEADER}
     if status == outcomes.EXECUTION_TIMED_OUT_STATUS:
-        names.update(outcomes.workflow_headers(outcomes.TIMED_OUT))
+        names.update(workflow_headers(outcomes.TIMED_OUT))
     for code in outcomes.RETRY_LATER_CODES:
         if outcomes.WORKFLOW_ERROR_STATUS.get(code) == status:
             names.update(outcomes.error_headers(code))
@@ -519,7 +520,7 @@ class RegistrationApi(Construct):
         state_machines: Mapping[str, sfn.IStateMachine],
     ) -> lambda_.Function:
         # `GET /health` describes the workflows the API starts.
-        checked = {workflow: state_machines[workflow] for workflow in health.WORKFLOW_ARN_VARIABLES}
+        checked = {workflow: state_machines[workflow] for workflow in names.ENV_WORKFLOW_ARNS}
         function = task_functions.python_function(
             self,
             names.API_FUNCTION_ID,
@@ -550,7 +551,7 @@ class RegistrationApi(Construct):
             )
         )
         for workflow, machine in checked.items():
-            function.add_environment(health.WORKFLOW_ARN_VARIABLES[workflow], machine.state_machine_arn)
+            function.add_environment(names.ENV_WORKFLOW_ARNS[workflow], machine.state_machine_arn)
         return function
 
     # Workflow routes -----------------------------------------------------------------

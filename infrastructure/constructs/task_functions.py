@@ -203,8 +203,8 @@ def python_function(
     for statement in statements:
         role.add_to_policy(statement)
     environment = {
-        "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
-        "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+        names.ENV_SERVICE_NAME: names.POWERTOOLS_SERVICE_NAME,
+        names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": LOG_LEVEL,
     }
     if table is not None:

@@ -17,8 +17,8 @@ from typing import Any
 from infrastructure import names
 from infrastructure.local.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
 from infrastructure.local.engine import ExecutionResult, LocalEngine, route_moto_logs
+from registration.data import get_store
 from registration.models import NewEvent, NewUser
-from registration.store import get_store
 
 
 @contextlib.contextmanager

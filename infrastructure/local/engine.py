@@ -679,8 +679,8 @@ class LocalEngine:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
-            "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
-            "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+            names.ENV_SERVICE_NAME: names.POWERTOOLS_SERVICE_NAME,
+            names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             # EMF lines on stdout for every invocation drown the local server's output.
             "POWERTOOLS_METRICS_DISABLED": "true",
         }

@@ -32,15 +32,14 @@ from infrastructure import execution_names, names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
 from infrastructure.ops import executions
 from infrastructure.ops.events import EventMissing, event_report
-from registration import bounded_json
+from registration import bounded_json, outcomes
+from registration.data import RegistrationStore
 from registration.errors import ValidationError, invalid_input
 from registration.models import Identifier
-from registration.store import RegistrationStore
 from registration.validation import field_errors
 
 LOG = logging.getLogger(__name__)
 
-PREFIX = "/_ops"
 # A whole reconcile run (the schedule waits this long before it gives up watching).
 RECONCILE_WAIT_S = 600.0
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
@@ -87,10 +86,6 @@ def _execution_name(name: str) -> str:
     return name
 
 
-def error_body(error: ValidationError) -> dict[str, Any]:
-    return {"error": error.code, "message": error.message, "fields": error.fields}
-
-
 class Operations:
     """The endpoints' logic over one started engine."""
 
@@ -112,7 +107,7 @@ class Operations:
 
     def handle(self, method: str, path: str, query: str, body: bytes) -> Answer:
         params = dict(parse_qsl(query, keep_blank_values=False))
-        parts = [unquote(p) for p in path[len(PREFIX) :].strip("/").split("/") if p]
+        parts = [unquote(p) for p in path[len(names.LOCAL_OPS_PREFIX) :].strip("/").split("/") if p]
         try:
             if method == "GET" and parts == ["executions"]:
                 _check_ids(params.get("eventId") or None, params.get("userId") or None)
@@ -136,7 +131,7 @@ class Operations:
                 _check_ids(event_id, None)
                 return 202, self.start_reconcile(event_id)
         except ValidationError as exc:
-            return exc.http_status, error_body(exc)
+            return exc.http_status, outcomes.error_body(exc.code, exc.message, exc.fields)
         except EventMissing as exc:
             return _error(404, "EventNotFound", str(exc))
         except UnicodeDecodeError:
@@ -261,7 +256,7 @@ def operations_for(engine: LocalEngine) -> Operations:
 
 
 def is_ops_path(path: str) -> bool:
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    return path == names.LOCAL_OPS_PREFIX or path.startswith(names.LOCAL_OPS_PREFIX + "/")
 
 
 def handle(engine: LocalEngine, method: str, path: str, query: str, body: bytes) -> Answer:

@@ -59,7 +59,7 @@ from botocore.exceptions import ClientError
 
 from infrastructure import names
 from infrastructure.execution_names import execution_name
-from infrastructure.local import docs_page, iam, ops, stack_record
+from infrastructure.local import docs_page, iam, ops
 from infrastructure.local.admission import Gate, Gates, remaining
 from infrastructure.local.dynamodb_local import (
     DEFAULT_DB_PATH,
@@ -72,7 +72,10 @@ from infrastructure.local.dynamodb_local import (
 from infrastructure.local.engine import EngineError, ExecutionTimeout, LocalEngine, route_moto_logs
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction, ThreadedCall
 from infrastructure.local.proxy_event import ProxyResult, RouteTable, proxy_event, proxy_result
+from infrastructure.local.request_validation import register_request
 from infrastructure.local.template import TemplateError
+from infrastructure.ops import stack_record
+from infrastructure.workflow_responses import workflow_headers
 from registration.errors import ValidationError
 from registration.outcomes import (
     INTEGRATION_TIMEOUT_ERROR,
@@ -86,7 +89,6 @@ from registration.outcomes import (
     UNAVAILABLE_STATUS,
     error_body,
     error_headers,
-    workflow_headers,
     workflow_response,
 )
 
@@ -191,7 +193,7 @@ class LocalApi:
         # Imported here, not at the top: the handlers' Logger reads its level from the
         # environment when first imported, which main() sets up first.
         from handlers import api
-        from registration.openapi import document
+        from infrastructure.openapi import document
 
         self.engine = engine
         # API Gateway's limit for any integration (workflow or Lambda): by default AWS's
@@ -385,7 +387,7 @@ class LocalApi:
             deadline = time.monotonic() + self.integration_timeout
         try:
             if workflow == names.REGISTER_WORKFLOW:
-                user_id = self._api.register_request(body).userId
+                user_id = register_request(body).userId
             else:
                 user_id = parameters["userId"]
         except ValidationError as exc:
@@ -984,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if schedule.enabled
             else "  Reconcile on demand only (regctl reconcile)"
         )
-        _say(f"  Operator  regctl (endpoints under {server.url}{ops.PREFIX})")
+        _say(f"  Operator  regctl (endpoints under {server.url}{names.LOCAL_OPS_PREFIX})")
         _say(
             "  History   workflow runs are kept until the server stops (the tables are kept)"
             if endpoint
@@ -1000,7 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _preload() -> None:
     """Import what the engine and the API need (a head start, no side effects)."""
-    for module in ("moto", "moto.stepfunctions.parser.models", "handlers.api", "registration.openapi"):
+    for module in ("moto", "moto.stepfunctions.parser.models", "handlers.api", "infrastructure.openapi"):
         try:
             importlib.import_module(module)
         except Exception:  # the real import reports it

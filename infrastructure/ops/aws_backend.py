@@ -356,7 +356,7 @@ class AwsBackend:
     # Events and reconciliation --------------------------------------------------------
 
     def _store(self) -> Any:
-        from registration.store import RegistrationStore
+        from registration.data import RegistrationStore
 
         return RegistrationStore(self.table_name, self.client("dynamodb"))
 

@@ -26,8 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from infrastructure.local import stack_record
-from infrastructure.ops import executions, render
+from infrastructure.ops import executions, render, stack_record
 from infrastructure.ops.backend import Backend, NotFound, OpsError
 from infrastructure.ops.executions import STATUSES, ExecutionQuery
 from infrastructure.ops.local_backend import DEFAULT_URL, LocalBackend

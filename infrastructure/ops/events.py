@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 
 WAITLIST_HEAD = 5
 # Attributes of a repair record shown as the event's last repair.

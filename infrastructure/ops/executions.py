@@ -255,30 +255,44 @@ def timeline(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     output, attempts (for tasks: start, end, duration, status, error, cause), retries,
     error and cause (of the last failed attempt, or of the state's own failure).
     """
-    states: list[dict[str, Any]] = []
-    owner: dict[int, int] = {}  # event id -> index of the state it belongs to
-    iteration: dict[int, int] = {}  # event id -> Map iteration index
-    open_attempt: dict[int, dict[str, Any]] = {}  # state index -> attempt in progress
-
-    def open_state_named(name: str) -> int | None:
-        for index in range(len(states) - 1, -1, -1):
-            if states[index]["name"] == name and states[index]["exitedAt"] is None:
-                return index
-        return None
-
+    built = _Timeline()
     for event in events:
+        built.add(event)
+    return built.states
+
+
+class _Timeline:
+    """The states of a history so far, and which state each event belongs to."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = []
+        self.owner: dict[int, int] = {}  # event id -> index of the state it belongs to
+        self.iteration: dict[int, int] = {}  # event id -> Map iteration index
+        self.open_attempt: dict[int, dict[str, Any]] = {}  # state index -> attempt in progress
+
+    def add(self, event: Mapping[str, Any]) -> None:
         event_id, previous, kind = event["id"], event["previousEventId"], event["type"]
         details = event.get("details") or {}
         if kind == "MapIterationStarted":
-            iteration[event_id] = int(details.get("index", 0))
-        elif previous in iteration and not kind.startswith("MapIteration"):
-            iteration[event_id] = iteration[previous]
-
+            self.iteration[event_id] = int(details.get("index", 0))
+        elif previous in self.iteration and not kind.startswith("MapIteration"):
+            self.iteration[event_id] = self.iteration[previous]
         if kind.endswith("StateEntered"):
-            state = {
+            self._entered(event, kind, details)
+        elif kind.endswith("StateExited"):
+            self._exited(event, details)
+        elif kind in _EXECUTION_ENDS:
+            self._execution_ended(event, kind, details)
+        elif (index := self.owner.get(previous)) is not None:
+            self.owner[event_id] = index
+            self._state_event(index, event, kind, details)
+
+    def _entered(self, event: Mapping[str, Any], kind: str, details: Mapping[str, Any]) -> None:
+        self.states.append(
+            {
                 "name": details.get("name"),
                 "type": kind[: -len("StateEntered")],
-                "iteration": iteration.get(event_id),
+                "iteration": self.iteration.get(event["id"]),
                 "enteredAt": event["timestamp"],
                 "exitedAt": None,
                 "durationMs": None,
@@ -289,34 +303,40 @@ def timeline(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "error": None,
                 "cause": None,
             }
-            states.append(state)
-            owner[event_id] = len(states) - 1
-            continue
-        if kind.endswith("StateExited"):
-            index = owner.get(previous)
-            if index is None or states[index]["name"] != details.get("name") or states[index]["exitedAt"]:
-                index = open_state_named(str(details.get("name")))
-            if index is not None:
-                state = states[index]
+        )
+        self.owner[event["id"]] = len(self.states) - 1
+
+    def _exited(self, event: Mapping[str, Any], details: Mapping[str, Any]) -> None:
+        index = self.owner.get(event["previousEventId"])
+        states = self.states
+        if index is None or states[index]["name"] != details.get("name") or states[index]["exitedAt"]:
+            index = self._open_state_named(str(details.get("name")))
+        if index is None:
+            return
+        state = states[index]
+        state["exitedAt"] = event["timestamp"]
+        state["durationMs"] = duration_ms(state["enteredAt"], event["timestamp"])
+        state["output"] = _json(details.get("output"))
+        self.owner[event["id"]] = index
+
+    def _open_state_named(self, name: str) -> int | None:
+        for index in range(len(self.states) - 1, -1, -1):
+            if self.states[index]["name"] == name and self.states[index]["exitedAt"] is None:
+                return index
+        return None
+
+    def _execution_ended(self, event: Mapping[str, Any], kind: str, details: Mapping[str, Any]) -> None:
+        for state in self.states:
+            if state["exitedAt"] is None:
                 state["exitedAt"] = event["timestamp"]
                 state["durationMs"] = duration_ms(state["enteredAt"], event["timestamp"])
-                state["output"] = _json(details.get("output"))
-                owner[event_id] = index
-            continue
+                if kind != "ExecutionSucceeded" and state["error"] is None:
+                    state["error"], state["cause"] = details.get("error"), details.get("cause")
 
-        if kind in _EXECUTION_ENDS:
-            for state in states:
-                if state["exitedAt"] is None:
-                    state["exitedAt"] = event["timestamp"]
-                    state["durationMs"] = duration_ms(state["enteredAt"], event["timestamp"])
-                    if kind != "ExecutionSucceeded" and state["error"] is None:
-                        state["error"], state["cause"] = details.get("error"), details.get("cause")
-            continue
-        index = owner.get(previous)
-        if index is None:
-            continue
-        owner[event_id] = index
-        state = states[index]
+    def _state_event(
+        self, index: int, event: Mapping[str, Any], kind: str, details: Mapping[str, Any]
+    ) -> None:
+        state = self.states[index]
         if _ATTEMPT_START.match(kind):
             attempt = {
                 "startedAt": event["timestamp"],
@@ -328,9 +348,9 @@ def timeline(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
             state["attempts"].append(attempt)
             state["retries"] = len(state["attempts"]) - 1
-            open_attempt[index] = attempt
+            self.open_attempt[index] = attempt
         elif _ATTEMPT_END.match(kind):
-            attempt = open_attempt.pop(index) if index in open_attempt else {"startedAt": None}
+            attempt = self.open_attempt.pop(index) if index in self.open_attempt else {"startedAt": None}
             if attempt not in state["attempts"]:
                 state["attempts"].append(attempt)
             attempt["endedAt"] = event["timestamp"]
@@ -344,7 +364,6 @@ def timeline(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 state["error"] = state["cause"] = None
         elif kind.endswith("Failed") and ("error" in details or "cause" in details):
             state["error"], state["cause"] = details.get("error"), details.get("cause")
-    return states
 
 
 def cause_summary(cause: str | None) -> str | None:

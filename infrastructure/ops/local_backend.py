@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from infrastructure import names
-from infrastructure.local.ops import PREFIX
 from infrastructure.ops.backend import NotFound, OpsError
 from infrastructure.ops.executions import ExecutionQuery
 
@@ -31,7 +30,7 @@ class LocalBackend:
         payload = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
-            connection.request(method, PREFIX + path, body=payload, headers=headers)
+            connection.request(method, names.LOCAL_OPS_PREFIX + path, body=payload, headers=headers)
             response = connection.getresponse()
             raw = response.read()
         except TimeoutError:

@@ -122,7 +122,7 @@ class RegistrationStack(Stack):
         }
 
     def _page_token_secret(self, listers: list[lambda_.IFunction]) -> secretsmanager.Secret:
-        """The secret pagination tokens are signed with (`registration.store`): generated
+        """The secret pagination tokens are signed with (`registration.data.pages`): generated
         once per stack, the same for every function that lists and every instance of it,
         kept across deploys and restarts. CloudFormation resolves it into each function's
         environment at deploy time (a dynamic reference: the template never holds it)."""

@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-import pydantic
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -31,6 +30,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import bounded_json, health, idempotency, outcomes
+from registration.api_responses import IDEMPOTENCY_ERRORS, error_responses
+from registration.data import get_store
+from registration.data.pages import MAX_PAGE
 from registration.errors import DomainError, TransientDatabaseError, ValidationError, invalid_input
 from registration.models import (
     Completion,
@@ -41,7 +43,6 @@ from registration.models import (
     NewEvent,
     NewUser,
     Page,
-    RegisterRequest,
     Registration,
     StoredResponse,
     User,
@@ -50,10 +51,8 @@ from registration.models import (
     WaitlistEntry,
 )
 from registration.observability import logger, tracer
-from registration.openapi import IDEMPOTENCY_ERRORS, error_responses
 from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, UNRECORDED_ANSWER_MESSAGE
-from registration.store import MAX_PAGE, get_store
-from registration.validation import validation_error
+from registration.validation import malformed_json
 
 DEFAULT_PAGE = 25
 ROUTE_NOT_FOUND = "RouteNotFound"
@@ -265,19 +264,11 @@ def _json(
 
 
 def error_body(error: DomainError) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": error.code, "message": error.message}
-    if isinstance(error, ValidationError):
-        body["fields"] = error.fields
-    return body
+    return outcomes.error_body(error.code, error.message, getattr(error, "fields", None))
 
 
 def error_response(error: DomainError) -> Response[dict[str, Any]]:
     return _json(error.http_status, error_body(error), outcomes.error_headers(error.code) or None)
-
-
-def malformed_json(detail: str) -> ValidationError:
-    field = {"field": "body", "message": f"Malformed JSON: {detail}", "type": "json_invalid"}
-    return ValidationError(f"Invalid input: body is not JSON ({detail})", fields=[field])
 
 
 def request_fields(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -294,26 +285,6 @@ def request_fields(errors: Sequence[Any]) -> list[dict[str, Any]]:
             }
         )
     return fields
-
-
-def register_request(body: bytes | str | None) -> RegisterRequest:
-    """The register route's body, validated as API Gateway's request model does.
-
-    API Gateway starts the workflow itself; the local server validates with this.
-    """
-    if not body:
-        field = {"field": "body", "message": "Field required", "type": "missing"}
-        raise ValidationError("Invalid input: body: Field required", fields=[field])
-    try:
-        document = bounded_json.loads(body)
-    except UnicodeDecodeError:
-        raise malformed_json("the body is not UTF-8 text") from None
-    except ValueError as exc:
-        raise malformed_json(exc.args[0] if exc.args else str(exc)) from None
-    try:
-        return RegisterRequest.model_validate(document)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 @app.exception_handler(DomainError)  # type: ignore[untyped-decorator]

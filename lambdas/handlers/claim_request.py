@@ -7,9 +7,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import idempotency
+from registration.data import get_store
 from registration.models import ClaimInput
 from registration.observability import logger, metrics, tracer
-from registration.store import get_store
 from registration.validation import parse_model
 
 

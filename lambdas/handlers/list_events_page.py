@@ -7,9 +7,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import reconciliation
+from registration.data import get_store
 from registration.models import EventsPage, ListEventsPageInput
 from registration.observability import logger, tracer
-from registration.store import get_store
 from registration.validation import parse_model
 
 

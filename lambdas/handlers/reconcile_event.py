@@ -12,9 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import reconciliation
+from registration.data import get_store
 from registration.models import EventReconciliation, ReconcileEventInput
 from registration.observability import logger, metrics, tracer
-from registration.store import get_store
 from registration.validation import parse_model
 
 

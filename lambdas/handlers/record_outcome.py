@@ -7,9 +7,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import idempotency
+from registration.data import get_store
 from registration.models import RecordOutcomeInput
 from registration.observability import logger, metrics, tracer
-from registration.store import get_store
 from registration.validation import parse_model
 
 
@@ -18,7 +18,7 @@ from registration.validation import parse_model
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     outcome = parse_model(event, RecordOutcomeInput)
-    response = idempotency.workflow_response(outcome.operation, outcome.output, outcome.error)
+    response = idempotency.stored_workflow_response(outcome.operation, outcome.output, outcome.error)
     idempotency.finish(get_store(), outcome.idempotencyKey, outcome.requestId, response)
     logger.info("request outcome recorded", extra={"statusCode": response.statusCode})
     return {"statusCode": response.statusCode}

@@ -7,10 +7,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import service
+from registration.data import get_store
 from registration.errors import DomainError
 from registration.models import RegisterState
 from registration.observability import count, logger, metrics, outcome_metric, tracer
-from registration.store import get_store
 from registration.validation import parse_model
 
 

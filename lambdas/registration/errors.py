@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+# Every domain error by its code, filled as the classes below are defined.
+ERRORS: dict[str, type[DomainError]] = {}
+
 
 class DomainError(Exception):
     """An outcome the caller can act on; `code` never changes meaning."""
@@ -23,6 +26,7 @@ class DomainError(Exception):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.code = cls.__name__
+        ERRORS[cls.code] = cls
 
 
 # A 422 lists at most this many field errors; one more entry counts the rest.
@@ -121,24 +125,3 @@ class RequestInProgress(DomainError):
     """The first request with this `Idempotency-Key` has not finished yet; retry shortly."""
 
     http_status = 409
-
-
-ERRORS: dict[str, type[DomainError]] = {
-    cls.code: cls
-    for cls in (
-        ValidationError,
-        UserNotFound,
-        EventNotFound,
-        NotRegistered,
-        UserAlreadyExists,
-        EventAlreadyExists,
-        AlreadyRegistered,
-        AlreadyWaitlisted,
-        EventFull,
-        ContentionLimitExceeded,
-        DecisionStale,
-        TransientDatabaseError,
-        IdempotencyKeyReused,
-        RequestInProgress,
-    )
-}

@@ -6,19 +6,15 @@ its role), so a database that stopped or a state machine that is gone shows up a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
+from registration import settings
+from registration.data import RegistrationStore
 from registration.models import ComponentHealth, Health
-from registration.store import RegistrationStore
+from registration.settings import Settings
 
-# The API function's environment names each workflow's state machine (set by CDK).
-WORKFLOW_ARN_VARIABLES = {
-    "register": "REGISTER_STATE_MACHINE_ARN",
-    "unregister": "UNREGISTER_STATE_MACHINE_ARN",
-}
 DOWN_STATUS = 503
 
 
@@ -55,15 +51,16 @@ def _workflow(arn: str | None, client: Any) -> ComponentHealth:
 
 
 def check(
-    store: RegistrationStore, environment: Mapping[str, str] = os.environ, client: Any = None
+    store: RegistrationStore, environment: Mapping[str, str] | None = None, client: Any = None
 ) -> tuple[int, Health]:
     """(HTTP status, report): 200 when everything answers, 503 when anything is down."""
     database = _probe(lambda: _database(store))
+    arns = Settings.read(environment).workflow_arns
 
-    def workflow(variable: str) -> Callable[[], ComponentHealth]:
-        return lambda: _workflow(environment.get(variable), client)
+    def workflow(name: str) -> Callable[[], ComponentHealth]:
+        return lambda: _workflow(arns.get(name), client)
 
-    workflows = {name: _probe(workflow(variable)) for name, variable in WORKFLOW_ARN_VARIABLES.items()}
+    workflows = {name: _probe(workflow(name)) for name in settings.WORKFLOW_ARNS}
     healthy = database.status == "ok" and all(w.status == "ok" for w in workflows.values())
     report = Health(status="ok" if healthy else "down", database=database, workflows=workflows)
     return (200 if healthy else DOWN_STATUS), report

@@ -37,6 +37,8 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from registration import outcomes
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
 from registration.errors import IdempotencyKeyReused, RequestInProgress, ValidationError
 from registration.models import (
     CaughtError,
@@ -48,7 +50,6 @@ from registration.models import (
     json_text,
 )
 from registration.observability import count, logger
-from registration.store import RegistrationStore, now_iso
 from registration.validation import field_errors
 
 HEADER = "Idempotency-Key"
@@ -168,7 +169,7 @@ def claim_for_workflow(
     return ClaimResult(replay=True, succeeded=False, error=stored.error, cause=stored.cause or "")
 
 
-def workflow_response(
+def stored_workflow_response(
     operation: str, output: dict[str, Any] | None, error: CaughtError | None
 ) -> StoredResponse:
     """What the HTTP caller got from a finished execution, in storable form."""

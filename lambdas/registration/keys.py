@@ -61,36 +61,6 @@ def queue_key(event_id: str, seq: int) -> Key:
 GSI1 = "GSI1"
 
 
-def table_definition(table_name: str) -> dict[str, object]:
-    """CreateTable arguments for a local table shaped like the CDK one.
-
-    The infrastructure tests check this against the synthesized template, so local
-    tables cannot drift from what deploys.
-    """
-    string = "S"
-    return {
-        "TableName": table_name,
-        "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [
-            {"AttributeName": name, "AttributeType": string} for name in ("PK", "SK", "GSI1PK", "GSI1SK")
-        ],
-        "KeySchema": [
-            {"AttributeName": "PK", "KeyType": "HASH"},
-            {"AttributeName": "SK", "KeyType": "RANGE"},
-        ],
-        "GlobalSecondaryIndexes": [
-            {
-                "IndexName": GSI1,
-                "KeySchema": [
-                    {"AttributeName": "GSI1PK", "KeyType": "HASH"},
-                    {"AttributeName": "GSI1SK", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    }
-
-
 # --- reconciliation ----------------------------------------------------------------------
 #
 # | item                      | PK                 | SK                         | GSI1PK          | GSI1SK            |

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "event-registration")
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EventRegistration")
+from registration.settings import Settings
+
+_settings = Settings.read()
+SERVICE = _settings.service_name
+NAMESPACE = _settings.metrics_namespace
 
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)

@@ -92,13 +92,20 @@ def cause_message(cause: str | None) -> str:
     return message if isinstance(message, str) else cause
 
 
-def error_body(code: str | None, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    if error_status(code) == 500:
-        return {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE}
+def error_body(code: str, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The one error shape: `{error, message}`, and the `fields` of a ValidationError."""
     body: dict[str, Any] = {"error": code, "message": message}
     if code == "ValidationError":
         body["fields"] = fields or []
     return body
+
+
+def workflow_error_body(code: str | None, message: str) -> dict[str, Any]:
+    """A failed execution's body: an error no Fail state names is a failure of ours,
+    which says nothing of its cause."""
+    if code is None or error_status(code) == 500:
+        return {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE}
+    return error_body(code, message)
 
 
 def workflow_response(
@@ -113,7 +120,7 @@ def workflow_response(
             "message": EXECUTION_TIMED_OUT_MESSAGE,
         }
     code = error if status == "FAILED" else None
-    return error_status(code), error_body(code, cause_message(cause))
+    return error_status(code), workflow_error_body(code, cause_message(cause))
 
 
 # A request refused before it ran because the service is over its capacity: API
@@ -134,10 +141,3 @@ RETRY_LATER_CODES = frozenset(
 def error_headers(code: str | None) -> dict[str, str]:
     """Response headers, beyond the content type, for an error code (any route)."""
     return {"Retry-After": str(RETRY_AFTER_S)} if code in RETRY_LATER_CODES else {}
-
-
-def workflow_headers(status: str, error: str | None = None) -> dict[str, str]:
-    """Response headers, beyond the content type, for a finished execution."""
-    if status == TIMED_OUT:
-        return {"Retry-After": str(RETRY_AFTER_S)}
-    return error_headers(error) if status == "FAILED" else {}

@@ -53,6 +53,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from registration import keys
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
+from registration.data.repairs import MAX_REPAIR_ACTIONS, ReconciliationRecord
 from registration.errors import DecisionStale
 from registration.models import (
     Counters,
@@ -62,12 +65,6 @@ from registration.models import (
     ReconciliationTotals,
     RepairAction,
     WaitlistHead,
-)
-from registration.store import (
-    MAX_REPAIR_ACTIONS,
-    ReconciliationRecord,
-    RegistrationStore,
-    now_iso,
 )
 
 # Reads-and-repairs of one event before it is left for the next run.

@@ -12,6 +12,8 @@ import time
 from typing import Any, TypeVar
 
 from registration import idempotency, outcomes
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
 from registration.errors import (
     AlreadyRegistered,
     ContentionLimitExceeded,
@@ -30,7 +32,6 @@ from registration.models import (
     UnregisterState,
     ValidateInput,
 )
-from registration.store import RegistrationStore, now_iso
 
 ResultT = TypeVar("ResultT", RegisterResult, UnregisterResult)
 
@@ -112,7 +113,7 @@ def _current_event(store: RegistrationStore, state_event: EventState, attempt: i
     return store.get_event(state_event.eventId)
 
 
-def decide_registration(store: RegistrationStore, state: RegisterState) -> RegisterDecision:
+def check_capacity(store: RegistrationStore, state: RegisterState) -> RegisterDecision:
     attempt = _next_attempt(state.decision.attempt if state.decision else None)
     event = _current_event(store, state.event, attempt)
     if event.waitlistCount == 0 and event.registeredCount < event.capacity:
@@ -209,7 +210,7 @@ def _earlier_answer(
     return model.model_validate(idempotency.stored_answer(store, state.idempotencyKey))
 
 
-def decide_unregistration(store: RegistrationStore, state: UnregisterState) -> UnregisterDecision:
+def check_registration(store: RegistrationStore, state: UnregisterState) -> UnregisterDecision:
     attempt = _next_attempt(state.decision.attempt if state.decision else None)
     event = _current_event(store, state.event, attempt)
     membership = store.get_membership(event.eventId, state.userId)

@@ -27,6 +27,11 @@ def validation_error(exc: pydantic.ValidationError) -> ValidationError:
     return invalid_input(field_errors(exc))
 
 
+def malformed_json(detail: str) -> ValidationError:
+    field = {"field": "body", "message": f"Malformed JSON: {detail}", "type": "json_invalid"}
+    return ValidationError(f"Invalid input: body is not JSON ({detail})", fields=[field])
+
+
 def parse_model(event: Any, model: type[M]) -> M:
     """Parse a task's input with Powertools' parser; bad input becomes ValidationError."""
     if not isinstance(event, dict):

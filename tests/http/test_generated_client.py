@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from registration.openapi import DOCUMENT_PATH
+from infrastructure.openapi import DOCUMENT_PATH
 from tests.http.client import Client, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http")]

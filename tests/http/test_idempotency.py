@@ -19,7 +19,7 @@ import pytest
 
 from infrastructure.local.engine import LocalEngine
 from registration import idempotency, keys
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures.table_checks import scan_table
 from tests.http.client import Answer, Client, eventually, uid
 

@@ -15,7 +15,7 @@ from infrastructure.local.engine import LocalEngine
 from infrastructure.local.ops import ReconcileSchedule
 from infrastructure.local.server import LocalServer
 from infrastructure.ops.cli import main
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures import drift
 from tests.http.client import Client
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from infrastructure import names
-from infrastructure.bench.run import OPERATIONS, Settings
+from infrastructure.bench.results import OPERATIONS, Settings
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocalError, find_jar_dir, find_java
 
 TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE

@@ -27,8 +27,8 @@ import pytest
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.server import LocalServer
+from registration.data import RegistrationStore
 from registration.models import NewUser
-from registration.store import RegistrationStore
 from tests.fixtures import engines
 from tests.fixtures import figures as figure_files
 from tests.fixtures.table_checks import (

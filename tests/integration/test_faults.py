@@ -31,8 +31,9 @@ from boto3.dynamodb.types import TypeDeserializer
 from infrastructure import names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
 from registration import keys, outcomes
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore, now_iso
 from tests.fixtures.faults import KINDS, TASK, Fault, FaultInjector
 from workflows.common import EXPRESS_RETRY_MAX_ATTEMPTS
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from registration.data import RegistrationStore
+from registration.data.dynamo import now_iso
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore, now_iso
 from tests.fixtures.workflows import Outcome, Workflows
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from infrastructure.local.engine import LocalEngine
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures.drift import partition
 from tests.fixtures.workflows import Outcome, Workflows, new_event, new_users
 

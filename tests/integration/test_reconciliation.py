@@ -18,8 +18,8 @@ import pytest
 from infrastructure import names
 from infrastructure.local.engine import LocalEngine
 from registration import keys
+from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 from tests.fixtures.drift import (
     assert_consistent,
     counters,

@@ -28,7 +28,7 @@ from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.template import LocalTemplate, load_template
 from infrastructure.ops import executions
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures.drift import assert_consistent, counters
 from tests.fixtures.engines import _template, recorded_history
 from tests.fixtures.workflows import follow_reconcile, pages_per_execution, worst_case_history

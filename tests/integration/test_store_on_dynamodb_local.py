@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from infrastructure.local.dynamodb_local import DynamoDBLocal
-from registration import errors, keys, service
-from registration import store as store_module
+from registration import errors, service
+from registration.data import RegistrationStore, transactions
 from registration.models import NewEvent, NewUser, RegisterResult, RegisterState
-from registration.store import RegistrationStore
+from tests.fixtures.tables import table_definition
 from tests.unit.test_idempotency import (  # noqa: F401 - collected here with this module's `store`
     test_a_business_failure_is_stored_with_its_code_and_cause,
     test_a_different_request_with_the_key_is_refused,
@@ -59,7 +59,7 @@ pytestmark = pytest.mark.integration
 def store(dynamodb_local: DynamoDBLocal) -> Iterator[RegistrationStore]:
     client = dynamodb_local.client()
     table = f"store-{uuid.uuid4().hex[:8]}"
-    client.create_table(**keys.table_definition(table))
+    client.create_table(**table_definition(table))
     try:
         yield RegistrationStore(table, client)
     finally:
@@ -82,7 +82,7 @@ def test_a_token_sent_again_with_other_parameters_is_decided_again(
     """DynamoDB refuses a token it applied within 10 minutes when the parameters differ;
     that means "what this write relied on changed": decide again, never a 500."""
     one_token = str(uuid.uuid4())  # DynamoDB Local keeps tokens account-wide: this test's own
-    monkeypatch.setattr(store_module, "transaction_token", lambda scope, items: one_token)
+    monkeypatch.setattr(transactions, "transaction_token", lambda scope, items: one_token)
     _event_with_one_seat_taken(store, "ab")  # a's seat is written with that token
     with pytest.raises(errors.DecisionStale):
         store.join_waitlist(store.get_event("e"), "b", "r-b", AT)
@@ -99,7 +99,7 @@ def test_two_tries_of_one_join_that_read_the_tail_again_answer_alike(
     snapshot and time). It recognises the first try's commit instead of failing."""
     _event_with_one_seat_taken(store, "abc")
     state = RegisterState(eventId="e", userId="c", requestId="r-c", event=store.get_event("e"))
-    state = state.model_copy(update={"decision": service.decide_registration(store, state)})
+    state = state.model_copy(update={"decision": service.check_capacity(store, state)})
     store.join_waitlist(store.get_event("e"), "b", "r-b", AT)  # b takes the tail c decided on
 
     second_is_waiting, first_is_done = threading.Event(), threading.Event()

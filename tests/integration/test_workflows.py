@@ -10,7 +10,7 @@ import pytest
 
 from handlers import write_registration
 from infrastructure.local.engine import LocalEngine
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures.workflows import Workflows, fresh_id, new_event, new_users
 
 pytestmark = pytest.mark.integration

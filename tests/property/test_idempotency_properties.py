@@ -10,8 +10,8 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 from tests.fixtures.drift import assert_consistent, partition
 from tests.fixtures.workflows import Outcome, Workflows
 

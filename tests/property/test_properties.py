@@ -10,8 +10,8 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
+from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 from tests.fixtures.workflows import Workflows
 
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from registration import keys, reconciliation, service
+from registration.data import RegistrationStore
 from registration.models import (
     EventReconciliation,
     NewEvent,
@@ -21,7 +22,6 @@ from registration.models import (
     ReconciliationTotals,
     RegisterState,
 )
-from registration.store import RegistrationStore
 from tests.fixtures.drift import (
     assert_consistent,
     delete,
@@ -33,7 +33,7 @@ from tests.fixtures.drift import (
     set_fields,
     slot,
 )
-from tests.fixtures.tables import moto_store
+from tests.fixtures.tables import moto_store, table_definition
 
 RUN = reconciliation.Run("property-run", "2026-01-01T00:00:00.000Z")
 
@@ -49,7 +49,7 @@ def _fresh_table(tables: RegistrationStore) -> Iterator[RegistrationStore]:
     """A table per example: moto copies every table on each transaction, so a table that
     grew with every example would make each one slower than the last."""
     name = f"p-{uuid.uuid4().hex[:12]}"
-    tables.client.create_table(**keys.table_definition(name))
+    tables.client.create_table(**table_definition(name))
     try:
         yield RegistrationStore(name, tables.client)
     finally:
@@ -60,7 +60,7 @@ def _register(store: RegistrationStore, event_id: str, user: str) -> None:
     state = RegisterState(
         eventId=event_id, userId=user, requestId=uuid.uuid4().hex, event=store.get_event(event_id)
     )
-    decision = service.decide_registration(store, state)
+    decision = service.check_capacity(store, state)
     service.write_registration(store, state.model_copy(update={"decision": decision}))
 
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from infrastructure.local.engine import LocalEngine
+from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 from tests.fixtures.workflows import Workflows
 
 

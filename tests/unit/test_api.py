@@ -14,10 +14,11 @@ from handlers import api
 from infrastructure import names
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction
 from infrastructure.local.proxy_event import RouteTable, proxy_event
-from registration import errors, health, idempotency
+from infrastructure.local.request_validation import register_request
+from registration import errors, idempotency, settings
+from registration.data import RegistrationStore
 from registration.errors import ValidationError
 from registration.observability import logger
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 ROUTES = RouteTable(names.LAMBDA_ROUTES)
@@ -246,12 +247,12 @@ def test_correlation_id_is_the_api_gateway_request_id(store: RegistrationStore) 
 )
 def test_register_request_refuses_bad_bodies(body: bytes, field: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        api.register_request(body)
+        register_request(body)
     assert field in [f["field"] for f in refused.value.fields]
 
 
 def test_register_request_accepts_a_user_id() -> None:
-    assert api.register_request(b'{"userId": "u-1"}').userId == "u-1"
+    assert register_request(b'{"userId": "u-1"}').userId == "u-1"
 
 
 # --- Idempotency-Key -------------------------------------------------------------------
@@ -441,7 +442,7 @@ def _state_machine(name: str) -> str:
 def test_health_is_ok_when_the_table_and_the_workflows_answer(
     store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for workflow, variable in health.WORKFLOW_ARN_VARIABLES.items():
+    for workflow, variable in settings.WORKFLOW_ARNS.items():
         monkeypatch.setenv(variable, _state_machine(workflow))
     status, report = call("GET", "/health")
     assert (status, report["status"], report["database"]["status"]) == (200, "ok", "ok")
@@ -454,8 +455,8 @@ def test_health_is_ok_when_the_table_and_the_workflows_answer(
 def test_health_is_503_and_names_what_is_down(
     store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(health.WORKFLOW_ARN_VARIABLES["register"], _state_machine("register"))
-    monkeypatch.delenv(health.WORKFLOW_ARN_VARIABLES["unregister"], raising=False)
+    monkeypatch.setenv(settings.WORKFLOW_ARNS["register"], _state_machine("register"))
+    monkeypatch.delenv(settings.WORKFLOW_ARNS["unregister"], raising=False)
     boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=store.table_name)
 
     status, report = call("GET", "/health")

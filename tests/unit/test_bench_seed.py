@@ -9,8 +9,9 @@ import pytest
 
 from infrastructure.bench.seed import seed_event, seed_users
 from registration import keys
+from registration.data import RegistrationStore
+from registration.data.items import seat_item, user_item, waitlist_items
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 AT = "2026-01-01T00:00:00.000Z"
@@ -30,19 +31,19 @@ def _stored(store: RegistrationStore, key: dict[str, str]) -> dict[str, Any]:
 
 def test_user_item_is_what_create_user_writes(store: RegistrationStore) -> None:
     user = store.create_user(NewUser(userId="ada", name="Ada"))
-    assert store.user_item(user) == _stored(store, keys.user_key("ada"))
+    assert user_item(user) == _stored(store, keys.user_key("ada"))
 
 
 def test_seat_item_is_what_take_seat_writes(store: RegistrationStore) -> None:
     store.create_event(NewEvent(eventId="e", title="Event", capacity=1))
     store.take_seat("e", "ada", "request-1", AT)
-    assert store.seat_item("e", "ada", "request-1", AT) == _stored(store, keys.seat_key("e", "ada"))
+    assert seat_item("e", "ada", "request-1", AT) == _stored(store, keys.seat_key("e", "ada"))
 
 
 def test_waitlist_items_are_what_join_waitlist_writes(store: RegistrationStore) -> None:
     store.create_event(NewEvent(eventId="e", title="Event", capacity=0, hasWaitlist=True))
     store.join_waitlist(store.get_event("e"), "ada", "request-1", AT)
-    membership, slot = store.waitlist_items("e", "ada", 1, "request-1", AT)
+    membership, slot = waitlist_items("e", "ada", 1, "request-1", AT)
     assert membership == _stored(store, keys.waitlisted_key("e", "ada"))
     assert slot == _stored(store, keys.queue_key("e", 1))
 

@@ -23,8 +23,9 @@ from infrastructure.bench.capacity import (
 from infrastructure.bench.meter import Meter, total
 from infrastructure.bench.seed import serialize
 from registration import keys
+from registration.data import RegistrationStore
+from registration.data.items import waitlist_items
 from registration.models import NewEvent, NewUser
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 GSI1 = IndexSpec("GSI1", ("GSI1PK", "GSI1SK"))
@@ -257,7 +258,7 @@ def test_meter_reads_what_a_count_query_evaluated(metered: tuple[RegistrationSto
     store, meter = metered
     store.create_event(NewEvent(eventId="e", title="Event", capacity=0, hasWaitlist=True))
     for seq, user in enumerate("abc", start=1):
-        membership, slot = store.waitlist_items("e", user, seq, f"r-{user}", AT)
+        membership, slot = waitlist_items("e", user, seq, f"r-{user}", AT)
         for item in (membership, slot):
             store.client.put_item(TableName=store.table_name, Item=serialize(item))
     with meter.counting() as records:

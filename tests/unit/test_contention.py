@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from registration import service
+from registration.data import RegistrationStore
 from registration.errors import DecisionStale
 from registration.models import (
     NewEvent,
@@ -21,7 +22,6 @@ from registration.models import (
     RegisterState,
     UnregisterState,
 )
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 
@@ -46,13 +46,13 @@ def _register(store: RegistrationStore, user: str, request: str | None = None) -
     state = RegisterState(
         eventId="e", userId=user, requestId=request or f"r-{user}", event=store.get_event("e")
     )
-    decided = state.model_copy(update={"decision": service.decide_registration(store, state)})
+    decided = state.model_copy(update={"decision": service.check_capacity(store, state)})
     return service.write_registration(store, decided)
 
 
 def _stale_register_state(store: RegistrationStore, user: str, request: str) -> RegisterState:
     state = RegisterState(eventId="e", userId=user, requestId=request, event=store.get_event("e"))
-    return state.model_copy(update={"decision": service.decide_registration(store, state)})
+    return state.model_copy(update={"decision": service.check_capacity(store, state)})
 
 
 def test_a_join_that_lost_the_tail_lands_behind_the_winner(store: RegistrationStore) -> None:
@@ -103,7 +103,7 @@ def test_a_join_whose_seat_came_free_goes_back_to_the_decision(store: Registrati
     _register(store, "a")
     stale = _stale_register_state(store, "b", "r-b")  # waitlist: the only seat is taken
     state = UnregisterState(eventId="e", userId="a", requestId="r-out", event=store.get_event("e"))
-    decided = state.model_copy(update={"decision": service.decide_unregistration(store, state)})
+    decided = state.model_copy(update={"decision": service.check_registration(store, state)})
     service.write_unregistration(store, decided)  # the seat is free, nobody waits
 
     with pytest.raises(DecisionStale):
@@ -120,7 +120,7 @@ def test_a_promotion_that_lost_the_head_takes_the_next_one(store: RegistrationSt
         state = UnregisterState(
             eventId="e", userId=leaving, requestId=f"out-{leaving}", event=store.get_event("e")
         )
-        states.append(state.model_copy(update={"decision": service.decide_unregistration(store, state)}))
+        states.append(state.model_copy(update={"decision": service.check_registration(store, state)}))
     assert {s.decision.head.userId for s in states if s.decision and s.decision.head} == {"x"}
 
     first = service.promote_from_waitlist(store, states[0], budget_s=AMPLE_BUDGET_S)

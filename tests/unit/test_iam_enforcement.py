@@ -15,7 +15,7 @@ from typing import Any
 from infrastructure import names
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.server import LocalApi
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures.template_variants import (
     integration_role,
     role_of,

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from registration import errors, idempotency
+from registration.data import RegistrationStore
 from registration.models import CaughtError, IdempotencyRecord, StoredResponse
-from registration.store import RegistrationStore
 from tests.fixtures.tables import moto_store
 
 FP = idempotency.workflow_fingerprint("register", "e-1", "u-1")
@@ -136,7 +136,7 @@ def test_release_only_removes_the_callers_unfinished_claim(store: RegistrationSt
 def test_a_business_failure_is_stored_with_its_code_and_cause(store: RegistrationStore) -> None:
     key = _key()
     idempotency.claim_for_workflow(store, key, "register", "e-1", "u-1", "first")
-    response = idempotency.workflow_response(
+    response = idempotency.stored_workflow_response(
         "register", None, CaughtError(Error="EventFull", Cause="The event is full and has no waitlist")
     )
     assert response.statusCode == 409
@@ -152,7 +152,7 @@ def test_a_success_is_replayed_as_the_workflow_output(store: RegistrationStore) 
     key = _key()
     assert not idempotency.claim_for_workflow(store, key, "unregister", "e-1", "u-1", "first").replay
     output = {"eventId": "e-1", "userId": "u-1", "status": "unregistered", "promoted": "u-9"}
-    response = idempotency.workflow_response("unregister", output, None)
+    response = idempotency.stored_workflow_response("unregister", output, None)
     assert (response.statusCode, response.document(), response.error) == (200, output, None)
     idempotency.finish(store, key, "first", response)
 

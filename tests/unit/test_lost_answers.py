@@ -19,7 +19,7 @@ import pytest
 from infrastructure import names
 from infrastructure.local.engine import ExecutionResult, LocalEngine
 from infrastructure.local.template import load_template
-from registration.store import RegistrationStore
+from registration.data import RegistrationStore
 from tests.fixtures.engines import TEMPLATE
 from tests.fixtures.faults import Fault, FaultInjector
 from tests.fixtures.workflows import Workflows, new_event, new_users

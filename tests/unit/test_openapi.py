@@ -8,8 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from infrastructure import names
-from registration import idempotency, openapi
+from infrastructure import names, openapi
+from registration import idempotency
 from registration.errors import ValidationError
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -26,7 +26,7 @@ def _refs(node: Any) -> set[str]:
 
 def test_checked_in_document_matches_the_code() -> None:
     assert DOCUMENT.read_text(encoding="utf-8") == openapi.render(openapi.document()), (
-        "docs/openapi.json is out of date: run `.venv/bin/python -m registration.openapi`"
+        "docs/openapi.json is out of date: run `.venv/bin/python -m infrastructure.openapi`"
     )
 
 

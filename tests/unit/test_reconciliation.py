@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from registration import keys, reconciliation, service
+from registration.data import RegistrationStore
 from registration.models import (
     Counters,
     EventReconciliation,
@@ -18,7 +19,6 @@ from registration.models import (
     RegisterState,
 )
 from registration.reconciliation import Run
-from registration.store import RegistrationStore
 from tests.fixtures.drift import (
     assert_consistent,
     counters,
@@ -58,7 +58,7 @@ def _register(store: RegistrationStore, event_id: str, *users: str) -> None:
         state = RegisterState(
             eventId=event_id, userId=user, requestId=uuid.uuid4().hex, event=store.get_event(event_id)
         )
-        decision = service.decide_registration(store, state)
+        decision = service.check_capacity(store, state)
         service.write_registration(store, state.model_copy(update={"decision": decision}))
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from registration import errors, keys
-from registration import store as store_module
+from registration import errors, settings
+from registration.data import RegistrationStore, pages
+from registration.data.transactions import transaction_token
 from registration.models import NewEvent, NewUser, WaitlistHead
-from registration.store import RegistrationStore, transaction_token
 from tests.fixtures.tables import moto_store
 
 AT = "2026-01-01T00:00:00.000Z"
@@ -209,7 +209,7 @@ def test_pagination_tokens(store: RegistrationStore) -> None:
 def _refused_token(call: Any) -> None:
     with pytest.raises(errors.ValidationError) as refused:
         call()
-    assert refused.value.message == store_module.INVALID_TOKEN_MESSAGE
+    assert refused.value.message == pages.INVALID_TOKEN_MESSAGE
     assert [f["field"] for f in refused.value.fields] == ["nextToken"]
 
 
@@ -222,7 +222,7 @@ def _resigned(token: str, change: dict[str, Any], secret: str | None = None) -> 
     changed = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     if secret is None:
         return f"{changed}.{mac}"
-    key = hashlib.sha256(store_module._TOKEN_KEY_CONTEXT + secret.encode()).digest()
+    key = hashlib.sha256(pages._TOKEN_KEY_CONTEXT + secret.encode()).digest()
     signature = base64.urlsafe_b64encode(hmac.new(key, changed.encode(), hashlib.sha256).digest())
     return f"{changed}.{signature.decode().rstrip('=')}"
 
@@ -275,7 +275,7 @@ def test_a_changed_or_forged_token_is_refused(
     for garbage in (token + "x", token.partition(".")[0], "." + token, "é.é", "a.b.c"):
         _refused_token(lambda garbage=garbage: store.list_waitlist("e", next_token=garbage))
     # Every function that shares the secret accepts the token; another secret does not.
-    monkeypatch.setenv(store_module.PAGE_TOKEN_SECRET_VARIABLE, "stack-secret")
+    monkeypatch.setenv(settings.PAGE_TOKEN_SECRET, "stack-secret")
     shared = store.list_waitlist("e", limit=1).nextToken
     assert shared and shared != token
     assert [w.position for w in store.list_waitlist("e", limit=1, next_token=shared).items] == [2]
@@ -357,14 +357,6 @@ def test_throttled_transaction_is_transient() -> None:
     client = _CancellingClient([{"Code": "ThrottlingError"}, {"Code": "None"}])
     with pytest.raises(errors.TransientDatabaseError):
         _seat_attempt(client)
-
-
-def test_table_definition_keys() -> None:
-    definition = keys.table_definition("x")
-    assert definition["KeySchema"] == [
-        {"AttributeName": "PK", "KeyType": "HASH"},
-        {"AttributeName": "SK", "KeyType": "RANGE"},
-    ]
 
 
 # --- the transaction token ------------------------------------------------------------

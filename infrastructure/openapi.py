@@ -6,8 +6,8 @@ without a Lambda, are added from the same shared models and the error table in
 `registration.errors`. `docs/openapi.json` is the checked-in copy; a test fails when
 it drifts. Regenerate it with:
 
-    python -m registration.openapi            # writes docs/openapi.json
-    python -m registration.openapi --check    # exit 1 when the file is stale
+    python -m infrastructure.openapi            # writes docs/openapi.json
+    python -m infrastructure.openapi --check    # exit 1 when the file is stale
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from handlers.api import app
+from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
-from registration.errors import ERRORS
+from registration.api_responses import IDEMPOTENCY_ERRORS, STATUS_TEXT, error_responses
 from registration.idempotency import HEADER as IDEMPOTENCY_HEADER
 from registration.idempotency import RETENTION_SECONDS
 from registration.models import (
@@ -35,9 +38,6 @@ from registration.models import (
     UnregisterResult,
     UserId,
 )
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
 TITLE = "Event registration API"
 VERSION = "1.0.0"
@@ -60,13 +60,9 @@ DESCRIPTION = (
     f"answered {outcomes.INTEGRATION_TIMEOUT_STATUS} `{outcomes.INTEGRATION_TIMEOUT_ERROR}`; the "
     "workflows stop before that."
 )
-# The repository root when run from a checkout (lambdas/registration/openapi.py).
-DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+DOCUMENT_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 REF_PREFIX = "#/components/schemas/"
 
-INTERNAL_ERROR = "InternalError"
-# What a request sent with an `Idempotency-Key` can also be answered (every POST and DELETE).
-IDEMPOTENCY_ERRORS = ("IdempotencyKeyReused", "RequestInProgress")
 IDEMPOTENT_METHODS = ("post", "delete")
 # Error codes each route can answer with (422 ValidationError and 500 InternalError are
 # implied). The workflow lists follow the Fail states of workflows/register.py and
@@ -89,29 +85,6 @@ UNREGISTER_ERRORS = (
     *IDEMPOTENCY_ERRORS,
 )
 
-_STATUS_TEXT = {
-    404: "Not found",
-    409: "Conflict",
-    422: "Refused; a `ValidationError` lists the offending fields",
-    500: "Unexpected failure; the cause is logged, not returned",
-    503: "Too much contention or throttling; retry later",
-}
-
-
-def error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
-    """OpenAPI responses (without content) for error codes, grouped by their status."""
-    by_status: dict[int, list[str]] = {}
-    for code in (*codes, "ValidationError"):
-        by_status.setdefault(ERRORS[code].http_status, []).append(code)
-    by_status[500] = [INTERNAL_ERROR]
-    return {
-        status: {
-            "description": f"{_STATUS_TEXT.get(status, 'Error')}: "
-            + ", ".join(f"`{c}`" for c in sorted(set(codes)))
-        }
-        for status, codes in sorted(by_status.items())
-    }
-
 
 def _content(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": dict(schema)}}
@@ -130,8 +103,6 @@ def _schemas(
 
 
 def _path_parameter(name: str) -> dict[str, Any]:
-    from pydantic import TypeAdapter
-
     schema = TypeAdapter(UserId if name == "userId" else EventId).json_schema()
     schema["title"] = name[0].upper() + name[1:].lower()
     return {"name": name, "in": "path", "required": True, "schema": schema}
@@ -252,7 +223,7 @@ def workflow_error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
     responses = {s: {**r, "content": _content(_ref(ErrorBody))} for s, r in error_responses(codes).items()}
     timed_out = responses.setdefault(
         outcomes.EXECUTION_TIMED_OUT_STATUS,
-        {"description": _STATUS_TEXT.get(outcomes.EXECUTION_TIMED_OUT_STATUS, "Error"), "content": {}},
+        {"description": STATUS_TEXT.get(outcomes.EXECUTION_TIMED_OUT_STATUS, "Error"), "content": {}},
     )
     timed_out["description"] += f"; `{outcomes.EXECUTION_TIMED_OUT_ERROR}` when the workflow ran out of time"
     timed_out["content"] = _content(_ref(ErrorBody))
@@ -261,7 +232,7 @@ def workflow_error_responses(codes: Iterable[str]) -> dict[int, dict[str, Any]]:
             "description": "Seconds to wait before retrying (sent with `ExecutionTimedOut`)",
             "schema": {"type": "integer"},
         }
-        for name in outcomes.workflow_headers(outcomes.TIMED_OUT)
+        for name in workflow_headers(outcomes.TIMED_OUT)
     }
     return responses
 
@@ -386,8 +357,6 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The document for the API Lambda in `handlers.api`."""
-    from handlers.api import app
-
     return build_document(app)
 
 
@@ -397,7 +366,7 @@ def render(doc: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m registration.openapi", description=__doc__.split("\n")[0]
+        prog="python -m infrastructure.openapi", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--output", type=Path, default=DOCUMENT_PATH, help="default: docs/openapi.json")
     parser.add_argument("--check", action="store_true", help="exit 1 when the file differs from the code")
@@ -407,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = output.read_text(encoding="utf-8") if output.is_file() else ""
         if current != text:
-            print(f"{output} is out of date: run `python -m registration.openapi`", file=sys.stderr)
+            print(f"{output} is out of date: run `python -m infrastructure.openapi`", file=sys.stderr)
             return 1
         print(f"{output} is up to date")
         return 0

@@ -1,0 +1,104 @@
+"""Events: their items, counters included, and their listing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from registration import keys
+from registration.data.dynamo import deserialize, error_code, now_iso, serialize
+from registration.data.items import event_item
+from registration.data.pages import (
+    LISTING_EVENT_IDS,
+    LISTING_EVENTS,
+    Listings,
+    check_limit,
+    decode_token,
+    encode_token,
+)
+from registration.data.transactions import Transactions
+from registration.errors import EventAlreadyExists, EventNotFound
+from registration.models import Completion, Event, EventState, NewEvent, Page, User
+
+
+class Events(Transactions, Listings):
+    def create_event(
+        self, new: NewEvent, answer: Callable[[Event], Completion | None] | None = None
+    ) -> Event:
+        """`answer` gives the completion of a keyed request, stored with the event in one transaction."""
+        event_id = new.eventId or uuid.uuid4().hex
+        state = EventState(
+            eventId=event_id,
+            title=new.title,
+            capacity=new.capacity,
+            hasWaitlist=new.hasWaitlist,
+            registeredCount=0,
+            waitlistCount=0,
+            waitlistSeq=0,
+            createdAt=now_iso(),
+        )
+        completion = answer(state.public()) if answer else None
+        if completion is not None:
+            self._create(
+                event_item(state), completion, EventAlreadyExists(f"Event {event_id} already exists")
+            )
+            return state.public()
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item=serialize(event_item(state)),
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise EventAlreadyExists(f"Event {event_id} already exists") from None
+            raise
+        return state.public()
+
+    def get_event(self, event_id: str) -> EventState:
+        item = self._get(keys.event_key(event_id))
+        if item is None:
+            raise EventNotFound(f"Event {event_id} does not exist")
+        return EventState.model_validate(item)
+
+    def find_event(self, event_id: str) -> EventState | None:
+        """The event, read strongly consistently; None when it does not exist."""
+        item = self._get(keys.event_key(event_id))
+        return EventState.model_validate(item) if item else None
+
+    def list_events(self, limit: int = 25, next_token: str | None = None) -> Page[Event]:
+        items, token = self._query_gsi(LISTING_EVENTS, keys.EVENTS, limit, next_token)
+        return Page[Event](items=[Event.model_validate(i) for i in items], nextToken=token)
+
+    def list_event_ids(self, limit: int = 50, next_token: str | None = None) -> Page[str]:
+        """One page of event ids from GSI1 (eventually consistent: a brand-new event may be
+        missed by this page and is seen by the next run)."""
+        start, _ = decode_token(next_token, LISTING_EVENT_IDS, keys.EVENTS, keys.EVENTS)
+        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            IndexName=keys.GSI1,
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues=serialize({":pk": keys.EVENTS}),
+            ProjectionExpression="eventId",
+            Limit=check_limit(limit),
+            **kwargs,
+        )
+        ids = [str(deserialize(i)["eventId"]) for i in response.get("Items", []) if "eventId" in i]
+        token = encode_token(response.get("LastEvaluatedKey"), LISTING_EVENT_IDS, keys.EVENTS)
+        return Page[str](items=ids, nextToken=token)
+
+    def get_user_and_event(self, user_id: str, event_id: str) -> tuple[User | None, EventState | None]:
+        """Both in one strongly consistent round trip."""
+        found = self._batch_get([keys.user_key(user_id), keys.event_key(event_id)])
+        user = found.get(keys.user_pk(user_id))
+        event = found.get(keys.event_pk(event_id))
+        return (
+            User.model_validate(user) if user else None,
+            EventState.model_validate(event) if event else None,
+        )

@@ -1,0 +1,322 @@
+"""Seats and the waitlist: every change one transaction conditioned on what it decided on.
+
+Decisions read the base table strongly consistently (see `memberships`); a lost race
+on the same items is retried in the transaction itself, a stale decision is raised as
+`DecisionStale` for the caller to decide again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from registration import keys
+from registration.data.dynamo import Item
+from registration.data.items import seat_item, waitlist_items
+from registration.data.transactions import Transactions, TxItem, counters_condition, is_request
+from registration.errors import AlreadyRegistered, AlreadyWaitlisted, DecisionStale, DomainError
+from registration.models import Completion, Counters, EventState, WaitlistHead
+
+
+class Registrations(Transactions):
+    def take_seat(
+        self, event_id: str, user_id: str, request_id: str, at: str, completion: Completion | None = None
+    ) -> bool:
+        """Registers the user into a free seat. Returns False when this request already did."""
+        mine = is_request(request_id)
+        return self._transact(
+            [
+                TxItem(
+                    {
+                        "Update": {
+                            "Key": keys.event_key(event_id),
+                            "UpdateExpression": "SET registeredCount = registeredCount + :one",
+                            "ConditionExpression": (
+                                "attribute_exists(PK) AND registeredCount < #capacity "
+                                "AND waitlistCount = :zero"
+                            ),
+                            "ExpressionAttributeNames": {"#capacity": "capacity"},
+                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                        }
+                    }
+                ),
+                TxItem(
+                    {
+                        "Put": {
+                            "Item": seat_item(event_id, user_id, request_id, at),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    lambda old: (
+                        None
+                        if mine(old)
+                        else AlreadyRegistered(f"User {user_id} is already registered for event {event_id}")
+                    ),
+                ),
+            ],
+            request_id,
+            completion,
+        )
+
+    def join_waitlist(
+        self, event: EventState, user_id: str, request_id: str, at: str, completion: Completion | None = None
+    ) -> bool:
+        """Appends the user to the waitlist's tail, behind every existing slot.
+
+        The event update is conditioned on the sequence and count the decision saw, so
+        the new place is exactly `waitlistCount + 1` of that snapshot.
+        """
+        event_id, seq = event.eventId, event.waitlistSeq + 1
+        membership, slot = waitlist_items(event_id, user_id, seq, request_id, at)
+        mine = is_request(request_id)
+        return self._transact(
+            [
+                TxItem(
+                    {
+                        "Update": {
+                            "Key": keys.event_key(event_id),
+                            "UpdateExpression": "SET waitlistCount = waitlistCount + :one, waitlistSeq = :seq",
+                            "ConditionExpression": (
+                                "hasWaitlist = :true AND waitlistSeq = :seen_seq "
+                                "AND waitlistCount = :seen_count "
+                                "AND (registeredCount >= #capacity OR waitlistCount > :zero)"
+                            ),
+                            "ExpressionAttributeNames": {"#capacity": "capacity"},
+                            "ExpressionAttributeValues": {
+                                ":one": 1,
+                                ":zero": 0,
+                                ":true": True,
+                                ":seq": seq,
+                                ":seen_seq": event.waitlistSeq,
+                                ":seen_count": event.waitlistCount,
+                            },
+                        }
+                    }
+                ),
+                TxItem(
+                    {
+                        "Put": {
+                            "Item": membership,
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    lambda old: (
+                        None
+                        if mine(old)
+                        else AlreadyWaitlisted(
+                            f"User {user_id} is already on the waitlist of event {event_id}"
+                        )
+                    ),
+                ),
+                TxItem(
+                    {
+                        "Put": {
+                            "Item": slot,
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    }
+                ),
+                TxItem(
+                    {
+                        "ConditionCheck": {
+                            "Key": keys.seat_key(event_id, user_id),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    lambda _old: AlreadyRegistered(
+                        f"User {user_id} is already registered for event {event_id}"
+                    ),
+                ),
+            ],
+            request_id,
+            completion,
+        )
+
+    def release_seat(
+        self, event_id: str, user_id: str, request_id: str, completion: Completion | None = None
+    ) -> bool:
+        """Frees the user's seat; only while nobody waits (otherwise the seat is handed over)."""
+        return self._transact(
+            [
+                TxItem(
+                    {
+                        "Delete": {
+                            "Key": keys.seat_key(event_id, user_id),
+                            "ConditionExpression": "attribute_exists(PK)",
+                        }
+                    }
+                ),
+                TxItem(
+                    {
+                        "Update": {
+                            "Key": keys.event_key(event_id),
+                            "UpdateExpression": "SET registeredCount = registeredCount - :one",
+                            "ConditionExpression": "registeredCount > :zero AND waitlistCount = :zero",
+                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                        }
+                    }
+                ),
+            ],
+            request_id,
+            completion,
+        )
+
+    def leave_waitlist(
+        self, event_id: str, user_id: str, seq: int, request_id: str, completion: Completion | None = None
+    ) -> bool:
+        """Removes the user's slot; everyone else keeps their order."""
+        return self._transact(
+            [
+                TxItem(
+                    {
+                        "Delete": {
+                            "Key": keys.waitlisted_key(event_id, user_id),
+                            "ConditionExpression": "attribute_exists(PK) AND seq = :seq",
+                            "ExpressionAttributeValues": {":seq": seq},
+                        }
+                    }
+                ),
+                TxItem(
+                    {
+                        "Delete": {
+                            "Key": keys.queue_key(event_id, seq),
+                            "ConditionExpression": "attribute_exists(PK) AND userId = :user",
+                            "ExpressionAttributeValues": {":user": user_id},
+                        }
+                    }
+                ),
+                TxItem(
+                    {
+                        "Update": {
+                            "Key": keys.event_key(event_id),
+                            "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
+                            "ConditionExpression": "waitlistCount > :zero",
+                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                        }
+                    }
+                ),
+            ],
+            request_id,
+            completion,
+        )
+
+    def hand_over_seat(
+        self,
+        event_id: str,
+        user_id: str,
+        head: WaitlistHead,
+        request_id: str,
+        at: str,
+        completion: Completion | None = None,
+    ) -> bool:
+        """The leaving user's seat goes to the head of the waitlist, in one transaction.
+
+        The slot's sequence only grows, so "the slot still exists" means "it is still the head".
+        The head's new seat carries the request id: a retry of a hand-over that had
+        committed (its answer lost) recognises it there and answers as the first try did.
+        """
+        return self._transact(
+            [
+                TxItem(
+                    {
+                        "Delete": {
+                            "Key": keys.seat_key(event_id, user_id),
+                            "ConditionExpression": "attribute_exists(PK)",
+                        }
+                    }
+                ),
+                *self._promotion_items(event_id, head, request_id, at, recognise_own_commit=True),
+                TxItem(
+                    {
+                        "Update": {
+                            "Key": keys.event_key(event_id),
+                            "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
+                            "ConditionExpression": "waitlistCount > :zero",
+                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                        }
+                    }
+                ),
+            ],
+            request_id,
+            completion,
+        )
+
+    def fill_free_seat(self, event_id: str, head: WaitlistHead, request_id: str, at: str) -> bool:
+        """Moves the head of the waitlist into a seat that is free (repair path)."""
+        return self._transact(
+            [*self._promotion_items(event_id, head, request_id, at), self._fill_seat_update(event_id)],
+            request_id,
+        )
+
+    def _fill_seat_update(self, event_id: str, seen: Counters | None = None) -> TxItem:
+        """One seat more and one waiter fewer while a seat is free and someone waits (and,
+        given `seen`, only while the counters are exactly that)."""
+        condition = "registeredCount < #capacity AND waitlistCount > :zero"
+        values: dict[str, Any] = {":one": 1, ":zero": 0}
+        if seen is not None:
+            seen_condition = counters_condition(seen)
+            condition = f"{seen_condition['ConditionExpression']} AND {condition}"
+            values.update(seen_condition["ExpressionAttributeValues"])
+        return TxItem(
+            {
+                "Update": {
+                    "Key": keys.event_key(event_id),
+                    "UpdateExpression": (
+                        "SET registeredCount = registeredCount + :one, waitlistCount = waitlistCount - :one"
+                    ),
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#capacity": "capacity"},
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        )
+
+    def _promotion_items(
+        self,
+        event_id: str,
+        head: WaitlistHead,
+        request_id: str,
+        at: str,
+        *,
+        recognise_own_commit: bool = False,
+    ) -> list[TxItem]:
+        """Removes the head's slot and membership and gives the head a seat carrying
+        `request_id` (recognised as this request's own earlier commit when asked)."""
+        mine = is_request(request_id)
+
+        def seat_taken(old: Item | None) -> DomainError | None:
+            if recognise_own_commit and mine(old):
+                return None
+            return DecisionStale("The event changed since the decision")
+
+        return [
+            TxItem(
+                {
+                    "Delete": {
+                        "Key": keys.queue_key(event_id, head.seq),
+                        "ConditionExpression": "attribute_exists(PK) AND userId = :user",
+                        "ExpressionAttributeValues": {":user": head.userId},
+                    }
+                }
+            ),
+            TxItem(
+                {
+                    "Delete": {
+                        "Key": keys.waitlisted_key(event_id, head.userId),
+                        "ConditionExpression": "attribute_exists(PK) AND seq = :seq",
+                        "ExpressionAttributeValues": {":seq": head.seq},
+                    }
+                }
+            ),
+            TxItem(
+                {
+                    "Put": {
+                        "Item": {
+                            **seat_item(event_id, head.userId, request_id, at),
+                            "promotedFromSeq": head.seq,
+                        },
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+                seat_taken,
+            ),
+        ]
