@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from infrastructure.bench.capacity import IndexSpec, Usage, key_of, touched_keys, usage_of
+from infrastructure.bench.dynamodb_units import IndexSpec, Usage, key_of, touched_keys, usage_of
 from infrastructure.local import iam
 from registration import keys
 

@@ -109,7 +109,7 @@ def _header(results: Results) -> list[str]:
             else "."
         ),
         f"- Reproduce: `{COMMAND}` (this run took {results.elapsed_seconds / 60:.1f} minutes, "
-        f"{results.seed_seconds:.0f} s of it building the events and measuring their costs).",
+        f"{results.load_seconds:.0f} s of it building the events and measuring their costs).",
         "- DynamoDB Local and the local engine (the synthesized state machines in moto's "
         "interpreter, the real task handlers in-process) stand in for AWS. Counts (round trips, "
         "items, capacity units, invocations, state transitions) are what AWS would see; times are "
@@ -376,8 +376,8 @@ def _method(results: Results) -> list[str]:
         "- **Round trips**: HTTP requests the handlers' DynamoDB client sent (one per API call plus "
         "botocore retries). **Items read**: items returned by reads; **items written**: items put, "
         "updated or deleted (a transaction's `ConditionCheck` is charged but writes nothing).",
-        "- **Capacity units** follow AWS's published rules (`infrastructure/bench/capacity.py`, "
-        "tested in `tests/unit/test_capacity_rules.py`), not DynamoDB Local's `ConsumedCapacity`, "
+        "- **Capacity units** follow AWS's published rules (`infrastructure/bench/dynamodb_units.py`, "
+        "tested in `tests/unit/test_dynamodb_units.py`), not DynamoDB Local's `ConsumedCapacity`, "
         "which differs from what AWS charges: item size is attribute names plus values; strongly "
         "consistent reads cost 1 unit per 4 KB per item (a Query sums its items, then rounds; a "
         "missing item costs the minimum); writes cost 1 unit per KB, the larger of the item "

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from infrastructure.bench.capacity import Usage
+from infrastructure.bench.dynamodb_units import Usage
 from infrastructure.bench.load import LoadResult
 
 COMMAND = "make bench"
@@ -83,7 +83,7 @@ class Results:
     memory_peak_total: int = 0
     lambda_memory_mb: int = 0
     load_average: float | None = None
-    seed_seconds: float = 0.0
+    load_seconds: float = 0.0
     elapsed_seconds: float = 0.0
 
     def median_durations(self, operation: str) -> tuple[float, float]:

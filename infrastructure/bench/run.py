@@ -5,7 +5,7 @@
 1. Cost: for events of 10, 1,000 and 100,000 registrants (and waitlists as long), each
    operation runs through the synthesized workflows on the local engine over DynamoDB
    Local; a botocore hook on the task handlers' DynamoDB client counts round trips,
-   items and capacity units (AWS's rules, `capacity.py`), and the execution history
+   items and capacity units (AWS's rules, `dynamodb_units.py`), and the execution history
    gives Lambda invocations and state transitions.
 2. Latency: registrations through the local HTTP API (its own process) and through the
    data layer called directly, at 1, 8 and 32 in flight; peak memory of the local stack.
@@ -34,6 +34,7 @@ from botocore.config import Config
 
 from infrastructure import names
 from infrastructure.bench import report
+from infrastructure.bench.bulk_load import load_event, load_users, serialize
 from infrastructure.bench.load import (
     MemorySampler,
     children_named,
@@ -48,7 +49,6 @@ from infrastructure.bench.results import (
     Settings,
     figures,
 )
-from infrastructure.bench.seed import seed_event, seed_users, serialize
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocal, DynamoDBLocalError, find_jar_dir
 from infrastructure.local.engine import LocalEngine, route_moto_logs
 from registration import keys
@@ -141,11 +141,11 @@ class CostBench:
     """Runs the workflows one execution at a time with the handlers' client metered."""
 
     def __init__(
-        self, engine: LocalEngine, meter: Meter, seeder: RegistrationStore, settings: Settings
+        self, engine: LocalEngine, meter: Meter, loader: RegistrationStore, settings: Settings
     ) -> None:
         self.engine = engine
         self.meter = meter
-        self.seeder = seeder
+        self.loader = loader
         self.settings = settings
 
     def _execute(
@@ -196,7 +196,7 @@ class CostBench:
 
     def _floor(self, event_id: str, user_id: str) -> Run:
         """Register into a seat as one transaction, no reads: the least DynamoDB can do."""
-        store = RegistrationStore(self.seeder.table_name, self.meter.client)
+        store = RegistrationStore(self.loader.table_name, self.meter.client)
         item = seat_item(event_id, user_id, uuid.uuid4().hex, now_iso())
         actions = [
             {
@@ -237,8 +237,8 @@ class CostBench:
     def warm_up(self) -> None:
         """Imports and connections happen here, not in the first measured execution."""
         event_id = "bench-warm-up"
-        seed_event(self.seeder, event_id, capacity=2, seated=1, has_waitlist=True, show_progress=False)
-        seed_users(self.seeder, ["warm-up-user"], show_progress=False)
+        load_event(self.loader, event_id, capacity=2, seated=1, has_waitlist=True, show_progress=False)
+        load_users(self.loader, ["warm-up-user"], show_progress=False)
         self._execute(names.REGISTER_WORKFLOW, event_id, "warm-up-user", {"status": "registered"})
         self._execute(names.UNREGISTER_WORKFLOW, event_id, "warm-up-user", {"status": "unregistered"})
 
@@ -251,7 +251,7 @@ class CostBench:
 
         # An event with `size` registrants and free seats, no waitlist.
         seats = f"bench-seats-{size:07d}"
-        seated = seed_event(self.seeder, seats, capacity=size + 3 * repeats, seated=size).seated
+        seated = load_event(self.loader, seats, capacity=size + 3 * repeats, seated=size).seated
 
         def run(
             workflow: str, event: str, user: str, expect: dict[str, Any], key: str | None = None
@@ -299,7 +299,7 @@ class CostBench:
 
         # A full event: `size` registrants and `size` people waiting.
         full = f"bench-queue-{size:07d}"
-        queued = seed_event(self.seeder, full, capacity=size, seated=size, waitlisted=size, has_waitlist=True)
+        queued = load_event(self.loader, full, capacity=size, seated=size, waitlisted=size, has_waitlist=True)
         out.append(
             self._measure(
                 "join_waitlist",
@@ -343,19 +343,19 @@ def measure_costs(
         if task_memory:
             results.lambda_memory_mb = max(task_memory)
         handler_store = get_store()  # the store (and client) the task handlers use
-        seeder = RegistrationStore(engine.table_name, _client(endpoint))
+        loader = RegistrationStore(engine.table_name, _client(endpoint))
         with Meter(handler_store.client, _client(endpoint)) as meter:
-            bench = CostBench(engine, meter, seeder, settings)
+            bench = CostBench(engine, meter, loader, settings)
             bench.warm_up()
             newcomers = [f"n{n:07d}" for n in range(settings.repeats)]
             floor_users = [f"f{n:07d}" for n in range(settings.repeats)]
             keyed_users = [f"k{n:07d}" for n in range(settings.repeats)]
-            seed_users(seeder, [*newcomers, *floor_users, *keyed_users], show_progress=False)
+            load_users(loader, [*newcomers, *floor_users, *keyed_users], show_progress=False)
             for size in settings.sizes:
                 log(f"cost: events of {size:,} registrants")
                 began = time.monotonic()
                 results.costs.extend(bench.at_size(size, newcomers, floor_users, keyed_users))
-                results.seed_seconds += time.monotonic() - began
+                results.load_seconds += time.monotonic() - began
 
 
 def _client(endpoint: str) -> Any:
@@ -434,7 +434,7 @@ def measure_latency(
 ) -> None:
     store = RegistrationStore(names.LOCAL_TABLE_NAME, _client(endpoint))
     users = [f"load-{n:06d}" for n in range(settings.user_pool)]
-    seed_users(store, users, label="seed load users")
+    load_users(store, users, label="load users")
     warmup = 2
 
     def event(mode: str, concurrency: int) -> str:

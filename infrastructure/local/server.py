@@ -59,7 +59,7 @@ from botocore.exceptions import ClientError
 
 from infrastructure import names
 from infrastructure.execution_names import execution_name
-from infrastructure.local import docs_page, iam, ops
+from infrastructure.local import docs_page, iam, operator_endpoints
 from infrastructure.local.admission import Gate, Gates, remaining
 from infrastructure.local.dynamodb_local import (
     DEFAULT_DB_PATH,
@@ -250,8 +250,8 @@ class LocalApi:
         deadline = (time.monotonic() if arrived is None else arrived) + self.integration_timeout
         url = urlsplit(target)
         path = url.path or "/"
-        if ops.is_ops_path(path):  # operator endpoints for regctl (infrastructure.local.ops)
-            return Reply.json(*ops.handle(self.engine, method, path, url.query, body))
+        if operator_endpoints.is_ops_path(path):  # operator endpoints, for regctl
+            return Reply.json(*operator_endpoints.handle(self.engine, method, path, url.query, body))
         if method in ("GET", "HEAD"):
             static = self._static(path)
             if static is not None:
@@ -868,7 +868,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--reconcile-every",
         type=float,
         metavar="SECONDS",
-        default=float(os.environ.get("RECONCILE_EVERY") or ops.schedule_seconds()),
+        default=float(os.environ.get("RECONCILE_EVERY") or operator_endpoints.schedule_seconds()),
         help=f"start the reconcile workflow this often (default: $RECONCILE_EVERY or "
         f"{names.DEFAULT_RECONCILE_SCHEDULE}, as on AWS; 0 disables)",
     )
@@ -972,7 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.start()
         cleanup.callback(server.stop)
         cleanup.callback(stack_record.forget, stack_record.record(data_dir, server.url))
-        schedule = ops.ReconcileSchedule(engine, args.reconcile_every, out=sys.stdout).start()
+        schedule = operator_endpoints.ReconcileSchedule(engine, args.reconcile_every, out=sys.stdout).start()
         cleanup.callback(schedule.stop)  # runs first: no new run while the rest stops
 
         _say("Event registration API, running locally")

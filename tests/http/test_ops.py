@@ -12,7 +12,7 @@ import pytest
 from infrastructure import execution_names, names
 from infrastructure.local.dynamodb_local import free_port
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.ops import ReconcileSchedule
+from infrastructure.local.operator_endpoints import ReconcileSchedule
 from infrastructure.local.server import LocalServer
 from infrastructure.ops.cli import main
 from registration.data import RegistrationStore

@@ -12,7 +12,7 @@ import pytest
 
 from infrastructure import names
 from infrastructure.constructs import monitoring
-from infrastructure.local.ops import schedule_seconds
+from infrastructure.local.operator_endpoints import schedule_seconds
 from tests.infrastructure.conftest import Synthesized
 
 pytestmark = pytest.mark.infrastructure

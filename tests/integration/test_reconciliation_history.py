@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from infrastructure import execution_names, names
-from infrastructure.bench.seed import seed_events
+from infrastructure.bench.bulk_load import load_events
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.template import LocalTemplate, load_template
@@ -136,7 +136,7 @@ def _drifted(n: int) -> int:
 
 def _seed(store: RegistrationStore) -> tuple[list[str], list[str]]:
     ids = [f"h{n:05d}" for n in range(EVENTS)]
-    seed_events(store, ids, registered_count=_drifted, show_progress=False)
+    load_events(store, ids, registered_count=_drifted, show_progress=False)
     return ids, [event for n, event in enumerate(ids) if _drifted(n)]
 
 
@@ -202,7 +202,7 @@ def test_overlapping_long_runs_each_repair_what_the_other_did_not(
     history_engine: LocalEngine, store: RegistrationStore
 ) -> None:
     ids = [f"o{n:05d}" for n in range(3 * PAGE_SIZE * pages_per_execution(_definition(history_engine)) // 2)]
-    seed_events(store, ids, registered_count=_drifted, show_progress=False)
+    load_events(store, ids, registered_count=_drifted, show_progress=False)
     drifted = [event for n, event in enumerate(ids) if _drifted(n)]
 
     arns = [

@@ -14,7 +14,7 @@ import pytest
 
 from infrastructure import execution_names, names
 from infrastructure.local.engine import ExecutionResult
-from infrastructure.local.ops import run_line
+from infrastructure.local.operator_endpoints import run_line
 from infrastructure.ops import cli, executions
 from infrastructure.ops.backend import NotFound
 

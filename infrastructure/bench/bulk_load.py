@@ -30,7 +30,7 @@ from registration.models import EventState, NewEvent, User
 BATCH = 25  # BatchWriteItem's limit
 WORKERS = 8
 MAX_ATTEMPTS = 10
-SEED_REQUEST = "seed"
+BULK_LOAD_REQUEST = "bulk-load"
 
 _serializer = TypeSerializer()
 
@@ -104,7 +104,7 @@ def bulk_write(
 ) -> int:
     """Puts every item (plain values) with parallel BatchWriteItem calls; returns how many."""
     written = 0
-    with ThreadPoolExecutor(workers, thread_name_prefix="seed") as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="bulk-load") as pool:
         pending: set[Future[int]] = set()
         for batch in _chunks(items, BATCH):
             if len(pending) >= workers * 4:
@@ -124,7 +124,7 @@ def bulk_write(
 
 
 @dataclass(frozen=True)
-class SeededEvent:
+class LoadedEvent:
     event_id: str
     seated: Sequence[str]
     waitlisted: Sequence[str]
@@ -138,7 +138,7 @@ def waitlisted_user(n: int) -> str:
     return f"w{n:07d}"
 
 
-def seed_event(
+def load_event(
     store: RegistrationStore,
     event_id: str,
     *,
@@ -147,7 +147,7 @@ def seed_event(
     waitlisted: int = 0,
     has_waitlist: bool = False,
     show_progress: bool = True,
-) -> SeededEvent:
+) -> LoadedEvent:
     """An event with `seated` registrants and `waitlisted` people queued (in that order)."""
     if seated > capacity:
         raise ValueError("more seats taken than the event has")
@@ -162,17 +162,17 @@ def seed_event(
 
     def items() -> Iterator[dict[str, Any]]:
         for user in seat_ids:
-            yield seat_item(event_id, user, f"{SEED_REQUEST}-{user}", at)
+            yield seat_item(event_id, user, f"{BULK_LOAD_REQUEST}-{user}", at)
         for seq, user in enumerate(queue_ids, start=1):
-            yield from waitlist_items(event_id, user, seq, f"{SEED_REQUEST}-{user}", at)
+            yield from waitlist_items(event_id, user, seq, f"{BULK_LOAD_REQUEST}-{user}", at)
 
     total_items = seated + 2 * waitlisted
-    progress = Progress(f"seed {event_id}", total_items, enabled=show_progress and total_items >= 1000)
+    progress = Progress(f"load {event_id}", total_items, enabled=show_progress and total_items >= 1000)
     bulk_write(store.client, store.table_name, items(), progress=progress)
     if progress.enabled:
         progress.close()
     set_counters(store, event_id, registered=seated, waitlisted=waitlisted, seq=waitlisted)
-    return SeededEvent(event_id, seat_ids, queue_ids)
+    return LoadedEvent(event_id, seat_ids, queue_ids)
 
 
 def set_counters(
@@ -188,7 +188,7 @@ def set_counters(
     )
 
 
-def seed_events(
+def load_events(
     store: RegistrationStore,
     event_ids: Sequence[str],
     *,
@@ -221,7 +221,7 @@ def seed_events(
         progress.close()
 
 
-def seed_users(
+def load_users(
     store: RegistrationStore, user_ids: Sequence[str], *, label: str = "users", show_progress: bool = True
 ) -> None:
     """User items for `user_ids` (what `create_user` would write), in bulk."""

@@ -8,7 +8,8 @@ from typing import Any
 import boto3
 import pytest
 
-from infrastructure.bench.capacity import (
+from infrastructure.bench.bulk_load import serialize
+from infrastructure.bench.dynamodb_units import (
     IndexSpec,
     Usage,
     index_write_units,
@@ -21,7 +22,6 @@ from infrastructure.bench.capacity import (
     write_units,
 )
 from infrastructure.bench.meter import Meter, total
-from infrastructure.bench.seed import serialize
 from registration import keys
 from registration.data import RegistrationStore
 from registration.data.items import waitlist_items

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infrastructure.bench.seed import seed_event, seed_users
+from infrastructure.bench.bulk_load import load_event, load_users
 from registration import keys
 from registration.data import RegistrationStore
 from registration.data.items import seat_item, user_item, waitlist_items
@@ -49,7 +49,7 @@ def test_waitlist_items_are_what_join_waitlist_writes(store: RegistrationStore) 
 
 
 def test_a_seeded_event_reads_like_one_filled_through_the_data_layer(store: RegistrationStore) -> None:
-    seeded = seed_event(
+    seeded = load_event(
         store, "e", capacity=30, seated=30, waitlisted=40, has_waitlist=True, show_progress=False
     )
     event = store.get_event("e")
@@ -60,13 +60,13 @@ def test_a_seeded_event_reads_like_one_filled_through_the_data_layer(store: Regi
     membership = store.get_membership("e", seeded.waitlisted[5])
     assert membership is not None and membership.seq == 6
     # The next person joins behind everyone seeded.
-    seed_users(store, ["late"], show_progress=False)
+    load_users(store, ["late"], show_progress=False)
     store.join_waitlist(event, "late", "request-late", AT)
     assert store.waitlist_position("e", 41) == 41
 
 
 def test_seeding_refuses_impossible_events(store: RegistrationStore) -> None:
     with pytest.raises(ValueError):
-        seed_event(store, "e", capacity=1, seated=2, show_progress=False)
+        load_event(store, "e", capacity=1, seated=2, show_progress=False)
     with pytest.raises(ValueError):
-        seed_event(store, "f", capacity=1, seated=0, waitlisted=1, show_progress=False)
+        load_event(store, "f", capacity=1, seated=0, waitlisted=1, show_progress=False)
