@@ -22,7 +22,7 @@ from types import FrameType
 from infrastructure import names
 from infrastructure.local.dynamodb_local import REPO_ROOT
 from infrastructure.local.engine import LocalEngine, route_moto_logs
-from infrastructure.local.server import LocalServer
+from infrastructure.local.http_server import LocalServer
 
 READY = "READY"
 

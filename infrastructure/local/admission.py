@@ -118,7 +118,7 @@ class Gate:
             return GateStats(self._running, len(self._line), self._admitted, self._shed)
 
 
-# The local server's gates (see infrastructure.local.server). Workflow routes run the
+# The local API's gates (see infrastructure.local.local_api). Workflow routes run the
 # interpreter, the costly part: 16 at once, as many executions as the engine keeps
 # parsed programs for. The API function serves one request at a time (one Lambda
 # execution environment); writes and reads each have their own line, so a burst of

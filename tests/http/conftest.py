@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalServer
+from infrastructure.local.http_server import LocalServer
 from tests.http.client import BASE_URL_VARIABLE, Client, base_url
 
 HERE = Path(__file__).resolve().parent

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalServer
+from infrastructure.local.http_server import LocalServer
 from registration import idempotency, keys
 from registration.errors import ValidationError
 from tests.fixtures import figures as figure_files

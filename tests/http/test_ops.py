@@ -12,8 +12,8 @@ import pytest
 from infrastructure import execution_names, names
 from infrastructure.local.dynamodb_local import free_port
 from infrastructure.local.engine import LocalEngine
+from infrastructure.local.http_server import LocalServer
 from infrastructure.local.operator_endpoints import ReconcileSchedule
-from infrastructure.local.server import LocalServer
 from infrastructure.ops.cli import main
 from registration.data import RegistrationStore
 from tests.fixtures import drift

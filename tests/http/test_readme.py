@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalServer
+from infrastructure.local.http_server import LocalServer
 
 pytestmark = [
     pytest.mark.integration,

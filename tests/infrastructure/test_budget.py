@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from infrastructure.local.server import INTEGRATION_TIMEOUT_S
+from infrastructure.local.local_api import INTEGRATION_TIMEOUT_S
 from registration import errors, service
 from tests.infrastructure.conftest import Synthesized, function_id_from_arn
 from tests.infrastructure.test_template import EXPRESS_WORKFLOWS

@@ -26,7 +26,7 @@ import pytest
 
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalServer
+from infrastructure.local.http_server import LocalServer
 from registration.data import RegistrationStore
 from registration.models import NewUser
 from tests.fixtures import engines

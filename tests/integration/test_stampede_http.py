@@ -26,7 +26,7 @@ import pytest
 from infrastructure.local.admission import WORKFLOW_LIMITS
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalServer
+from infrastructure.local.http_server import LocalServer
 from registration.models import NewUser
 from registration.store import RegistrationStore
 from tests.fixtures import engines

@@ -24,7 +24,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalApi, Reply
+from infrastructure.local.local_api import LocalApi, Reply
 from tests.fixtures import figures
 
 DOCUMENT = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())

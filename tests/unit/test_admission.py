@@ -13,7 +13,7 @@ import pytest
 
 from handlers import api
 from infrastructure import names
-from infrastructure.local import server
+from infrastructure.local import local_api as twin
 from infrastructure.local.admission import Gate, Gates, Limits
 from registration import outcomes
 
@@ -142,9 +142,9 @@ def _succeeded() -> Any:
     )
 
 
-def _assert_shed(reply: server.Reply) -> None:
+def _assert_shed(reply: twin.Reply) -> None:
     assert reply.status == 503
-    assert json.loads(reply.body) == {"error": "ServiceUnavailable", "message": server.OVERLOADED_MESSAGE}
+    assert json.loads(reply.body) == {"error": "ServiceUnavailable", "message": twin.OVERLOADED_MESSAGE}
     assert ("Retry-After", "1") in reply.headers
 
 
@@ -155,7 +155,7 @@ def test_a_workflow_request_that_cannot_get_in_is_shed_at_once_with_retry_after(
         release.wait(5)
         return _succeeded()
 
-    local_api = server.LocalApi(_engine(run), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(_engine(run), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(local_api.handle, headers=JSON_HEADERS, request_id="r-1", **REGISTER)
         while local_api.gates.workflows.stats().in_flight < 1:
@@ -179,7 +179,7 @@ def test_time_in_line_counts_against_the_integration_budget() -> None:
         return _succeeded()
 
     gates = Gates.of(workflows=Limits(in_flight=1, waiting=1, max_wait_s=5.0))
-    local_api = server.LocalApi(_engine(run), integration_timeout=2.0, gates=gates)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(_engine(run), integration_timeout=2.0, gates=gates)  # type: ignore[arg-type]
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(local_api.handle, headers=JSON_HEADERS, request_id="r-1", **REGISTER)
         while gates.workflows.stats().in_flight < 1:
@@ -194,7 +194,7 @@ def test_time_in_line_counts_against_the_integration_budget() -> None:
 def test_a_request_arriving_with_its_budget_spent_is_not_started() -> None:
     started: list[Any] = []
 
-    local_api = server.LocalApi(_engine(lambda *a, **k: started.append(a)), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(_engine(lambda *a, **k: started.append(a)), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
     gates = local_api.gates
     assert gates.workflows.acquire()  # the one slot is taken
     reply = local_api.handle(
@@ -212,7 +212,7 @@ def test_reads_are_not_shed_by_a_burst_of_writes_or_workflows(monkeypatch: pytes
         return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
 
     monkeypatch.setattr(api, "handler", handler)
-    local_api = server.LocalApi(_engine(), gates=Gates.of(workflows=NO_LINE, writes=NO_LINE))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(_engine(), gates=Gates.of(workflows=NO_LINE, writes=NO_LINE))  # type: ignore[arg-type]
     assert local_api.gates.workflows.acquire()  # the workflows are busy
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -242,7 +242,7 @@ def test_reads_are_not_shed_by_a_burst_of_writes_or_workflows(monkeypatch: pytes
 def test_the_waits_stretch_with_the_engines_time_scale() -> None:
     engine = _engine()
     engine.time_scale = 3.0
-    gates = server.LocalApi(engine).gates  # type: ignore[arg-type]
+    gates = twin.LocalApi(engine).gates  # type: ignore[arg-type]
     assert gates.workflows.limits == Limits(in_flight=16, waiting=32, max_wait_s=6.0)
     assert gates.writes.limits.max_wait_s == gates.reads.limits.max_wait_s == 15.0
-    assert server.LocalApi(_engine()).gates.workflows.limits.max_wait_s == 2.0  # type: ignore[arg-type]
+    assert twin.LocalApi(_engine()).gates.workflows.limits.max_wait_s == 2.0  # type: ignore[arg-type]

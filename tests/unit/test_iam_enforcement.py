@@ -14,7 +14,7 @@ from typing import Any
 
 from infrastructure import names
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.server import LocalApi
+from infrastructure.local.local_api import LocalApi
 from registration.data import RegistrationStore
 from tests.fixtures.template_variants import (
     integration_role,

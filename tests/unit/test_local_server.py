@@ -19,7 +19,8 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from handlers import api
 from infrastructure import names
 from infrastructure.execution_names import execution_name
-from infrastructure.local import server
+from infrastructure.local import local_api as twin
+from infrastructure.local.engine import ExecutionTimeout
 from infrastructure.local.proxy_event import RouteTable, proxy_event, proxy_result
 from registration import outcomes
 
@@ -132,7 +133,7 @@ def test_the_api_handler_serves_one_request_at_a_time(monkeypatch: pytest.Monkey
         region="us-east-1",
         account=names.LOCAL_ACCOUNT,
     )
-    local_api = server.LocalApi(engine)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
     inside = 0
     most = 0
     lock = threading.Lock()
@@ -165,7 +166,7 @@ def test_unknown_routes_never_reach_the_handler(monkeypatch: pytest.MonkeyPatch)
         region="us-east-1",
         account=names.LOCAL_ACCOUNT,
     )
-    local_api = server.LocalApi(engine)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
     monkeypatch.setattr(api, "handler", lambda event, context: pytest.fail("called"))
 
     reply = local_api.handle(method="DELETE", target="/users/u1", headers=[], body=b"", request_id="r")
@@ -175,22 +176,22 @@ def test_unknown_routes_never_reach_the_handler(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_server_refuses_routes_as_the_api_lambda_does() -> None:
-    assert server.ROUTE_NOT_FOUND == api.ROUTE_NOT_FOUND
+    assert twin.ROUTE_NOT_FOUND == api.ROUTE_NOT_FOUND
     refused = api.handle_content_type(RequestUnsupportedContentType("text/plain", errors=[]))
     assert refused.status_code == 415
     assert refused.body == {
-        "error": server.UNSUPPORTED_MEDIA_TYPE,
-        "message": server.UNSUPPORTED_MEDIA_MESSAGE,
+        "error": twin.UNSUPPORTED_MEDIA_TYPE,
+        "message": twin.UNSUPPORTED_MEDIA_MESSAGE,
     }
 
 
 def test_the_idempotency_key_header_is_read_as_api_gateway_passes_it() -> None:
-    assert server.idempotency_key([("Content-Type", "application/json")]) is None
-    assert server.idempotency_key([("idempotency-KEY", "k-1")]) == "k-1"
-    assert server.idempotency_key([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]) == "k-2"
-    assert server.idempotency_key([("Idempotency-Key", "")]) is None
+    assert twin.idempotency_key([("Content-Type", "application/json")]) is None
+    assert twin.idempotency_key([("idempotency-KEY", "k-1")]) == "k-1"
+    assert twin.idempotency_key([("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]) == "k-2"
+    assert twin.idempotency_key([("Idempotency-Key", "")]) is None
     # Malformed keys are passed on: the workflow refuses them.
-    assert server.idempotency_key([("Idempotency-Key", "not a key!")]) == "not a key!"
+    assert twin.idempotency_key([("Idempotency-Key", "not a key!")]) == "not a key!"
 
 
 @pytest.mark.parametrize(
@@ -225,7 +226,7 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
         account=names.LOCAL_ACCOUNT,
         run=run,
     )
-    local_api = server.LocalApi(engine)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
 
     reply = local_api.handle(
         method=method,
@@ -261,9 +262,9 @@ def test_a_workflow_waits_29_s_then_answers_what_api_gateway_answers() -> None:
 
     def run(workflow: str, execution_input: dict[str, Any], **kwargs: Any) -> Any:
         waited.append(kwargs["timeout"])
-        raise server.ExecutionTimeout("still running")
+        raise ExecutionTimeout("still running")
 
-    reply = server.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
+    reply = twin.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
 
     # API Gateway's integration timeout, counted from the request's arrival.
     assert len(waited) == 1 and 28.5 < waited[0] <= 29
@@ -279,7 +280,7 @@ def test_a_timed_out_execution_is_a_definite_retryable_answer() -> None:
     def run(workflow: str, execution_input: dict[str, Any], **kwargs: Any) -> Any:
         return SimpleNamespace(status="TIMED_OUT", output=None, error=None, cause=None, execution_arn="arn")
 
-    reply = server.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
+    reply = twin.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
 
     assert reply.status == 503
     assert json.loads(reply.body)["error"] == "ExecutionTimedOut"
@@ -300,7 +301,7 @@ def _slow_api(monkeypatch: pytest.MonkeyPatch, seconds: float) -> threading.Even
 
 def test_a_lambda_route_past_the_integration_timeout_answers_504(monkeypatch: pytest.MonkeyPatch) -> None:
     finished = _slow_api(monkeypatch, 1.0)
-    local_api = server.LocalApi(_engine(), integration_timeout=0.2)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(_engine(), integration_timeout=0.2)  # type: ignore[arg-type]
 
     started = time.monotonic()
     reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
@@ -314,7 +315,7 @@ def test_a_lambda_route_past_the_integration_timeout_answers_504(monkeypatch: py
 def test_a_lambda_route_past_its_functions_timeout_answers_502(monkeypatch: pytest.MonkeyPatch) -> None:
     _slow_api(monkeypatch, 1.0)
     function = SimpleNamespace(name="Api", handler=names.API_HANDLER, timeout=0.2, memory_size=256)
-    local_api = server.LocalApi(_engine(functions={"Api": function}))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(_engine(functions={"Api": function}))  # type: ignore[arg-type]
 
     reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
 

@@ -129,7 +129,7 @@ def test_what_the_server_refuses_before_any_route_runs_is_documented() -> None:
     """A body that is not JSON (415) or too large (413) is answered by the local server
     (and API Gateway's gateway responses) before the route: every route that takes a body
     or a Content-Type documents those answers."""
-    from infrastructure.local.server import LocalApi
+    from infrastructure.local.local_api import LocalApi
 
     paths = openapi.document()["paths"]
     engine = SimpleNamespace(

@@ -18,7 +18,7 @@ import pytest
 
 from handlers import api
 from infrastructure import names
-from infrastructure.local.server import MAX_BODY_BYTES, ConnectionLimits, LocalServer
+from infrastructure.local.http_server import MAX_BODY_BYTES, ConnectionLimits, LocalServer
 
 DEADLINE_S = 0.5
 # A loaded two-core machine (and the suite's other worker) can delay a thread this much.
