@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,9 +30,17 @@ from botocore.config import Config
 
 from infrastructure import names
 from infrastructure.local import iam
+from infrastructure.local.execution_quotas import (
+    EXPRESS_MAX_DURATION_S,
+    MAX_EXECUTION_NAME_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    ExecutionQuotas,
+    execution_time_limit,
+)
 from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT, HistoryQuota
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
 from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
+from infrastructure.local.program_pool import ProgramPool
 from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.template import (
     DEFAULT_TEMPLATE_PATH,
@@ -111,415 +119,6 @@ class ExecutionResult:
             start_date=response["startDate"],
             stop_date=response.get("stopDate"),
         )
-
-
-# States whose parsed components keep no per-execution data between runs (moto's
-# interpreter keeps that in the execution's environment). A Parallel state's branch
-# workers live only inside one evaluation, so it is reusable when its branches are; Map
-# keeps item processors and is not.
-REUSABLE_STATE_TYPES = frozenset({"Task", "Choice", "Pass", "Fail", "Succeed", "Wait"})
-PARALLEL = "Parallel"
-
-
-def _all_reusable(states: Mapping[str, Any]) -> bool:
-    for state in states.values():
-        if state.get("Type") == PARALLEL:
-            if not all(_all_reusable(branch.get("States", {})) for branch in state.get("Branches", [])):
-                return False
-        elif state.get("Type") not in REUSABLE_STATE_TYPES:
-            return False
-    return True
-
-
-def _branch_error_name(error_name: str) -> Any:
-    """The error a failed Parallel branch passes on, as AWS passes it on.
-
-    moto wraps it as a custom error name, which refuses the reserved `States.` prefix, so
-    a branch that failed with `States.Timeout` would fail its Parallel state with
-    `States.Runtime` instead.
-    """
-    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
-        CustomErrorName,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
-        StatesErrorName,
-    )
-
-    if error_name and error_name.startswith("States."):
-        try:
-            return StatesErrorName.from_name(error_name)
-        except (ValueError, KeyError):
-            pass
-    return CustomErrorName(error_name=error_name)
-
-
-PROGRAM_POOL_SIZE = 16
-# Held while moto parses an ASL definition or an intrinsic function (see _WorkerHooks).
-# Re-entrant: parsing a definition parses the intrinsic functions inside it.
-PARSE_LOCK = threading.RLock()
-
-
-class _WorkerHooks:
-    """Two wrappers around moto's ``ExecutionWorker`` (the body of an execution thread),
-    and one fix to its Parallel state (see ``_branch_error_name``).
-
-    * ``_execution_logic``: when it returns, the execution's status, output, error and
-      cause are all set; the worker is flagged and its waiter woken, instead of being
-      polled. It also notices a worker that died without reporting an end. Waiters
-      still re-check on a slow poll, so a moto change that bypasses this costs
-      latency, not correctness.
-    * ``_get_evaluation_entrypoint``: moto re-parses the ASL with ANTLR for every
-      execution (about 17 ms for the register workflow, over half of a run). Parsed
-      programs of definitions made only of simple states (and Parallel states of
-      them) go back to a small pool after the execution, so no program is ever shared
-      by two running executions.
-    * ``AmazonStateLanguageParser.parse`` and ``IntrinsicParser.parse`` run under one
-      lock (see ``PARSE_LOCK``): moto's ASL ``Preprocessor`` keeps its query-language
-      scopes in a class-level list and ANTLR's Python runtime shares its prediction
-      caches, so programs parsed from several threads at once (more executions starting
-      together than the pool holds) can fail inside the interpreter.
-    """
-
-    lock = threading.Lock()
-    users = 0
-    reuse_programs = True
-    originals: dict[str, Callable[..., Any]] = {}  # noqa: RUF012 - process-wide state
-    events: dict[str, threading.Event] = {}  # noqa: RUF012
-    programs: dict[str, list[Any]] = {}  # noqa: RUF012
-    reusable: dict[str, bool] = {}  # noqa: RUF012
-
-    branch_error_name: Any = None
-    parsers: list[tuple[Any, Any]] = []  # noqa: RUF012 - (class, its original parse)
-
-    @staticmethod
-    def _parser_classes() -> list[Any]:
-        from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
-        from moto.stepfunctions.parser.asl.parse.intrinsic.intrinsic_parser import IntrinsicParser
-
-        return [AmazonStateLanguageParser, IntrinsicParser]
-
-    @classmethod
-    def _serialize_parsing(cls) -> None:
-        for parser_class in cls._parser_classes():
-            original = parser_class.__dict__["parse"]
-            parse = original.__func__ if isinstance(original, staticmethod) else original
-
-            def locked(source: str, _parse: Callable[[str], Any] = parse) -> Any:
-                with PARSE_LOCK:
-                    return _parse(source)
-
-            parser_class.parse = staticmethod(locked)
-            cls.parsers.append((parser_class, original))
-
-    @staticmethod
-    def _branches_module() -> Any:
-        from moto.stepfunctions.parser.asl.component.state.exec.state_parallel import branches_decl
-
-        return branches_decl
-
-    @staticmethod
-    def _worker_class() -> Any:
-        from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
-
-        return ExecutionWorker
-
-    @classmethod
-    def _is_reusable(cls, definition: str) -> bool:
-        reusable = cls.reusable.get(definition)
-        if reusable is None:
-            try:
-                reusable = _all_reusable(json.loads(definition).get("States", {}))
-            except (ValueError, AttributeError):
-                reusable = False
-            cls.reusable[definition] = reusable
-        return reusable
-
-    @classmethod
-    def _release_program(cls, worker: Any) -> None:
-        from moto.stepfunctions.parser.asl.eval.program_state import ProgramTimedOut
-
-        borrowed = getattr(worker, "local_engine_program", None)
-        if borrowed is None or getattr(worker, "local_engine_crash", None) is not None:
-            return
-        # A timed-out program may still be running in moto's inner thread.
-        if worker.env is None or isinstance(worker.env.program_state(), ProgramTimedOut):
-            return
-        definition, program = borrowed
-        pool = cls.programs.setdefault(definition, [])
-        if len(pool) < PROGRAM_POOL_SIZE:
-            pool.append(program)
-
-    @classmethod
-    def install(cls) -> None:
-        with cls.lock:
-            cls.users += 1
-            if cls.users > 1:
-                return
-            worker_class = cls._worker_class()
-            run = worker_class._execution_logic
-            parse = worker_class._get_evaluation_entrypoint
-            cls.originals = {"_execution_logic": run, "_get_evaluation_entrypoint": parse}
-
-            def _execution_logic(worker: Any) -> None:
-                try:
-                    run(worker)
-                except BaseException as exc:
-                    worker.local_engine_crash = exc
-                    raise
-                finally:
-                    worker.local_engine_finished = True
-                    arn = worker._evaluation_details.execution_details.arn
-                    event = cls.events.get(arn)
-                    if event is not None:
-                        event.set()
-                    cls._release_program(worker)
-
-            def _get_evaluation_entrypoint(worker: Any) -> Any:
-                definition = worker._evaluation_details.state_machine_details.definition
-                if not (cls.reuse_programs and cls._is_reusable(definition)):
-                    return parse(worker)
-                try:
-                    program = cls.programs.get(definition, []).pop()
-                except IndexError:
-                    program = parse(worker)
-                worker.local_engine_program = (definition, program)
-                return program
-
-            worker_class._execution_logic = _execution_logic
-            worker_class._get_evaluation_entrypoint = _get_evaluation_entrypoint
-
-            branches = cls._branches_module()
-            cls.branch_error_name = branches.CustomErrorName
-            branches.CustomErrorName = _branch_error_name
-            cls._serialize_parsing()
-
-    @classmethod
-    def uninstall(cls) -> None:
-        with cls.lock:
-            cls.users -= 1
-            if cls.users > 0 or not cls.originals:
-                return
-            worker_class = cls._worker_class()
-            for name, original in cls.originals.items():
-                setattr(worker_class, name, original)
-            cls.originals = {}
-            if cls.branch_error_name is not None:
-                cls._branches_module().CustomErrorName = cls.branch_error_name
-                cls.branch_error_name = None
-            for parser_class, original in reversed(cls.parsers):
-                parser_class.parse = original
-            cls.parsers.clear()
-            cls.programs.clear()
-            cls.reusable.clear()
-
-    @classmethod
-    def installed(cls) -> bool:
-        return bool(cls.originals)
-
-    @classmethod
-    @contextlib.contextmanager
-    def watching(cls, execution_arn: str) -> Iterator[threading.Event]:
-        event = cls.events.setdefault(execution_arn, threading.Event())
-        try:
-            yield event
-        finally:
-            cls.events.pop(execution_arn, None)
-
-
-# Step Functions quotas (AWS's values; the engine's defaults). See the Step Functions
-# Developer Guide, "Service quotas", and the StartExecution API reference.
-# Input or output of a task, state or execution: 256 KiB as a UTF-8 encoded string.
-MAX_PAYLOAD_BYTES = 262_144
-# Execution names: 1 to 80 characters, none of AWS's forbidden characters.
-MAX_EXECUTION_NAME_LENGTH = 80
-# An Express execution runs at most five minutes, whatever its TimeoutSeconds says.
-EXPRESS_MAX_DURATION_S = 300.0
-DATA_LIMIT_EXCEEDED = "States.DataLimitExceeded"
-EXPRESS = "EXPRESS"
-# The modules of moto's interpreter that check a state's or task's output size.
-_SIZE_CHECKING_MODULES = (
-    "moto.stepfunctions.parser.asl.component.state.state",
-    "moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda",
-    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service",
-)
-
-
-def payload_size(value: Any) -> int:
-    """Bytes of a payload as Step Functions counts them: the UTF-8 of its JSON text."""
-    text = (
-        value
-        if isinstance(value, str)
-        else json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    )
-    return len(text.encode("utf-8"))
-
-
-def execution_time_limit(
-    state_machine_type: str, timeout_seconds: float | None, express_max: float, time_scale: float = 1.0
-) -> float | None:
-    """Seconds an execution may run: its ``TimeoutSeconds``, at most ``express_max`` for
-    an Express state machine (AWS accepts a larger value and stops the execution at the
-    cap); both stretched by ``time_scale``."""
-    if state_machine_type == EXPRESS:
-        limit = express_max if timeout_seconds is None else min(timeout_seconds, express_max)
-    elif timeout_seconds is None:
-        return None
-    else:
-        limit = timeout_seconds
-    return limit * time_scale
-
-
-class _QuotaHooks:
-    """What AWS enforces and moto's interpreter does not, or not as AWS does, hooked in
-    one place (process-wide; the last engine started sets the values):
-
-    * ``StartExecution``: names (1 to ``max_name_length`` characters, none of the
-      characters AWS forbids: ``InvalidName``; too long: ``ValidationException``, as AWS
-      answers a length constraint) and input (valid JSON: ``InvalidExecutionInput``; at
-      most ``max_payload_bytes``: ``ValidationException``).
-    * State and task outputs over ``max_payload_bytes`` fail with
-      ``States.DataLimitExceeded`` (moto counts spaced, ASCII-escaped JSON and refuses
-      exactly 256 KiB; AWS counts the UTF-8 bytes and allows it), a terminal error that
-      ``States.ALL`` neither retries nor catches (it can be caught by its own name).
-    * An Express execution stops (``TIMED_OUT``) after ``express_max_duration_s``, even
-      when its ``TimeoutSeconds`` is larger or absent.
-    * ``time_scale`` stretches every time limit (a state's and an execution's
-      ``TimeoutSeconds``, the Express limit) for a machine that runs the workflows that
-      many times slower than AWS; the history shows a Task's stretched timeout.
-    """
-
-    lock = threading.Lock()
-    users = 0
-    max_payload_bytes = MAX_PAYLOAD_BYTES
-    max_name_length = MAX_EXECUTION_NAME_LENGTH
-    express_max_duration_s = EXPRESS_MAX_DURATION_S
-    time_scale = 1.0
-    originals: list[tuple[Any, str, Any]] = []  # noqa: RUF012 - process-wide state
-
-    @classmethod
-    def within_payload_quota(cls, value: Any) -> bool:
-        return payload_size(value) <= cls.max_payload_bytes
-
-    @classmethod
-    def validate_start(cls, name: str | None, execution_input: str | None) -> None:
-        from moto.stepfunctions.exceptions import InvalidExecutionInput, InvalidName, ValidationException
-        from moto.stepfunctions.models import StepFunctionBackend
-
-        if name is not None:
-            forbidden = (
-                *StepFunctionBackend.invalid_chars_for_name,
-                *StepFunctionBackend.invalid_unicodes_for_name,
-            )
-            if not name or any(char in name for char in forbidden):
-                raise InvalidName(f"Invalid Name: '{name}'")
-            if len(name) > cls.max_name_length:
-                raise ValidationException(
-                    f"1 validation error detected: Value '{name}' at 'name' failed to satisfy "
-                    f"constraint: Member must have length less than or equal to {cls.max_name_length}"
-                )
-        if execution_input is not None:
-            if len(execution_input.encode("utf-8")) > cls.max_payload_bytes:
-                raise ValidationException(
-                    "1 validation error detected: Value at 'input' failed to satisfy constraint: "
-                    f"Member must have length less than or equal to {cls.max_payload_bytes}"
-                )
-            try:
-                json.loads(execution_input)
-            except ValueError as exc:
-                raise InvalidExecutionInput(f"Invalid State Machine Execution Input: '{exc}'") from exc
-
-    @classmethod
-    def _patch(cls, owner: Any, attribute: str, replacement: Any) -> None:
-        cls.originals.append((owner, attribute, getattr(owner, attribute)))
-        setattr(owner, attribute, replacement)
-
-    @classmethod
-    def install(cls) -> None:
-        with cls.lock:
-            cls.users += 1
-            if cls.users > 1:
-                return
-            import importlib
-
-            from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
-                ErrorEqualsDecl,
-            )
-            from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import (
-                Timeout,
-                TimeoutSeconds,
-            )
-            from moto.stepfunctions.parser.asl.component.program.program import Program
-            from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-
-            for module_name in _SIZE_CHECKING_MODULES:
-                cls._patch(
-                    importlib.import_module(module_name), "is_within_size_quota", cls.within_payload_quota
-                )
-
-            start_execution: Callable[..., Any] = StepFunctionsParserBackend.start_execution
-
-            def _start_execution(
-                backend: Any,
-                state_machine_arn: str,
-                name: str | None = None,
-                execution_input: str | None = None,
-                trace_header: str | None = None,
-            ) -> Any:
-                cls.validate_start(name, execution_input)
-                return start_execution(backend, state_machine_arn, name, execution_input, trace_header)
-
-            cls._patch(StepFunctionsParserBackend, "start_execution", _start_execution)
-
-            equals = ErrorEqualsDecl._eval_body
-
-            def _error_equals(decl: Any, env: Any) -> None:
-                error_name = env.stack[-1] if env.stack else None
-                equals(decl, env)
-                terminal = getattr(error_name, "error_name", None) == DATA_LIMIT_EXCEEDED
-                if terminal and env.stack and env.stack[-1] is True:
-                    # Matched only through States.ALL: not a match.
-                    env.stack[-1] = any(
-                        getattr(name, "error_name", None) == DATA_LIMIT_EXCEEDED for name in decl.error_names
-                    )
-
-            cls._patch(ErrorEqualsDecl, "_eval_body", _error_equals)
-
-            program_eval = Program.eval
-
-            def _program_eval(program: Any, env: Any) -> None:
-                declared = program.timeout_seconds
-                if env.is_frame():  # a Parallel branch: the execution's timer covers it
-                    return program_eval(program, env)
-                seconds = declared.timeout_seconds if declared is not None else None
-                kind = getattr(env.execution_type, "value", env.execution_type)
-                limit = execution_time_limit(kind, seconds, cls.express_max_duration_s, cls.time_scale)
-                if limit != seconds and limit is not None:
-                    program.timeout_seconds = TimeoutSeconds(limit)  # type: ignore[arg-type]
-                try:
-                    program_eval(program, env)
-                finally:
-                    program.timeout_seconds = declared
-
-            cls._patch(Program, "eval", _program_eval)
-
-            state_timeout = Timeout._eval_body
-
-            def _state_timeout(timeout: Any, env: Any) -> None:
-                state_timeout(timeout, env)
-                if cls.time_scale != 1 and not timeout.is_default_value():
-                    env.stack[-1] = min(env.stack[-1] * cls.time_scale, threading.TIMEOUT_MAX)
-
-            cls._patch(Timeout, "_eval_body", _state_timeout)
-
-    @classmethod
-    def uninstall(cls) -> None:
-        with cls.lock:
-            cls.users -= 1
-            if cls.users > 0:
-                return
-            while cls.originals:
-                owner, attribute, original = cls.originals.pop()
-                setattr(owner, attribute, original)
 
 
 def route_moto_logs(path: Path | None = None, level: int = logging.WARNING) -> None:
@@ -720,14 +319,14 @@ class LocalEngine:
         try:
             self._mock = mock_aws(config=MOTO_CONFIG)
             self._mock.start()
-            _WorkerHooks.reuse_programs = self.reuse_programs
-            _WorkerHooks.install()
+            ProgramPool.reuse_programs = self.reuse_programs
+            ProgramPool.install()
             self._hook_installed = True
-            _QuotaHooks.max_payload_bytes = self.max_payload_bytes
-            _QuotaHooks.max_name_length = self.max_execution_name_length
-            _QuotaHooks.express_max_duration_s = self.express_max_duration_s
-            _QuotaHooks.time_scale = self.time_scale
-            _QuotaHooks.install()
+            ExecutionQuotas.max_payload_bytes = self.max_payload_bytes
+            ExecutionQuotas.max_name_length = self.max_execution_name_length
+            ExecutionQuotas.express_max_duration_s = self.express_max_duration_s
+            ExecutionQuotas.time_scale = self.time_scale
+            ExecutionQuotas.install()
             self._quotas_installed = True
             HistoryQuota.install(self._arn_prefix, lambda: self.history_limit)
             StatesIntegration.install()
@@ -759,10 +358,10 @@ class LocalEngine:
         if self.authorizer is not None:
             iam.uninstall(self.authorizer)
         if self._quotas_installed:
-            _QuotaHooks.uninstall()
+            ExecutionQuotas.uninstall()
             self._quotas_installed = False
         if self._hook_installed:
-            _WorkerHooks.uninstall()
+            ProgramPool.uninstall()
             self._hook_installed = False
         if self._aws_rules_installed:
             HistoryQuota.uninstall(self._arn_prefix)
@@ -978,7 +577,7 @@ class LocalEngine:
         execution = self._execution(execution_arn)
         deadline = time.monotonic() + timeout
         terminal_since: float | None = None
-        with _WorkerHooks.watching(execution_arn) as woken:
+        with ProgramPool.watching(execution_arn) as woken:
             while True:
                 worker = execution.exec_worker
                 if getattr(worker, "local_engine_finished", False):

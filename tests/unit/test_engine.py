@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from infrastructure.local import lambda_seam
-from infrastructure.local.engine import PROGRAM_POOL_SIZE, ExecutionTimeout, LocalEngine
+from infrastructure.local.engine import ExecutionTimeout, LocalEngine
+from infrastructure.local.program_pool import PROGRAM_POOL_SIZE
 from infrastructure.local.template import TemplateError, parse_template
 from tests.fixtures.engines import recorded_history
 from tests.fixtures.sample_template import (

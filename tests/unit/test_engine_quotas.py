@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from infrastructure.local.engine import LocalEngine, payload_size
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_quotas import payload_size
 from tests.fixtures.sample_template import (
     CHECK_FUNCTION,
     SAMPLE_OUTPUTS,
