@@ -65,7 +65,7 @@ READ_INTERVAL_S = 0.05
 def local_engine(dynamodb_local: DynamoDBLocal) -> Iterator[LocalEngine]:
     """The shared fixture's engine (tests/fixtures/engines.py), with its time limits stretched."""
     with LocalEngine(
-        engines._template(),
+        engines.synthesized_template_path(),
         dynamodb_endpoint=dynamodb_local.endpoint_url,
         region=engines.INTEGRATION_REGION,
         time_scale=TIME_SCALE,

@@ -30,7 +30,7 @@ from infrastructure.local.template import LocalTemplate, load_template
 from infrastructure.ops import executions
 from registration.data import RegistrationStore
 from tests.fixtures.drift import assert_consistent, counters
-from tests.fixtures.engines import _template, recorded_history
+from tests.fixtures.engines import recorded_history, synthesized_template_path
 from tests.fixtures.workflows import follow_reconcile, pages_per_execution, worst_case_history
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,9 @@ def _with_inline_variant(template: LocalTemplate) -> LocalTemplate:
 
 @pytest.fixture(scope="module")
 def history_engine(dynamodb_local: DynamoDBLocal) -> Iterator[LocalEngine]:
-    template = _with_inline_variant(load_template(_template(), region=REGION, table_name=TABLE))
+    template = _with_inline_variant(
+        load_template(synthesized_template_path(), region=REGION, table_name=TABLE)
+    )
     with LocalEngine(
         template, dynamodb_endpoint=dynamodb_local.endpoint_url, region=REGION, table_name=TABLE
     ) as running:

@@ -27,8 +27,8 @@ from infrastructure.local.admission import WORKFLOW_LIMITS
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.http_server import LocalServer
+from registration.data import RegistrationStore
 from registration.models import NewUser
-from registration.store import RegistrationStore
 from tests.fixtures import engines
 from tests.fixtures import figures as figure_files
 from tests.fixtures.table_checks import event_partition, invariant_violations, scan_table, table_violations
@@ -52,7 +52,7 @@ SHED_MARGIN_S = 2.0 * TIME_SCALE
 @pytest.fixture(scope="module")
 def local_engine(dynamodb_local: DynamoDBLocal) -> Iterator[LocalEngine]:
     with LocalEngine(
-        engines._template(),
+        engines.synthesized_template_path(),
         dynamodb_endpoint=dynamodb_local.endpoint_url,
         region=engines.INTEGRATION_REGION,
         time_scale=TIME_SCALE,
