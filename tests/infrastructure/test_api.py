@@ -10,7 +10,7 @@ import airspeed
 import pytest
 
 from infrastructure import names, openapi
-from infrastructure.constructs import api
+from infrastructure.constructs import api, api_mappings
 from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
 from tests.infrastructure.conftest import Synthesized
@@ -137,7 +137,7 @@ def test_workflow_routes_declare_the_idempotency_header_optional(
     synthesized: Synthesized, methods: dict[tuple[str, str], dict[str, Any]], route: tuple[str, str]
 ) -> None:
     method = methods[route]
-    path_parameters = {f"method.request.path.{p}": True for p in api.path_parameters(route[1])}
+    path_parameters = {f"method.request.path.{p}": True for p in api_mappings.path_parameters(route[1])}
     assert path_parameters  # every workflow route names its event
     assert method["RequestParameters"] == {
         **path_parameters,
@@ -190,8 +190,12 @@ def test_workflow_response_mapping_is_generated_from_outcomes(
     assert set(responses) == {None, r"4\d{2}", r"5\d{2}"}
     default = responses[None]
     assert default["StatusCode"] == str(outcomes.SUCCESS_STATUS[workflow])
-    assert default["ResponseTemplates"] == {"application/json": api.workflow_response_template(workflow)}
-    assert responses[r"4\d{2}"]["ResponseTemplates"]["application/json"] == api.service_error_template()
+    assert default["ResponseTemplates"] == {
+        "application/json": api_mappings.workflow_response_template(workflow)
+    }
+    assert (
+        responses[r"4\d{2}"]["ResponseTemplates"]["application/json"] == api_mappings.service_error_template()
+    )
     assert responses[r"5\d{2}"]["StatusCode"] == "503"
     # Step Functions' own failure is a "retry later" (ServiceUnavailable): with Retry-After.
     unavailable_template = responses[r"5\d{2}"]["ResponseTemplates"]["application/json"]
@@ -233,7 +237,9 @@ def test_register_body_is_validated_against_the_shared_model(
 
 def test_schema_conversion_refuses_what_api_gateway_would_not_check() -> None:
     with pytest.raises(ValueError, match="anyOf"):
-        api.api_gateway_schema({"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}]}}})
+        api_mappings.api_gateway_schema(
+            {"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}]}}}
+        )
 
 
 # --- response mapping (generator) ----------------------------------------------------------
@@ -241,7 +247,7 @@ def test_schema_conversion_refuses_what_api_gateway_would_not_check() -> None:
 
 @pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
 def test_generated_template_maps_every_code_to_its_status(workflow: str) -> None:
-    template = api.workflow_response_template(workflow)
+    template = api_mappings.workflow_response_template(workflow)
     mapped = dict(CODE_STATUS.findall(template))
     expected = {code: str(status) for code, status in outcomes.WORKFLOW_ERROR_STATUS.items() if status != 500}
     assert mapped == expected
@@ -257,7 +263,7 @@ def test_generated_template_maps_every_code_to_its_status(workflow: str) -> None
 
 
 def test_generated_template_follows_the_mapping_it_is_given() -> None:
-    template = api.workflow_response_template(
+    template = api_mappings.workflow_response_template(
         "register", success_status={"register": 202}, error_status={"Teapot": 418, "Crash": 500}
     )
     assert dict(CODE_STATUS.findall(template)) == {"Teapot": "418"}
@@ -266,10 +272,15 @@ def test_generated_template_follows_the_mapping_it_is_given() -> None:
 
 def test_execution_names_fit_step_functions_limit() -> None:
     for workflow in outcomes.SUCCESS_STATUS:
-        longest = len(workflow) + 3 + 2 * api.execution_name_budget(workflow) + api.REQUEST_ID_LENGTH
+        longest = (
+            len(workflow)
+            + 3
+            + 2 * api_mappings.execution_name_budget(workflow)
+            + api_mappings.REQUEST_ID_LENGTH
+        )
         assert longest <= 80
     with pytest.raises(ValueError):
-        api.execution_name_budget("w" * 60)
+        api_mappings.execution_name_budget("w" * 60)
 
 
 # --- response mapping (evaluated) ----------------------------------------------------------
@@ -371,7 +382,7 @@ def _execution_results() -> list[tuple[str, str | None, str | None]]:
 
 @pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
 def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
-    template = api.workflow_response_template(workflow)
+    template = api_mappings.workflow_response_template(workflow)
     output = {"eventId": "e1", "userId": "u1", "status": "waitlisted", "position": 2}
     result = json.dumps({"status": "SUCCEEDED", "output": json.dumps(output)})
     status, body = _evaluate(template, result)
@@ -393,7 +404,7 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
 def test_a_timed_out_execution_is_a_503_with_retry_after(workflow: str) -> None:
     """StartSyncExecution answers HTTP 200 with status TIMED_OUT: the mapping makes it a
     definite, retryable answer, never the 500 of an unknown failure."""
-    template = api.workflow_response_template(workflow)
+    template = api_mappings.workflow_response_template(workflow)
     status, headers, body = _evaluate_response(template, json.dumps({"status": "TIMED_OUT"}))
     assert status == 503
     assert int(headers["Retry-After"]) >= 1
@@ -402,7 +413,7 @@ def test_a_timed_out_execution_is_a_503_with_retry_after(workflow: str) -> None:
 
 @pytest.mark.parametrize("workflow", sorted(outcomes.SUCCESS_STATUS))
 def test_a_request_whose_first_still_runs_is_a_409_with_retry_after(workflow: str) -> None:
-    template = api.workflow_response_template(workflow)
+    template = api_mappings.workflow_response_template(workflow)
     failed = {"status": "FAILED", "error": "RequestInProgress", "cause": "The first request is still running"}
     status, headers, body = _evaluate_response(template, json.dumps(failed))
     assert (status, json.loads(body)["error"]) == (409, "RequestInProgress")
@@ -418,9 +429,9 @@ def test_evaluated_service_errors() -> None:
         "__type": "com.amazonaws.swf.service.v2.model#ThrottlingException",
         "message": "Rate exceeded",
     }
-    status, body = _evaluate(api.service_error_template(), json.dumps(throttled))
-    assert (status, json.loads(body)["error"]) == (429, api.THROTTLED_ERROR)
-    status, body = _evaluate(api.service_error_template(), json.dumps({"__type": "InvalidName"}))
+    status, body = _evaluate(api_mappings.service_error_template(), json.dumps(throttled))
+    assert (status, json.loads(body)["error"]) == (429, api_mappings.THROTTLED_ERROR)
+    status, body = _evaluate(api_mappings.service_error_template(), json.dumps({"__type": "InvalidName"}))
     assert (status, json.loads(body)["error"]) == (500, outcomes.INTERNAL_ERROR)
 
 
@@ -436,7 +447,7 @@ def test_evaluated_service_errors() -> None:
 def test_evaluated_request_templates(event_id: str, user_id: str) -> None:
     arn = f"arn:aws:states:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:stateMachine:Machine"
     for (_, path), workflow in names.WORKFLOW_ROUTES.items():
-        template = api.workflow_request_template(workflow, arn, path=path)
+        template = api_mappings.workflow_request_template(workflow, arn, path=path)
         params = {"eventId": event_id}
         body = {}
         if "{userId}" in path:
@@ -462,7 +473,7 @@ def _start_request(
     """The StartSyncExecution request a workflow route makes, for event e1 and user u1."""
     (_, path), workflow = route, names.WORKFLOW_ROUTES[route]
     arn = f"arn:aws:states:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:stateMachine:Machine"
-    template = api.workflow_request_template(workflow, arn, path=path)
+    template = api_mappings.workflow_request_template(workflow, arn, path=path)
     params = {"eventId": "e1"}
     body = {}
     if "{userId}" in path:
