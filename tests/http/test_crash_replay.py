@@ -338,10 +338,16 @@ def test_a_crash_at_any_point_leaves_one_effect_and_its_answer(
             f"{name}-{point}": {
                 "scenario": name,
                 "point": point,
-                "answered": clean.first[0],
-                "within_lease": within_lease.status,
-                "after_lease": after_lease.status,
+                "answered": _shown(clean.first[0], json.loads(clean.first[1])),
+                "within_lease": _shown(within_lease.status, within_lease.body),
+                "after_lease": _shown(after_lease.status, after_lease.body),
                 "restart_seconds": round(stack.restarts[-1], 1),
             }
         },
     )
+
+
+def _shown(status: int, body: Any) -> str:
+    """An answer as the figures show it: its status and its error code or status word."""
+    detail = body.get("error") or body.get("status") if isinstance(body, dict) else None
+    return f"{status} {detail}" if detail else str(status)
