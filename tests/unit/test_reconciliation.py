@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from registration import keys, reconciliation, service
+from registration import keys, reconciliation, repair_plan, service
 from registration.data import RegistrationStore
 from registration.models import (
     Counters,
@@ -288,11 +288,9 @@ def test_many_orphans_take_several_transactions(store: RegistrationStore) -> Non
 
 
 def test_chunks_never_split_a_users_group() -> None:
-    pair = reconciliation.Group(
-        actions=(_action("remove_membership"), _action("remove_slot")), entries_delta=-1
-    )
-    single = reconciliation.Group(actions=(_action("remove_slot"),), entries_delta=0)
-    packed = reconciliation.chunks([single, pair, single], limit=2)
+    pair = repair_plan.Group(actions=(_action("remove_membership"), _action("remove_slot")), entries_delta=-1)
+    single = repair_plan.Group(actions=(_action("remove_slot"),), entries_delta=0)
+    packed = repair_plan.chunks([single, pair, single], limit=2)
     assert [[len(g.actions) for g in chunk] for chunk in packed] == [[1], [2], [1]]
 
 
@@ -314,7 +312,7 @@ def test_a_live_registration_between_recount_and_repair_cancels_the_repair(
     original = reconciliation.survey
     calls = 0
 
-    def survey_then_register(s: RegistrationStore, event_id: str) -> reconciliation.Survey:
+    def survey_then_register(s: RegistrationStore, event_id: str) -> repair_plan.Survey:
         nonlocal calls
         calls += 1
         found = original(s, event_id)
@@ -338,7 +336,7 @@ def test_an_event_that_never_holds_still_is_left_busy(
     set_fields(store, "e", registeredCount=2)
     original = reconciliation.survey
 
-    def survey_and_move(s: RegistrationStore, event_id: str) -> reconciliation.Survey:
+    def survey_and_move(s: RegistrationStore, event_id: str) -> repair_plan.Survey:
         found = original(s, event_id)
         set_fields(store, "e", waitlistSeq=s.get_event(event_id).waitlistSeq + 1)
         return found
