@@ -2,29 +2,9 @@
 
     python -m infrastructure.local.server [--port N] [--host 127.0.0.1] [--in-memory]
 
-* Workflow routes (`names.WORKFLOW_ROUTES`) run the synthesized state machine on the
-  local engine and wait for its end, as API Gateway's StartSyncExecution integration
-  does; the outcome becomes a response through `registration.outcomes`, the mapping
-  API Gateway's response templates are generated from. An `Idempotency-Key` header
-  goes into the execution input as `idempotencyKey`, as the request template puts it.
-* Every other route (`names.LAMBDA_ROUTES`) becomes an API Gateway REST proxy event
-  for the API Lambda's handler, called in-process.
-* As on API Gateway, an integration that has not answered within 29 s
-  (`integration_timeout`) is answered 504 `IntegrationTimeout`; the execution, or the
-  handler's thread, may go on. The API handler also stops at its function's own timeout
-  (the template's), which API Gateway answers 502.
-* `GET /openapi.json` and `GET /docs` (Swagger UI, served offline) describe the API.
-* The server takes on only as much as it can answer in time
-  (`infrastructure.local.admission`): workflow routes run 16 at once with 32 more
-  waiting at most 2 s; the API function's writes and reads each have a line of 64
-  waiting at most 5 s. A request that cannot get in is answered at once 503
-  `ServiceUnavailable` with `Retry-After: 1`. Time spent waiting counts against the
-  integration's 29 s. `GET /health` is never shed. `--time-scale` stretches the waits
-  as it stretches the 29 s.
-* Connections are bounded (`ConnectionLimits`): a request's line and headers must
-  arrive within 10 s of its first byte and its body within 10 s more (else 408), an
-  idle keep-alive connection closes after 60 s, and at most 256 are open at once (one
-  more is answered 503 and closed). A body over 1 MB is refused 413 at once.
+It serves the local API (`local_api.py`: API Gateway's routes, status mapping,
+admission and integration timeouts) through its HTTP server (`http_server.py`: bounded
+connections); `--time-scale` stretches the time limits and the admission waits.
 
 The database is DynamoDB Local with its data under `.local/dynamodb` (kept across
 restarts), or moto's in-memory DynamoDB with `--in-memory`. Requests are served

@@ -64,13 +64,7 @@ READ_INTERVAL_S = 0.05
 @pytest.fixture(scope="module")
 def local_engine(dynamodb_local: DynamoDBLocal) -> Iterator[LocalEngine]:
     """The shared fixture's engine (tests/fixtures/engines.py), with its time limits stretched."""
-    with LocalEngine(
-        engines.synthesized_template_path(),
-        dynamodb_endpoint=dynamodb_local.endpoint_url,
-        region=engines.INTEGRATION_REGION,
-        time_scale=TIME_SCALE,
-    ) as running:
-        running.reset_table()
+    with engines.dynamodb_local_engine(dynamodb_local, TIME_SCALE) as running:
         yield running
 
 

@@ -51,13 +51,7 @@ SHED_MARGIN_S = 2.0 * TIME_SCALE
 
 @pytest.fixture(scope="module")
 def local_engine(dynamodb_local: DynamoDBLocal) -> Iterator[LocalEngine]:
-    with LocalEngine(
-        engines.synthesized_template_path(),
-        dynamodb_endpoint=dynamodb_local.endpoint_url,
-        region=engines.INTEGRATION_REGION,
-        time_scale=TIME_SCALE,
-    ) as running:
-        running.reset_table()
+    with engines.dynamodb_local_engine(dynamodb_local, TIME_SCALE) as running:
         yield running
 
 

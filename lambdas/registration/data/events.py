@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from botocore.exceptions import ClientError
 
 from registration import keys
-from registration.data.dynamo import deserialize, error_code, now_iso, serialize
+from registration.data.dynamo import error_code, now_iso, serialize
 from registration.data.items import event_item
 from registration.data.pages import (
     LISTING_EVENT_IDS,
     LISTING_EVENTS,
     Listings,
-    check_limit,
-    decode_token,
-    encode_token,
 )
 from registration.data.transactions import Transactions
 from registration.errors import EventAlreadyExists, EventNotFound
@@ -77,20 +73,10 @@ class Events(Transactions, Listings):
     def list_event_ids(self, limit: int = 50, next_token: str | None = None) -> Page[str]:
         """One page of event ids from GSI1 (eventually consistent: a brand-new event may be
         missed by this page and is seen by the next run)."""
-        start, _ = decode_token(next_token, LISTING_EVENT_IDS, keys.EVENTS, keys.EVENTS)
-        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-        response = self._call(
-            "query",
-            TableName=self.table_name,
-            IndexName=keys.GSI1,
-            KeyConditionExpression="GSI1PK = :pk",
-            ExpressionAttributeValues=serialize({":pk": keys.EVENTS}),
-            ProjectionExpression="eventId",
-            Limit=check_limit(limit),
-            **kwargs,
+        items, token = self._query_gsi(
+            LISTING_EVENT_IDS, keys.EVENTS, limit, next_token, projection="eventId"
         )
-        ids = [str(deserialize(i)["eventId"]) for i in response.get("Items", []) if "eventId" in i]
-        token = encode_token(response.get("LastEvaluatedKey"), LISTING_EVENT_IDS, keys.EVENTS)
+        ids = [str(i["eventId"]) for i in items if "eventId" in i]
         return Page[str](items=ids, nextToken=token)
 
     def get_user_and_event(self, user_id: str, event_id: str) -> tuple[User | None, EventState | None]:

@@ -115,10 +115,12 @@ class Listings(Table):
     """One page of GSI1 or of an event's partition, resumed by a token."""
 
     def _query_gsi(
-        self, listing: str, partition: str, limit: int, next_token: str | None
+        self, listing: str, partition: str, limit: int, next_token: str | None, projection: str | None = None
     ) -> tuple[list[Item], str | None]:
         start, _ = decode_token(next_token, listing, partition, partition)
         kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+        if projection:
+            kwargs["ProjectionExpression"] = projection
         response = self._call(
             "query",
             TableName=self.table_name,

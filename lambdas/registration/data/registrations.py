@@ -184,16 +184,7 @@ class Registrations(Transactions):
                         }
                     }
                 ),
-                TxItem(
-                    {
-                        "Update": {
-                            "Key": keys.event_key(event_id),
-                            "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
-                            "ConditionExpression": "waitlistCount > :zero",
-                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
-                        }
-                    }
-                ),
+                _one_waiter_fewer(event_id),
             ],
             request_id,
             completion,
@@ -225,16 +216,7 @@ class Registrations(Transactions):
                     }
                 ),
                 *self._promotion_items(event_id, head, request_id, at, recognise_own_commit=True),
-                TxItem(
-                    {
-                        "Update": {
-                            "Key": keys.event_key(event_id),
-                            "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
-                            "ConditionExpression": "waitlistCount > :zero",
-                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
-                        }
-                    }
-                ),
+                _one_waiter_fewer(event_id),
             ],
             request_id,
             completion,
@@ -320,3 +302,17 @@ class Registrations(Transactions):
                 seat_taken,
             ),
         ]
+
+
+def _one_waiter_fewer(event_id: str) -> TxItem:
+    """The event's waitlist count, one lower (somebody left it or took a seat)."""
+    return TxItem(
+        {
+            "Update": {
+                "Key": keys.event_key(event_id),
+                "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
+                "ConditionExpression": "waitlistCount > :zero",
+                "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+            }
+        }
+    )
