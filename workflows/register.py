@@ -14,12 +14,10 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infrastructure import names
+from registration.models import CapacityAction
 from workflows import common
 
 OPERATION = "register"
-DECISION_SEAT = "seat"
-DECISION_WAITLIST = "waitlist"
-DECISION_FULL = "full"
 
 
 class RegisterWorkflow(Construct):
@@ -70,14 +68,14 @@ class RegisterWorkflow(Construct):
         seat_or_waitlist = (
             sfn.Choice(self, "SeatOrWaitlist")
             .when(
-                sfn.Condition.string_equals("$.decision.action", DECISION_SEAT),
+                sfn.Condition.string_equals("$.decision.action", CapacityAction.SEAT),
                 take_seat.next(sfn.Succeed(self, "Registered")),
             )
             .when(
-                sfn.Condition.string_equals("$.decision.action", DECISION_WAITLIST),
+                sfn.Condition.string_equals("$.decision.action", CapacityAction.WAITLIST),
                 join_waitlist.next(sfn.Succeed(self, "Waitlisted")),
             )
-            .when(sfn.Condition.string_equals("$.decision.action", DECISION_FULL), event_full)
+            .when(sfn.Condition.string_equals("$.decision.action", CapacityAction.FULL), event_full)
             .otherwise(unexpected)
         )
 

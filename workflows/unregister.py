@@ -15,13 +15,10 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infrastructure import names
+from registration.models import RegistrationAction
 from workflows import common
 
 OPERATION = "unregister"
-DECISION_UNREGISTER = "unregister"
-DECISION_PROMOTE = "promote"
-DECISION_LEAVE_WAITLIST = "leave_waitlist"
-DECISION_NOT_REGISTERED = "not_registered"
 
 
 class UnregisterWorkflow(Construct):
@@ -84,18 +81,18 @@ class UnregisterWorkflow(Construct):
         what_to_remove = (
             sfn.Choice(self, "WhatToRemove")
             .when(
-                sfn.Condition.string_equals(action, DECISION_UNREGISTER),
+                sfn.Condition.string_equals(action, RegistrationAction.UNREGISTER),
                 unregister.next(sfn.Succeed(self, "Unregistered")),
             )
             .when(
-                sfn.Condition.string_equals(action, DECISION_LEAVE_WAITLIST),
+                sfn.Condition.string_equals(action, RegistrationAction.LEAVE_WAITLIST),
                 leave_waitlist.next(sfn.Succeed(self, "LeftWaitlist")),
             )
             .when(
-                sfn.Condition.string_equals(action, DECISION_PROMOTE),
+                sfn.Condition.string_equals(action, RegistrationAction.PROMOTE),
                 promote.next(sfn.Succeed(self, "Promoted")),
             )
-            .when(sfn.Condition.string_equals(action, DECISION_NOT_REGISTERED), not_registered)
+            .when(sfn.Condition.string_equals(action, RegistrationAction.NOT_REGISTERED), not_registered)
             .otherwise(unexpected)
         )
 

@@ -18,7 +18,7 @@ from registration.validation import parse_model
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_model(event, ClaimInput)
-    result = idempotency.claim_for_workflow(
+    result = idempotency.claim_request(
         get_store(),
         request.idempotencyKey,
         request.operation,

@@ -17,7 +17,7 @@ from registration.validation import parse_model
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_model(event, ListEventsPageInput)
-    ids, token = reconciliation.events_page(
+    ids, token = reconciliation.list_events_page(
         get_store(), request.options.pageSize, request.page.nextToken, request.options.eventIds
     )
     logger.info("events page", extra={"events": len(ids), "more": token is not None})

@@ -1,4 +1,7 @@
-"""Task: store how a keyed execution ended, so a replay of its request gets the same answer."""
+"""Task `RecordFailure`: store how a keyed execution failed, so a replay of its request fails alike.
+
+A success needs no task: the write that succeeds stores its answer in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import idempotency
 from registration.data import get_store
-from registration.models import RecordOutcomeInput
+from registration.models import RecordFailureInput
 from registration.observability import logger, metrics, tracer
 from registration.validation import parse_model
 
@@ -17,8 +20,9 @@ from registration.validation import parse_model
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    outcome = parse_model(event, RecordOutcomeInput)
-    response = idempotency.stored_workflow_response(outcome.operation, outcome.output, outcome.error)
-    idempotency.finish(get_store(), outcome.idempotencyKey, outcome.requestId, response)
+    failure = parse_model(event, RecordFailureInput)
+    response = idempotency.record_failure(
+        get_store(), failure.idempotencyKey, failure.requestId, failure.operation, failure.error
+    )
     logger.info("request outcome recorded", extra={"statusCode": response.statusCode})
     return {"statusCode": response.statusCode}

@@ -19,6 +19,6 @@ from registration.validation import parse_model
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_model(event, RecordRunInput)
     run = reconciliation.Run(request.runId, reconciliation.normalize_timestamp(request.startedAt))
-    summary = reconciliation.finish_run(get_store(), run, request.totals)
+    summary = reconciliation.record_run(get_store(), run, request.totals)
     logger.info("reconciliation run finished", extra=summary.model_dump(mode="json"))
     return summary.model_dump(mode="json")

@@ -158,7 +158,7 @@ def finish(store: RegistrationStore, key: str, request_id: str, response: Stored
 # --- workflows ---------------------------------------------------------------------------
 
 
-def claim_for_workflow(
+def claim_request(
     store: RegistrationStore, key: str, operation: str, event_id: str, user_id: str, request_id: str
 ) -> ClaimResult:
     stored = begin(store, key, workflow_fingerprint(operation, event_id, user_id), request_id)
@@ -169,13 +169,18 @@ def claim_for_workflow(
     return ClaimResult(replay=True, succeeded=False, error=stored.error, cause=stored.cause or "")
 
 
-def stored_workflow_response(
-    operation: str, output: dict[str, Any] | None, error: CaughtError | None
+def record_failure(
+    store: RegistrationStore, key: str, request_id: str, operation: str, error: CaughtError
 ) -> StoredResponse:
-    """What the HTTP caller got from a finished execution, in storable form."""
-    if error is None:
-        status, body = outcomes.workflow_response(operation, "SUCCEEDED", output, None, None)
-        return StoredResponse(statusCode=status, body=json_text(body))
+    """How a keyed execution failed, stored for its replays (the `RecordFailure` state;
+    a success is stored by the write that produced it)."""
+    response = failure_response(operation, error)
+    finish(store, key, request_id, response)
+    return response
+
+
+def failure_response(operation: str, error: CaughtError) -> StoredResponse:
+    """What the HTTP caller got from a failed execution, in storable form."""
     status, body = outcomes.workflow_response(operation, "FAILED", None, error.Error, error.Cause)
     return StoredResponse(statusCode=status, body=json_text(body), error=error.Error, cause=error.Cause or "")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -179,15 +180,36 @@ class ValidateInput(WorkflowRequest):
     operation: Literal["register", "unregister"]
 
 
-class RegisterDecision(_Record):
-    action: Literal["seat", "waitlist", "full"]
+class CapacityAction(StrEnum):
+    """What `CheckCapacity` decides; the register workflow's `SeatOrWaitlist` branches on it."""
+
+    SEAT = "seat"  # -> TakeSeat
+    WAITLIST = "waitlist"  # -> JoinWaitlist
+    FULL = "full"  # -> EventFull
+
+
+class RegistrationAction(StrEnum):
+    """What `CheckRegistration` decides; the unregister workflow's `WhatToRemove` branches on it."""
+
+    UNREGISTER = "unregister"  # -> Unregister
+    PROMOTE = "promote"  # -> PromoteFromWaitlist
+    LEAVE_WAITLIST = "leave_waitlist"  # -> LeaveWaitlist
+    NOT_REGISTERED = "not_registered"  # -> NotRegistered
+
+
+class CapacityCheck(_Record):
+    """The `CheckCapacity` task's answer (`$.decision` of a register execution)."""
+
+    action: CapacityAction
     attempt: int = Field(ge=1)
     event: EventState
     decidedAt: Timestamp
 
 
-class UnregisterDecision(_Record):
-    action: Literal["unregister", "promote", "leave_waitlist", "not_registered"]
+class RegistrationCheck(_Record):
+    """The `CheckRegistration` task's answer (`$.decision` of an unregister execution)."""
+
+    action: RegistrationAction
     attempt: int = Field(ge=1)
     event: EventState
     decidedAt: Timestamp
@@ -198,13 +220,13 @@ class UnregisterDecision(_Record):
 class RegisterState(WorkflowRequest):
     idempotencyKey: str | None = None
     event: EventState
-    decision: RegisterDecision | None = None
+    decision: CapacityCheck | None = None
 
 
 class UnregisterState(WorkflowRequest):
     idempotencyKey: str | None = None
     event: EventState
-    decision: UnregisterDecision | None = None
+    decision: RegistrationCheck | None = None
 
 
 # --- idempotent requests ---------------------------------------------------------------
@@ -287,9 +309,10 @@ class CaughtError(BaseModel):
     Cause: str | None = None
 
 
-class RecordOutcomeInput(ClaimInput):
-    output: dict[str, Any] | None = None
-    error: CaughtError | None = None
+class RecordFailureInput(ClaimInput):
+    """What `RecordFailure` stores: the error a keyed execution ended with."""
+
+    error: CaughtError
 
 
 # --- HTTP API --------------------------------------------------------------------------

@@ -336,7 +336,7 @@ def _listed(ids: list[str], event_id: str) -> None:
         ids.append(event_id)
 
 
-def finish_run(store: RegistrationStore, run: Run, totals: ReconciliationTotals) -> ReconciliationRun:
+def record_run(store: RegistrationStore, run: Run, totals: ReconciliationTotals) -> ReconciliationRun:
     """The run's summary; written to the table only when the run changed something."""
     changed = totals.repairs > 0
     summary = ReconciliationRun.model_validate(
@@ -356,7 +356,7 @@ def finish_run(store: RegistrationStore, run: Run, totals: ReconciliationTotals)
 # --- paging ----------------------------------------------------------------------------
 
 
-def events_page(
+def list_events_page(
     store: RegistrationStore, page_size: int, next_token: str | None, event_ids: list[str] | None
 ) -> tuple[list[str], str | None]:
     """The next page of event ids to reconcile: the operator's list (one page), or GSI1."""

@@ -22,12 +22,14 @@ from registration.errors import (
     UserNotFound,
 )
 from registration.models import (
+    CapacityAction,
+    CapacityCheck,
     Completion,
     EventState,
-    RegisterDecision,
     RegisterResult,
     RegisterState,
-    UnregisterDecision,
+    RegistrationAction,
+    RegistrationCheck,
     UnregisterResult,
     UnregisterState,
     ValidateInput,
@@ -113,20 +115,20 @@ def _current_event(store: RegistrationStore, state_event: EventState, attempt: i
     return store.get_event(state_event.eventId)
 
 
-def check_capacity(store: RegistrationStore, state: RegisterState) -> RegisterDecision:
+def check_capacity(store: RegistrationStore, state: RegisterState) -> CapacityCheck:
     attempt = _next_attempt(state.decision.attempt if state.decision else None)
     event = _current_event(store, state.event, attempt)
     if event.waitlistCount == 0 and event.registeredCount < event.capacity:
-        action = "seat"
+        action = CapacityAction.SEAT
     elif event.hasWaitlist:
-        action = "waitlist"
+        action = CapacityAction.WAITLIST
     else:
-        # Refusing someone who already holds a seat as "full" would be misleading.
+        # Refusing someone who already holds a seat as full would be misleading.
         membership = store.get_membership(event.eventId, state.userId)
         if membership is not None:
             raise AlreadyRegistered(f"User {state.userId} is already registered for event {event.eventId}")
-        action = "full"
-    return RegisterDecision(action=action, attempt=attempt, event=event, decidedAt=now_iso())
+        action = CapacityAction.FULL
+    return CapacityCheck(action=action, attempt=attempt, event=event, decidedAt=now_iso())
 
 
 def _joins_waitlist(event: EventState) -> bool:
@@ -146,16 +148,27 @@ def _completion(state: RegisterState | UnregisterState, operation: str, result: 
 def write_registration(
     store: RegistrationStore, state: RegisterState, budget_s: float = IN_TASK_BUDGET_S
 ) -> RegisterResult:
+    """The `WriteRegistration` function, which both `TakeSeat` and `JoinWaitlist` run:
+    the decision says which write it is."""
     decision = state.decision
-    if decision is None or decision.action == "full":
+    if decision is None or decision.action is CapacityAction.FULL:
         raise ValueError("write_registration needs a seat or waitlist decision")
-    if decision.action == "seat":
-        result = RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
-        completion = _completion(state, outcomes.REGISTER, result)
-        if not store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt, completion):
-            return _earlier_answer(store, state, RegisterResult, result)
-        return result
+    if decision.action is CapacityAction.SEAT:
+        return take_seat(store, state, decision)
+    return join_waitlist(store, state, decision, budget_s)
 
+
+def take_seat(store: RegistrationStore, state: RegisterState, decision: CapacityCheck) -> RegisterResult:
+    result = RegisterResult(eventId=state.eventId, userId=state.userId, status="registered")
+    completion = _completion(state, outcomes.REGISTER, result)
+    if not store.take_seat(state.eventId, state.userId, state.requestId, decision.decidedAt, completion):
+        return _earlier_answer(store, state, RegisterResult, result)
+    return result
+
+
+def join_waitlist(
+    store: RegistrationStore, state: RegisterState, decision: CapacityCheck, budget_s: float
+) -> RegisterResult:
     event, joined_at = decision.event, decision.decidedAt
     deadline = time.monotonic() + budget_s
     for retry in range(IN_TASK_REDECISIONS + 1):
@@ -210,16 +223,18 @@ def _earlier_answer(
     return model.model_validate(idempotency.stored_answer(store, state.idempotencyKey))
 
 
-def check_registration(store: RegistrationStore, state: UnregisterState) -> UnregisterDecision:
+def check_registration(store: RegistrationStore, state: UnregisterState) -> RegistrationCheck:
     attempt = _next_attempt(state.decision.attempt if state.decision else None)
     event = _current_event(store, state.event, attempt)
     membership = store.get_membership(event.eventId, state.userId)
     decided_at = now_iso()
     if membership is None:
-        return UnregisterDecision(action="not_registered", attempt=attempt, event=event, decidedAt=decided_at)
+        return RegistrationCheck(
+            action=RegistrationAction.NOT_REGISTERED, attempt=attempt, event=event, decidedAt=decided_at
+        )
     if membership.status == "waitlisted":
-        return UnregisterDecision(
-            action="leave_waitlist",
+        return RegistrationCheck(
+            action=RegistrationAction.LEAVE_WAITLIST,
             attempt=attempt,
             event=event,
             decidedAt=decided_at,
@@ -227,24 +242,41 @@ def check_registration(store: RegistrationStore, state: UnregisterState) -> Unre
         )
     head = store.waitlist_head(event.eventId) if event.waitlistCount > 0 else None
     if head is not None:
-        return UnregisterDecision(
-            action="promote", attempt=attempt, event=event, decidedAt=decided_at, head=head
+        return RegistrationCheck(
+            action=RegistrationAction.PROMOTE, attempt=attempt, event=event, decidedAt=decided_at, head=head
         )
-    return UnregisterDecision(action="unregister", attempt=attempt, event=event, decidedAt=decided_at)
+    return RegistrationCheck(
+        action=RegistrationAction.UNREGISTER, attempt=attempt, event=event, decidedAt=decided_at
+    )
 
 
 def write_unregistration(store: RegistrationStore, state: UnregisterState) -> UnregisterResult:
+    """The `WriteUnregistration` function, which both `Unregister` and `LeaveWaitlist`
+    run: the decision says which write it is."""
     decision = state.decision
-    if decision is None or decision.action not in ("unregister", "leave_waitlist"):
+    if decision is None or decision.action not in (
+        RegistrationAction.UNREGISTER,
+        RegistrationAction.LEAVE_WAITLIST,
+    ):
         raise ValueError("write_unregistration needs an unregister or leave_waitlist decision")
-    if decision.action == "leave_waitlist":
-        if decision.seq is None:
-            raise ValueError("a leave_waitlist decision carries the slot's sequence")
-        left = UnregisterResult(eventId=state.eventId, userId=state.userId, status="left_waitlist")
-        completion = _completion(state, outcomes.UNREGISTER, left)
-        if not store.leave_waitlist(state.eventId, state.userId, decision.seq, state.requestId, completion):
-            return _earlier_answer(store, state, UnregisterResult, left)
-        return left
+    if decision.action is RegistrationAction.LEAVE_WAITLIST:
+        return leave_waitlist(store, state, decision)
+    return unregister(store, state)
+
+
+def leave_waitlist(
+    store: RegistrationStore, state: UnregisterState, decision: RegistrationCheck
+) -> UnregisterResult:
+    if decision.seq is None:
+        raise ValueError("a leave_waitlist decision carries the slot's sequence")
+    left = UnregisterResult(eventId=state.eventId, userId=state.userId, status="left_waitlist")
+    completion = _completion(state, outcomes.UNREGISTER, left)
+    if not store.leave_waitlist(state.eventId, state.userId, decision.seq, state.requestId, completion):
+        return _earlier_answer(store, state, UnregisterResult, left)
+    return left
+
+
+def unregister(store: RegistrationStore, state: UnregisterState) -> UnregisterResult:
     freed = UnregisterResult(eventId=state.eventId, userId=state.userId, status="unregistered")
     completion = _completion(state, outcomes.UNREGISTER, freed)
     if not store.release_seat(state.eventId, state.userId, state.requestId, completion):
@@ -257,7 +289,7 @@ def promote_from_waitlist(
 ) -> UnregisterResult:
     """The leaving user's seat goes to the head of the waitlist in one transaction."""
     decision = state.decision
-    if decision is None or decision.action != "promote" or decision.head is None:
+    if decision is None or decision.action is not RegistrationAction.PROMOTE or decision.head is None:
         raise ValueError("promote_from_waitlist needs a promote decision with the waitlist head")
     head, at = decision.head, decision.decidedAt
     deadline = time.monotonic() + budget_s

@@ -8,8 +8,10 @@ under TYPE_CHECKING included, so that a lazy import cannot hide a cycle).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +202,51 @@ def _registered(node: ast.FunctionDef) -> bool:
     return any(
         isinstance(d.func if isinstance(d, ast.Call) else d, ast.Attribute) for d in node.decorator_list
     )
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _task_states(states: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            yield name, state
+        for inner in [state.get("ItemProcessor"), state.get("Iterator"), *state.get("Branches", [])]:
+            if inner:
+                yield from _task_states(inner["States"])
+
+
+def test_a_reader_of_the_asl_finds_the_code_of_each_task(synthesized: Synthesized) -> None:
+    """One name from state to code: a Lambda task's function is named after its handler
+    module, and that handler runs (itself, or through the function it calls) a function
+    of the domain named after the state: `TakeSeat` -> `take_seat`."""
+    functions = synthesized.resources("AWS::Lambda::Function")
+    domain = {
+        node.name: node
+        for name, path in MODULES.items()
+        if name.startswith("registration")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef)
+    }
+    checked = []
+    for machine in synthesized.resources("AWS::StepFunctions::StateMachine"):
+        for state_name, state in _task_states(synthesized.definition(machine)["States"]):
+            function_id = state["Resource"].rpartition(":function:")[2]
+            if function_id not in functions:
+                continue  # not a Lambda task (StartExecution)
+            module = functions[function_id]["Properties"]["Handler"].rpartition(".")[0]
+            assert module.startswith("handlers."), module
+            camel = "".join(part.title() for part in module.removeprefix("handlers.").split("_"))
+            assert function_id[:-8].endswith(camel), f"{state_name}: function {function_id} runs {module}"
+            handler_uses = {
+                w for node in ast.walk(ast.parse(MODULES[module].read_text())) for w in _names_used(node)
+            }
+            reached = set(handler_uses)
+            for called in handler_uses & set(domain):
+                reached |= {w for node in ast.walk(domain[called]) for w in _names_used(node)}
+            wanted = _snake(state_name)
+            assert wanted in domain, f"state {state_name}: no function {wanted} in the domain"
+            assert wanted in reached, f"state {state_name}: {module} does not run {wanted}"
+            checked.append(state_name)
+    assert {"TakeSeat", "JoinWaitlist", "RecordFailure", "Tally"} <= set(checked)

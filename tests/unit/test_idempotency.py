@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -135,31 +136,32 @@ def test_release_only_removes_the_callers_unfinished_claim(store: RegistrationSt
 
 def test_a_business_failure_is_stored_with_its_code_and_cause(store: RegistrationStore) -> None:
     key = _key()
-    idempotency.claim_for_workflow(store, key, "register", "e-1", "u-1", "first")
-    response = idempotency.stored_workflow_response(
-        "register", None, CaughtError(Error="EventFull", Cause="The event is full and has no waitlist")
+    idempotency.claim_request(store, key, "register", "e-1", "u-1", "first")
+    response = idempotency.record_failure(
+        store,
+        key,
+        "first",
+        "register",
+        CaughtError(Error="EventFull", Cause="The event is full and has no waitlist"),
     )
     assert response.statusCode == 409
     assert response.document() == {"error": "EventFull", "message": "The event is full and has no waitlist"}
-    idempotency.finish(store, key, "first", response)
 
-    replay = idempotency.claim_for_workflow(store, key, "register", "e-1", "u-1", "second")
+    replay = idempotency.claim_request(store, key, "register", "e-1", "u-1", "second")
     assert replay.replay and replay.succeeded is False
     assert (replay.error, replay.cause) == ("EventFull", "The event is full and has no waitlist")
 
 
 def test_a_success_is_replayed_as_the_workflow_output(store: RegistrationStore) -> None:
     key = _key()
-    assert not idempotency.claim_for_workflow(store, key, "unregister", "e-1", "u-1", "first").replay
+    assert not idempotency.claim_request(store, key, "unregister", "e-1", "u-1", "first").replay
     output = {"eventId": "e-1", "userId": "u-1", "status": "unregistered", "promoted": "u-9"}
-    response = idempotency.stored_workflow_response("unregister", output, None)
-    assert (response.statusCode, response.document(), response.error) == (200, output, None)
-    idempotency.finish(store, key, "first", response)
+    idempotency.finish(store, key, "first", StoredResponse(statusCode=200, body=json.dumps(output)))
 
-    replay = idempotency.claim_for_workflow(store, key, "unregister", "e-1", "u-1", "second")
+    replay = idempotency.claim_request(store, key, "unregister", "e-1", "u-1", "second")
     assert (replay.replay, replay.succeeded, replay.output) == (True, True, output)
     with pytest.raises(errors.IdempotencyKeyReused):
-        idempotency.claim_for_workflow(store, key, "register", "e-1", "u-1", "third")
+        idempotency.claim_request(store, key, "register", "e-1", "u-1", "third")
 
 
 def test_fingerprints_ignore_key_order_and_tell_requests_apart() -> None:

@@ -370,7 +370,7 @@ def test_pages_cover_every_event_once(store: RegistrationStore) -> None:
     token: str | None = None
     pages = 0
     while True:
-        ids, token = reconciliation.events_page(store, 3, token, None)
+        ids, token = reconciliation.list_events_page(store, 3, token, None)
         seen.extend(ids)
         pages += 1
         if token is None:
@@ -380,7 +380,7 @@ def test_pages_cover_every_event_once(store: RegistrationStore) -> None:
 
 
 def test_an_operators_list_is_one_page() -> None:
-    ids, token = reconciliation.events_page(None, 50, None, ["b", "a", "b"])  # type: ignore[arg-type]
+    ids, token = reconciliation.list_events_page(None, 50, None, ["b", "a", "b"])  # type: ignore[arg-type]
     assert (ids, token) == (["b", "a"], None)
 
 
@@ -407,10 +407,10 @@ def test_tally_adds_a_page_of_results() -> None:
 
 
 def test_only_a_run_that_changed_something_is_written(store: RegistrationStore) -> None:
-    clean = reconciliation.finish_run(store, RUN, ReconciliationTotals(events=3, clean=3))
+    clean = reconciliation.record_run(store, RUN, ReconciliationTotals(events=3, clean=3))
     assert not clean.recorded
     assert store.latest_reconciliation_runs() == []
-    changed = reconciliation.finish_run(
+    changed = reconciliation.record_run(
         store, RUN, ReconciliationTotals(events=3, repaired=1, countRepairs=1, repairedEventIds=["e"])
     )
     assert changed.recorded
