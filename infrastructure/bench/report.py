@@ -1,14 +1,18 @@
-"""The benchmark's report: docs/benchmarks.md and its plots (docs/benchmarks/*.png)."""
+"""The benchmark's report: docs/benchmarks.md and its plots (docs/benchmarks/*.png).
+
+The header, the targets, the cost and latency sections and the method are here; the AWS
+section is `report_aws.py`, the plots `report_plots.py`.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from infrastructure.bench import aws_costs
-from infrastructure.bench.aws_costs import CostPerMillion, Workload
+from infrastructure.bench import report_aws
 from infrastructure.bench.load import LoadResult
+from infrastructure.bench.report_format import mib, num, table, verdict
+from infrastructure.bench.report_plots import COST_PLOT, LATENCY_PLOT, PLOTS_DIR, plot_costs, plot_latency
 from infrastructure.bench.results import (
     COMMAND,
     MAX_REGISTER_INVOCATIONS,
@@ -17,79 +21,13 @@ from infrastructure.bench.results import (
     Measure,
     Results,
 )
-from registration import keys
-
-LATENCY_PLOT = "latency.png"
-COST_PLOT = "cost.png"
-
-
-def _num(value: float, digits: int = 1) -> str:
-    if math.isnan(value):
-        return "n/a"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.{digits}f}"
-
-
-def _money(value: float) -> str:
-    return f"${value:,.2f}"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> list[str]:
-    align = align or "l" + "r" * (len(header) - 1)
-    marks = {"l": "---", "r": "--:", "c": ":-:"}
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def _yes(ok: bool) -> str:
-    return "met" if ok else "**missed**"
 
 
 def _calls(m: Measure) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(m.calls.items())) or "none"
 
 
-def _largest(results: Results, operation: str) -> Measure:
-    return max((m for m in results.costs if m.operation == operation), key=lambda m: m.size)
-
-
-def workload(results: Results, m: Measure) -> Workload:
-    execution_ms, lambda_ms = results.median_durations(m.operation)
-    return Workload(
-        read_units=m.usage.read_units,
-        write_units=m.usage.total_write_units,
-        executions=1 if m.lambda_invocations else 0,
-        execution_ms=execution_ms if m.lambda_invocations else 0.0,
-        lambda_invocations=m.lambda_invocations,
-        lambda_ms=lambda_ms,
-        lambda_memory_mb=results.lambda_memory_mb,
-    )
-
-
-def costs_per_million(results: Results) -> dict[str, CostPerMillion]:
-
-    return {op: aws_costs.cost_per_million(workload(results, _largest(results, op))) for op in OPERATIONS}
-
-
-def ceilings(m: Measure) -> list[aws_costs.EventCeiling]:
-    usage = m.usage
-    event_item = f"{m.event_pk}|{keys.METADATA}"
-    return aws_costs.event_ceilings(
-        event_partition_write_units=usage.partition_writes.get(m.event_pk, 0.0),
-        event_item_write_units=usage.item_writes.get(event_item, 0.0),
-        event_partition_read_units=usage.partition_reads.get(m.event_pk, 0.0),
-        shared_index_partition_write_units=usage.index_partition_writes.get(keys.EVENTS, 0.0),
-        executions=1 if m.lambda_invocations else 0,
-    )
-
-
-# --- sections -------------------------------------------------------------------------------
-
-
 def _header(results: Results) -> list[str]:
-
     settings = results.settings
     sizes = ", ".join(f"{s:,}" for s in settings.sizes)
     kind = "the small version (`--small`)" if settings.small else "the full benchmark"
@@ -119,10 +57,9 @@ def _header(results: Results) -> list[str]:
 
 
 def _targets(results: Results) -> list[str]:
-
     small, large = min(results.settings.sizes), max(results.settings.sizes)
-    register = _largest(results, "register_seat")
-    floor = _largest(results, "register_floor")
+    register = results.largest("register_seat")
+    floor = results.largest("register_floor")
     rows = [
         [
             f"Every operation costs the same at {small:,} and {large:,} registrants",
@@ -131,21 +68,20 @@ def _targets(results: Results) -> list[str]:
                 if results.flat_everywhere()
                 else "differs: " + ", ".join(OPERATIONS[op] for op in OPERATIONS if not results.flat(op))
             ),
-            _yes(results.flat_everywhere()),
+            verdict(results.flat_everywhere()),
         ],
         [
             f"Register into a seat: at most {MAX_REGISTER_ROUND_TRIPS} DynamoDB round trips "
             f"and {MAX_REGISTER_INVOCATIONS} Lambda invocations",
             f"{register.usage.round_trips} round trips, {register.lambda_invocations} invocations "
             f"(floor: {floor.usage.round_trips} round trip, one conditioned transaction)",
-            _yes(results.register_within_targets()),
+            verdict(results.register_within_targets()),
         ],
     ]
-    return ["## Targets", "", *_table(["target", "measured", "result"], rows, "llc"), ""]
+    return ["## Targets", "", *table(["target", "measured", "result"], rows, "llc"), ""]
 
 
 def _costs(results: Results) -> list[str]:
-
     header = [
         "operation",
         "registrants",
@@ -170,14 +106,14 @@ def _costs(results: Results) -> list[str]:
                     str(u.round_trips),
                     str(u.items_read),
                     str(u.items_written),
-                    _num(u.read_units),
-                    f"{_num(u.total_write_units)} ({_num(u.write_units)} + {_num(u.index_write_units)})",
+                    num(u.read_units),
+                    f"{num(u.total_write_units)} ({num(u.write_units)} + {num(u.index_write_units)})",
                     str(m.lambda_invocations),
                     str(m.state_transitions),
                 ]
             )
-    register = _largest(results, "register_seat")
-    floor = _largest(results, "register_floor")
+    register = results.largest("register_seat")
+    floor = results.largest("register_floor")
     return [
         "## 1. Cost per operation",
         "",
@@ -190,16 +126,16 @@ def _costs(results: Results) -> list[str]:
         "update, seat put, user existence check) sent directly: the least DynamoDB work a "
         "registration can be.",
         "",
-        *_table(header, rows, "lrlrrrrrrr"),
+        *table(header, rows, "lrlrrrrrrr"),
         "",
         f"Register into a seat reads the user and the event in one strongly consistent "
-        f"`BatchGetItem` and writes in one transaction: {_num(register.usage.read_units)} read units "
-        f"and {_num(register.usage.total_write_units)} write units against the floor's "
-        f"{_num(floor.usage.read_units)} and {_num(floor.usage.total_write_units)}; the workflow "
+        f"`BatchGetItem` and writes in one transaction: {num(register.usage.read_units)} read units "
+        f"and {num(register.usage.total_write_units)} write units against the floor's "
+        f"{num(floor.usage.read_units)} and {num(floor.usage.total_write_units)}; the workflow "
         f"adds {register.lambda_invocations} Lambda invocations and "
         f"{register.state_transitions} state transitions.",
         "",
-        f"![Capacity units and round trips per operation against event size]({_plots_dir_name(results)}/{COST_PLOT})",
+        f"![Capacity units and round trips per operation against event size]({PLOTS_DIR}/{COST_PLOT})",
         "",
     ]
 
@@ -213,10 +149,10 @@ def _latency(results: Results) -> list[str]:
             str(r.concurrency),
             f"{len(r.latencies_ms):,}",
             str(r.errors),
-            _num(r.percentile(50)),
-            _num(r.percentile(95)),
-            _num(r.percentile(99)),
-            _num(r.per_second),
+            num(r.percentile(50)),
+            num(r.percentile(95)),
+            num(r.percentile(99)),
+            num(r.per_second),
         ]
         for r in sorted(results.loads, key=lambda r: (r.mode != "orchestrated", r.concurrency))
     ]
@@ -232,10 +168,10 @@ def _latency(results: Results) -> list[str]:
                     f"{d.per_second / o.per_second:.1f}x",
                 ]
             )
-    memory = [f"{label} {_mib(value)}" for label, value in sorted(results.memory_peaks.items())]
+    memory = [f"{label} {mib(value)}" for label, value in sorted(results.memory_peaks.items())]
     memory_line = (
         f"Peak resident memory of the local stack during the {max(results.settings.concurrency)}-way run: "
-        f"{_mib(results.memory_peak_total)} ({', '.join(memory)})."
+        f"{mib(results.memory_peak_total)} ({', '.join(memory)})."
         if results.memory_peak_total
         else "Peak memory: not measured (needs Linux /proc)."
     )
@@ -249,19 +185,17 @@ def _latency(results: Results) -> list[str]:
         "process. Every registration in a row goes to the same event, so concurrent ones race for "
         "its counter (the losers re-decide, as in AWS).",
         "",
-        *_table(header, rows, "lrrrrrrr"),
+        *table(header, rows, "lrrrrrrr"),
         "",
         "The price of orchestration here (local engine over DynamoDB Local; in AWS the workflow's "
         "overhead is Step Functions' and Lambda's, not moto's):",
         "",
-        *_table(
-            ["in flight", "p50, orchestrated / direct", "registrations/s, direct / orchestrated"], ratios
-        ),
+        *table(["in flight", "p50, orchestrated / direct", "registrations/s, direct / orchestrated"], ratios),
         "",
         *_saturation(results),
         memory_line,
         "",
-        f"![Latency and throughput against concurrency]({_plots_dir_name(results)}/{LATENCY_PLOT})",
+        f"![Latency and throughput against concurrency]({PLOTS_DIR}/{LATENCY_PLOT})",
         "",
     ]
 
@@ -273,7 +207,7 @@ def _saturation(results: Results) -> list[str]:
         if len(rows) > 1:
             best = max(rows, key=lambda r: r.per_second)
             lines.append(
-                f"{label}, throughput peaks at {_num(best.per_second, 0)} registrations/s with "
+                f"{label}, throughput peaks at {num(best.per_second, 0)} registrations/s with "
                 f"{best.concurrency} in flight."
             )
     if not lines:
@@ -284,89 +218,6 @@ def _saturation(results: Results) -> list[str]:
         "the peak latency grows faster than throughput.",
         "",
     ]
-
-
-def _aws(results: Results) -> list[str]:
-
-    prices = costs_per_million(results)
-    rows = []
-    for op, label in OPERATIONS.items():
-        m = _largest(results, op)
-        c = prices[op]
-        rows.append(
-            [
-                label,
-                _money(c.express),
-                _money(c.lambda_),
-                _money(c.dynamodb_writes),
-                _money(c.dynamodb_reads),
-                f"**{_money(c.total)}**",
-                "/".join(_num(ms, 0) for ms in results.median_durations(op)) if m.lambda_invocations else "-",
-            ]
-        )
-    register = _largest(results, "register_seat")
-    limits = ceilings(register)
-    binding = min(limits, key=lambda c: c.per_second)
-    ceiling_rows = [
-        [c.limit, _num(c.per_second, 0) + (" **(binds)**" if c is binding else "")] for c in limits
-    ]
-    summary = []
-    for op, what in (("register_seat", "into seats"), ("join_waitlist", "onto its waitlist")):
-        low, high = _partition_range(_largest(results, op))
-        summary.append(f"about {_num(low, 0)} registrations per second {what} ({_num(high, 0)} at most)")
-    sources = [
-        f"- {what}: {figure}. [{src.title}]({src.url})" for what, figure, src in aws_costs.PRICE_SOURCES
-    ]
-    sources += [
-        f"- {what}: {figure}. [{src.title}]({src.url})" for what, figure, src in aws_costs.QUOTA_SOURCES
-    ]
-    return [
-        "## 3. What it means on AWS",
-        "",
-        f"Derived from the measured units at published {aws_costs.REGION} prices (checked "
-        f"{aws_costs.PRICES_CHECKED}). Express duration and Lambda duration use the durations measured "
-        f"here (the median run of all sizes; Express billed in 100 ms steps at 64 MB, Lambda at "
-        f"{results.lambda_memory_mb} MB, the task functions' setting): on AWS the tasks' DynamoDB calls "
-        "are faster than DynamoDB Local's, so these duration charges are an upper estimate. "
-        "API Gateway, CloudWatch Logs (Express history at level ALL) and X-Ray are not included.",
-        "",
-        "Cost per million operations:",
-        "",
-        *_table(
-            [
-                "operation",
-                "Step Functions Express",
-                "Lambda",
-                "DynamoDB writes",
-                "DynamoDB reads",
-                "total",
-                "median execution / Lambda ms",
-            ],
-            rows,
-        ),
-        "",
-        "Registrations per second one event can take (register into a seat; each quota alone):",
-        "",
-        *_table(["limit", "registrations/s"], ceiling_rows),
-        "",
-        f"So one event takes {summary[0]}, and {summary[1]}: the lower figure while the event's "
-        "items share one partition, the higher once DynamoDB has split it for heat, which leaves "
-        "the event item, written by every registration, as the limit. The Express start rate is "
-        "an account-wide quota, far above either.",
-        "",
-        "Prices and quotas used:",
-        "",
-        *sources,
-        "",
-    ]
-
-
-def _partition_range(m: Measure) -> tuple[float, float]:
-    """Registrations/s under the partition write limit: event partition whole, event item alone."""
-    limit = aws_costs.PARTITION_WRITE_UNITS_PER_S
-    partition = m.usage.partition_writes.get(m.event_pk, 0.0)
-    item = m.usage.item_writes.get(f"{m.event_pk}|{keys.METADATA}", 0.0)
-    return (limit / partition if partition else math.inf, limit / item if item else math.inf)
 
 
 def _method(results: Results) -> list[str]:
@@ -396,105 +247,8 @@ def _method(results: Results) -> list[str]:
     ]
 
 
-# --- plots --------------------------------------------------------------------------------------
-
-
 def _load(loads: Sequence[LoadResult], mode: str, concurrency: int) -> LoadResult | None:
     return next((r for r in loads if r.mode == mode and r.concurrency == concurrency), None)
-
-
-def _mib(value: int) -> str:
-    return f"{value / 1024 / 1024:,.0f} MiB"
-
-
-def _plots_dir_name(results: Results) -> str:
-    return "benchmarks"
-
-
-def plot_latency(results: Results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {
-        "orchestrated": ("HTTP API -> workflow", "tab:red"),
-        "direct": ("data layer, direct", "tab:blue"),
-    }
-    for mode, (label, color) in styles.items():
-        rows = sorted((r for r in results.loads if r.mode == mode), key=lambda r: r.concurrency)
-        if not rows:
-            continue
-        xs = [r.concurrency for r in rows]
-        left.plot(xs, [r.percentile(50) for r in rows], "o-", color=color, label=f"{label}, p50")
-        left.plot(xs, [r.percentile(95) for r in rows], "s--", color=color, alpha=0.7, label=f"{label}, p95")
-        left.plot(xs, [r.percentile(99) for r in rows], "^:", color=color, alpha=0.5, label=f"{label}, p99")
-        right.plot(xs, [r.per_second for r in rows], "o-", color=color, label=label)
-    for axis in (left, right):
-        axis.set_xscale("log", base=2)
-        axis.set_xticks(list(results.settings.concurrency), [str(c) for c in results.settings.concurrency])
-        axis.set_xlabel("registrations in flight")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    left.set_ylim(bottom=0)
-    right.set_ylim(bottom=0)
-    left.set_ylabel("latency, ms")
-    left.set_title("Latency")
-    right.set_ylabel("registrations per second")
-    right.set_title("Throughput")
-    figure.suptitle(f"Registration through the local stack ({results.machine})", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def plot_costs(results: Results, path: Path) -> None:
-    """One panel per figure; per operation, one bar per event size (equal bars: flat cost)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    panels: list[tuple[str, Callable[[Measure], float]]] = [
-        ("read units", lambda m: m.usage.read_units),
-        ("write units (table + GSI)", lambda m: m.usage.total_write_units),
-        ("DynamoDB round trips", lambda m: float(m.usage.round_trips)),
-        ("Lambda invocations", lambda m: float(m.lambda_invocations)),
-    ]
-    sizes = sorted(results.settings.sizes)
-    operations = list(OPERATIONS)
-    width = 0.8 / len(sizes)
-    figure, axes = plt.subplots(1, len(panels), figsize=(15, 4.6), sharex=True)
-    colors = plt.get_cmap("viridis")
-    for axis, (title, value) in zip(axes, panels, strict=True):
-        for n, size in enumerate(sizes):
-            xs = [i + (n - (len(sizes) - 1) / 2) * width for i in range(len(operations))]
-            heights = [value(results.measure(op, size)) for op in operations]
-            axis.bar(
-                xs,
-                heights,
-                width,
-                color=colors(n / max(len(sizes) - 1, 1) * 0.85),
-                label=f"{size:,} registrants",
-            )
-        axis.set_title(title)
-        axis.set_xticks(
-            range(len(operations)), [OPERATIONS[op] for op in operations], rotation=35, ha="right", fontsize=7
-        )
-        axis.grid(True, axis="y", alpha=0.3)
-        axis.set_axisbelow(True)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper right", ncol=len(sizes), fontsize=8, frameon=False)
-    figure.suptitle(
-        "Cost per operation against event size: one bar per event size (equal bars: the cost does not grow)",
-        fontsize=10,
-        x=0.01,
-        ha="left",
-    )
-    figure.tight_layout(rect=(0, 0, 1, 0.94))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def render(results: Results) -> str:
@@ -503,7 +257,7 @@ def render(results: Results) -> str:
         *_targets(results),
         *_costs(results),
         *_latency(results),
-        *_aws(results),
+        *report_aws.section(results),
         *_method(results),
     ]
     return "\n".join(lines).rstrip() + "\n"
@@ -512,7 +266,7 @@ def render(results: Results) -> str:
 def write(results: Results, output: Path) -> None:
     """The markdown at `output`, the plots in `<output's folder>/benchmarks/`."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    plots = output.parent / _plots_dir_name(results)
+    plots = output.parent / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
     plot_latency(results, plots / LATENCY_PLOT)
     plot_costs(results, plots / COST_PLOT)

@@ -97,6 +97,10 @@ class Results:
                 return m
         raise KeyError((operation, size))
 
+    def largest(self, operation: str) -> Measure:
+        """The operation at the largest event size measured."""
+        return max((m for m in self.costs if m.operation == operation), key=lambda m: m.size)
+
     def flat(self, operation: str) -> bool:
         """The operation's figures are the same at every event size."""
         rows = [m for m in self.costs if m.operation == operation]
