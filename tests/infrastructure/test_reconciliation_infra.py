@@ -31,19 +31,6 @@ pytestmark = pytest.mark.infrastructure
 SCHEDULE = "AWS::Scheduler::Schedule"
 ALARM = "AWS::CloudWatch::Alarm"
 FUNCTION = "AWS::Lambda::Function"
-DYNAMODB_ACTIONS = {
-    "ListEventsPage": {"dynamodb:Query"},
-    "ReconcileEvent": {
-        "dynamodb:GetItem",
-        "dynamodb:Query",
-        "dynamodb:ConditionCheckItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-    },
-    "TallyReconciliation": set(),
-    "RecordReconciliation": {"dynamodb:PutItem"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -336,8 +323,10 @@ def test_function_runtime_layer_and_least_privilege(
             granted |= actions
         else:
             assert service <= {"logs", "xray"}, statement
-    assert granted == DYNAMODB_ACTIONS[task]
-    assert (names.ENV_TABLE_NAME in env) == bool(DYNAMODB_ACTIONS[task])
+    # Which actions each role needs is measured by a run that makes every repair
+    # (tests/integration/test_reconciliation_grants.py); here: a function that may not
+    # touch the table is not told its name.
+    assert (names.ENV_TABLE_NAME in env) == bool(granted)
 
 
 # --- the schedule ------------------------------------------------------------------------
