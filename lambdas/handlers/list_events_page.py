@@ -8,8 +8,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import reconciliation
 from registration.data import get_store
-from registration.models import EventsPage, ListEventsPageInput
 from registration.observability import logger, tracer
+from registration.reconciliation_models import EventsPage, ListEventsPageInput
 from registration.validation import parse_model
 
 

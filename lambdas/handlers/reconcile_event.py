@@ -13,8 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import reconciliation
 from registration.data import get_store
-from registration.models import EventReconciliation, ReconcileEventInput
 from registration.observability import logger, metrics, tracer
+from registration.reconciliation_models import EventReconciliation, ReconcileEventInput
 from registration.validation import parse_model
 
 

@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import reconciliation
 from registration.data import get_store
-from registration.models import RecordRunInput
 from registration.observability import logger, tracer
+from registration.reconciliation_models import RecordRunInput
 from registration.validation import parse_model
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from registration import reconciliation
-from registration.models import TallyInput
 from registration.observability import logger, tracer
+from registration.reconciliation_models import TallyInput
 from registration.validation import parse_model
 
 

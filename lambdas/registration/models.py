@@ -49,7 +49,7 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class _Record(BaseModel):
+class Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
@@ -61,7 +61,7 @@ class NewUser(_Input):
     name: DisplayText
 
 
-class User(_Record):
+class User(Record):
     userId: str
     name: str
     createdAt: Timestamp
@@ -77,7 +77,7 @@ class NewEvent(_Input):
     hasWaitlist: bool = Field(default=False, strict=True)
 
 
-class Event(_Record):
+class Event(Record):
     eventId: str
     title: str
     capacity: int
@@ -103,26 +103,26 @@ class EventState(Event):
 # --- registrations ---------------------------------------------------------------------
 
 
-class Registration(_Record):
+class Registration(Record):
     eventId: str
     userId: str
     registeredAt: Timestamp
 
 
-class WaitlistEntry(_Record):
+class WaitlistEntry(Record):
     eventId: str
     userId: str
     position: int = Field(ge=1, description="1-based place in the queue")
     joinedAt: Timestamp
 
 
-class UserRegistration(_Record):
+class UserRegistration(Record):
     eventId: str
     status: RegistrationStatus
     position: int | None = Field(default=None, description="Only when waitlisted")
 
 
-class Membership(_Record):
+class Membership(Record):
     """What one user holds at one event: a seat, or a place in the waitlist."""
 
     eventId: str
@@ -133,7 +133,7 @@ class Membership(_Record):
     seq: int | None = None
 
 
-class WaitlistHead(_Record):
+class WaitlistHead(Record):
     userId: str
     seq: int
 
@@ -149,14 +149,14 @@ class Page(BaseModel, Generic[T]):
 # --- workflow outcomes -----------------------------------------------------------------
 
 
-class RegisterResult(_Record):
+class RegisterResult(Record):
     eventId: str
     userId: str
     status: RegistrationStatus
     position: int | None = None
 
 
-class UnregisterResult(_Record):
+class UnregisterResult(Record):
     eventId: str
     userId: str
     status: Literal["unregistered", "left_waitlist"]
@@ -197,7 +197,7 @@ class RegistrationAction(StrEnum):
     NOT_REGISTERED = "not_registered"  # -> NotRegistered
 
 
-class CapacityCheck(_Record):
+class CapacityCheck(Record):
     """The `CheckCapacity` task's answer (`$.decision` of a register execution)."""
 
     action: CapacityAction
@@ -206,7 +206,7 @@ class CapacityCheck(_Record):
     decidedAt: Timestamp
 
 
-class RegistrationCheck(_Record):
+class RegistrationCheck(Record):
     """The `CheckRegistration` task's answer (`$.decision` of an unregister execution)."""
 
     action: RegistrationAction
@@ -242,7 +242,7 @@ IdempotencyKey = Annotated[
 IdempotencyStatus = Literal["IN_PROGRESS", "COMPLETED"]
 
 
-class StoredResponse(_Record):
+class StoredResponse(Record):
     """What the first request answered, replayed as is. The body is kept as the JSON text
     that was sent (a DynamoDB map would not keep its keys' order), so a replay answers the
     same bytes. A workflow's failure also keeps its error code and cause, so a replayed
@@ -263,7 +263,7 @@ class StoredResponse(_Record):
         return json.loads(self.body)
 
 
-class IdempotencyRecord(_Record):
+class IdempotencyRecord(Record):
     key: str
     fingerprint: str
     status: IdempotencyStatus
@@ -276,7 +276,7 @@ class IdempotencyRecord(_Record):
     response: StoredResponse | None = None
 
 
-class Completion(_Record):
+class Completion(Record):
     """The answer a keyed request's write stores on its claim, in the same transaction as
     the write: either both happen or neither does."""
 
@@ -292,7 +292,7 @@ class ClaimInput(WorkflowRequest):
     operation: Literal["register", "unregister"]
 
 
-class ClaimResult(_Record):
+class ClaimResult(Record):
     """`replay` false: run the workflow. True: end as the first execution ended."""
 
     replay: bool
@@ -356,151 +356,6 @@ class ErrorBody(BaseModel):
     error: str = Field(description="Stable error code, e.g. `EventFull`", examples=["EventNotFound"])
     message: str = Field(description="A sentence for humans; its wording may change")
     fields: list[FieldError] | None = Field(default=None, description="Only on 422 ValidationError")
-
-
-# --- reconciliation --------------------------------------------------------------------
-
-
-class Counters(_Record):
-    """The event item's counters, as reconciliation reads and writes them."""
-
-    registeredCount: int
-    waitlistCount: int
-    waitlistSeq: int
-
-    @classmethod
-    def of(cls, event: EventState) -> Counters:
-        return cls(
-            registeredCount=event.registeredCount,
-            waitlistCount=event.waitlistCount,
-            waitlistSeq=event.waitlistSeq,
-        )
-
-
-RepairKind = Literal[
-    "remove_slot",
-    "remove_membership",
-    "restore_membership",
-    "restore_slot",
-    "repoint_membership",
-]
-
-
-class RepairAction(_Record):
-    """One change to a waitlist item, with the state it was decided on.
-
-    - `remove_slot`: delete slot `seq` (still held by `userId`).
-    - `remove_membership`: delete the user's membership (still at `seq`).
-    - `restore_membership`: re-create the user's membership for slot `seq`.
-    - `restore_slot`: re-create slot `seq` for the user's membership.
-    - `repoint_membership`: the user's membership moves from `fromSeq` to slot `seq`.
-    """
-
-    kind: RepairKind
-    userId: str
-    seq: int
-    fromSeq: int | None = None
-    joinedAt: str | None = None
-    reason: str
-
-
-class ReconcileOptions(BaseModel):
-    """What a reconciliation run may be started with (the schedule sends `{}`)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    pageSize: int = Field(default=50, ge=1, le=100, strict=True, description="Events per Map page")
-    eventIds: list[EventId] | None = Field(
-        default=None, max_length=100, description="Only these events (one page), e.g. from an operator"
-    )
-
-
-class EventsPage(_Record):
-    eventIds: list[str] = Field(default_factory=list)
-    nextToken: str | None = None
-
-
-class ListEventsPageInput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    runId: Annotated[str, StringConstraints(min_length=1, max_length=80)]
-    options: ReconcileOptions = Field(default_factory=ReconcileOptions)
-    page: EventsPage = Field(default_factory=EventsPage, description="The previous page ({} at first)")
-
-
-class ReconcileEventInput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    eventId: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    runId: Annotated[str, StringConstraints(min_length=1, max_length=80)]
-    startedAt: Timestamp
-
-
-ReconcileOutcome = Literal["clean", "repaired", "busy", "missing", "failed"]
-
-
-class EventReconciliation(_Record):
-    """What one run did to one event (the Map iteration's result)."""
-
-    eventId: str
-    outcome: ReconcileOutcome
-    before: Counters | None = None
-    after: Counters | None = None
-    countRepairs: int = 0
-    waitlistRepairs: int = 0
-    promotions: int = 0
-    overbooked: bool = False
-    actions: list[RepairAction] = Field(default_factory=list, description="The first few waitlist repairs")
-    error: str | None = None
-
-    @property
-    def repairs(self) -> int:
-        return self.countRepairs + self.waitlistRepairs + self.promotions
-
-
-class ReconciliationTotals(_Record):
-    pages: int = 0
-    events: int = 0
-    clean: int = 0
-    repaired: int = 0
-    busy: int = 0
-    missing: int = 0
-    failed: int = 0
-    countRepairs: int = 0
-    waitlistRepairs: int = 0
-    promotions: int = 0
-    overbooked: int = 0
-    repairedEventIds: list[str] = Field(default_factory=list)
-    busyEventIds: list[str] = Field(default_factory=list)
-    failedEventIds: list[str] = Field(default_factory=list)
-
-    @property
-    def repairs(self) -> int:
-        return self.countRepairs + self.waitlistRepairs + self.promotions
-
-
-class TallyInput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    totals: ReconciliationTotals = Field(default_factory=ReconciliationTotals)
-    results: list[EventReconciliation] = Field(default_factory=list)
-
-
-class RecordRunInput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    runId: Annotated[str, StringConstraints(min_length=1, max_length=80)]
-    startedAt: Timestamp
-    totals: ReconciliationTotals = Field(default_factory=ReconciliationTotals)
-
-
-class ReconciliationRun(ReconciliationTotals):
-    """A run's summary: the execution's output, and a table item when it changed anything."""
-
-    runId: str
-    startedAt: Timestamp
-    finishedAt: Timestamp
-    recorded: bool = Field(description="True when the summary was also written to the table")
 
 
 # --- health ----------------------------------------------------------------------------

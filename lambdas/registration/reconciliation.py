@@ -55,14 +55,13 @@ from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.data.repairs import ReconciliationRecord
 from registration.errors import DecisionStale
-from registration.models import (
+from registration.models import EventState, WaitlistHead
+from registration.reconciliation_models import (
     Counters,
     EventReconciliation,
-    EventState,
     ReconciliationRun,
     ReconciliationTotals,
     RepairAction,
-    WaitlistHead,
 )
 from registration.repair_plan import Plan, chunks, plan_repair, survey
 

@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from registration import keys
 from registration.data import RegistrationStore
 from registration.data.repairs import MAX_REPAIR_ACTIONS
-from registration.models import (
-    Counters,
-    EventState,
-    RepairAction,
-)
+from registration.models import EventState
+from registration.reconciliation_models import Counters, RepairAction
 
 
 @dataclass(frozen=True)

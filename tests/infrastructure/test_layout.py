@@ -27,7 +27,13 @@ ROOTS = {
 }
 # What the data layer may know: the domain and the functions' settings; everything else
 # of `registration` is above it.
-BELOW_THE_DATA = {"registration.keys", "registration.errors", "registration.models", "registration.settings"}
+BELOW_THE_DATA = {
+    "registration.keys",
+    "registration.errors",
+    "registration.models",
+    "registration.reconciliation_models",
+    "registration.settings",
+}
 # The local twin and the tools (regctl, the benchmark, the diagram and OpenAPI writers):
 # anything may be below them, nothing above.
 TOP = (

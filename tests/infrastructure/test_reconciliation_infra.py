@@ -188,7 +188,7 @@ def test_a_run_continues_in_a_new_execution_of_itself(definition: dict[str, Any]
 
 def test_one_execution_stays_within_the_history_quota(definition: dict[str, Any]) -> None:
     from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT
-    from registration.models import ReconcileOptions
+    from registration.reconciliation_models import ReconcileOptions
 
     largest_page = int(ReconcileOptions.model_json_schema()["properties"]["pageSize"]["maximum"])
     assert worst_case_history(definition, largest_page) < STANDARD_HISTORY_LIMIT

@@ -15,13 +15,8 @@ from hypothesis import strategies as st
 
 from registration import keys, reconciliation, service
 from registration.data import RegistrationStore
-from registration.models import (
-    EventReconciliation,
-    NewEvent,
-    NewUser,
-    ReconciliationTotals,
-    RegisterState,
-)
+from registration.models import NewEvent, NewUser, RegisterState
+from registration.reconciliation_models import EventReconciliation, ReconciliationTotals
 from tests.fixtures.drift import (
     assert_consistent,
     delete,

@@ -10,15 +10,9 @@ import pytest
 
 from registration import keys, reconciliation, repair_plan, service
 from registration.data import RegistrationStore
-from registration.models import (
-    Counters,
-    EventReconciliation,
-    NewEvent,
-    NewUser,
-    ReconciliationTotals,
-    RegisterState,
-)
+from registration.models import NewEvent, NewUser, RegisterState
 from registration.reconciliation import Run
+from registration.reconciliation_models import Counters, EventReconciliation, ReconciliationTotals
 from tests.fixtures.drift import (
     assert_consistent,
     counters,
@@ -295,7 +289,7 @@ def test_chunks_never_split_a_users_group() -> None:
 
 
 def _action(kind: str) -> Any:
-    from registration.models import RepairAction
+    from registration.reconciliation_models import RepairAction
 
     return RepairAction.model_validate({"kind": kind, "userId": "u", "seq": 1, "reason": "test"})
 

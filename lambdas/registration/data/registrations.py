@@ -14,7 +14,8 @@ from registration.data.dynamo import Item
 from registration.data.items import seat_item, waitlist_items
 from registration.data.transactions import Transactions, TxItem, counters_condition, is_request
 from registration.errors import AlreadyRegistered, AlreadyWaitlisted, DecisionStale, DomainError
-from registration.models import Completion, Counters, EventState, WaitlistHead
+from registration.models import Completion, EventState, WaitlistHead
+from registration.reconciliation_models import Counters
 
 
 class Registrations(Transactions):

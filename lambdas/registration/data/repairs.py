@@ -20,7 +20,8 @@ from registration.data.items import waitlist_items
 from registration.data.pages import LISTING_RECONCILIATIONS, Listings, check_limit
 from registration.data.registrations import Registrations
 from registration.data.transactions import TxItem, counters_condition
-from registration.models import Counters, Page, ReconciliationRun, RepairAction, WaitlistHead
+from registration.models import Page, WaitlistHead
+from registration.reconciliation_models import Counters, ReconciliationRun, RepairAction
 
 # One transaction holds at most 100 items: the counters, the record, and up to three
 # items per repair action (the change and the checks on the items it relies on).

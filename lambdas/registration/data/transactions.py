@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from registration import keys
 from registration.data.dynamo import BACKOFF_S, Item, Table, deserialize, error_code, now_iso, serialize
 from registration.errors import DecisionStale, DomainError, RequestInProgress, TransientDatabaseError
-from registration.models import Completion, Counters
+from registration.models import Completion
+from registration.reconciliation_models import Counters
 
 # The token was used within 10 minutes for a transaction with other parameters: what this
 # one relied on has changed since, so the decision is taken again.
