@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import statistics
 import threading
 import time
@@ -18,7 +17,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from registration import service
@@ -253,16 +251,3 @@ class MemorySampler:
         if self._thread is not None:
             self._thread.join()
         self._sample()
-
-    @property
-    def available(self) -> bool:
-        return os.path.exists("/proc/self/status") and bool(self.peaks)
-
-
-def describe_latencies(result: LoadResult) -> dict[str, Any]:
-    return {
-        "p50": result.percentile(50),
-        "p95": result.percentile(95),
-        "p99": result.percentile(99),
-        "per_second": result.per_second,
-    }

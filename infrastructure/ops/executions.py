@@ -465,11 +465,3 @@ def reconcile_report(
         "executions": [execution.get("name") for execution, _ in parts],
         "repairs": repairs,
     }
-
-
-def repair_count(result: Mapping[str, Any]) -> int:
-    return (
-        int(result.get("countRepairs") or 0)
-        + int(result.get("waitlistRepairs") or 0)
-        + int(result.get("promotions") or 0)
-    )

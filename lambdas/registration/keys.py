@@ -63,17 +63,16 @@ GSI1 = "GSI1"
 
 # --- reconciliation ----------------------------------------------------------------------
 #
-# | item                      | PK                 | SK                         | GSI1PK          | GSI1SK            |
-# |---------------------------|--------------------|----------------------------|-----------------|-------------------|
-# | repair record (per event) | EVENT#{eventId}    | RECONCILED#{at}#{runId}    | RECONCILIATIONS | {at}#{eventId}    |
-# | run summary               | RECONCILIATION     | RUN#{at}#{runId}           |                 |                   |
+# | item                      | PK                 | SK                         |
+# |---------------------------|--------------------|----------------------------|
+# | repair record (per event) | EVENT#{eventId}    | RECONCILED#{at}#{runId}    |
+# | run summary               | RECONCILIATION     | RUN#{at}#{runId}           |
 #
 # `at` is the run's start time (ISO 8601, UTC), so both sort newest-last and a retried
 # task writes the same keys. Both expire (`expiresAt`) after RECORD_RETENTION_DAYS. A
 # run that changes nothing writes neither.
 
 RECONCILED_PREFIX = "RECONCILED#"
-RECONCILIATIONS = "RECONCILIATIONS"
 RECONCILIATION_RUNS_PK = "RECONCILIATION"
 RUN_PREFIX = "RUN#"
 

@@ -28,6 +28,7 @@ from tests.fixtures.drift import (
     membership,
     put,
     queue,
+    run_summaries,
     seats,
     set_fields,
     slot,
@@ -304,7 +305,7 @@ def test_an_event_that_cannot_be_reconciled_fails_the_run_but_not_the_others(
         assert (result.status, result.error) == ("FAILED", "ReconciliationIncomplete")
         assert counters(local_store, drifted) == (1, 0, 0)  # the other event was still repaired
         assert_consistent(local_store, drifted)
-        (run,) = [r for r in local_store.latest_reconciliation_runs(limit=10) if r["runId"] == result.name]
+        (run,) = [r for r in run_summaries(local_store) if r["runId"] == result.name]
         assert (run["failed"], run["failedEventIds"], run["repairedEventIds"]) == (1, [broken], [drifted])
     finally:
         delete(local_store, keys.event_key(broken))

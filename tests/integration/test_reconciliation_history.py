@@ -29,7 +29,7 @@ from infrastructure.local.engine import LocalEngine
 from infrastructure.local.template import LocalTemplate, load_template
 from infrastructure.ops import executions
 from registration.data import RegistrationStore
-from tests.fixtures.drift import assert_consistent, counters
+from tests.fixtures.drift import assert_consistent, counters, run_summaries
 from tests.fixtures.engines import recorded_history, synthesized_template_path
 from tests.fixtures.workflows import follow_reconcile, pages_per_execution, worst_case_history
 
@@ -157,7 +157,7 @@ def test_one_execution_cannot_page_through_more_than_its_history_holds(
     # the run was never recorded (every scheduled run would fail the same way).
     still_drifted = [event for event in drifted if counters(store, event)[0] != 0]
     assert still_drifted and still_drifted[-1] == drifted[-1]
-    assert store.latest_reconciliation_runs(limit=10) == []
+    assert run_summaries(store) == []
 
 
 def test_a_run_continues_in_fresh_executions_and_reconciles_every_event(
@@ -196,7 +196,7 @@ def test_a_run_continues_in_fresh_executions_and_reconciles_every_event(
         assert_consistent(store, event)
         (record,) = store.reconciliation_records(event)
         assert record["runId"] == root.name
-    (run,) = store.latest_reconciliation_runs(limit=10)
+    (run,) = run_summaries(store)
     assert (run["runId"], run["events"]) == (root.name, len(ids))
 
 

@@ -35,7 +35,6 @@ from tests.unit.test_idempotency import (  # noqa: F401 - collected here with th
 from tests.unit.test_store import (  # noqa: F401 - collected here with this module's `store`
     test_a_retry_that_read_its_items_again_recognises_its_own_commit,
     test_event_starts_empty_and_duplicate_refused,
-    test_fill_free_seat_repairs_a_free_seat,
     test_generated_event_id,
     test_hand_over_seat_moves_the_head,
     test_join_waitlist_needs_the_snapshot_it_decided_on,

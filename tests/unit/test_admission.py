@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from handlers import api
-from infrastructure import names
 from infrastructure.local import local_api as twin
 from infrastructure.local.admission import Gate, Gates, Limits
 from registration import outcomes
+from tests.fixtures.stub_engine import JSON_HEADERS, REGISTER, stub_engine
 
 # --- the gate --------------------------------------------------------------------------
 
@@ -121,18 +121,6 @@ def test_never_more_than_in_flight_hold_the_gate_at_once() -> None:
 # --- the server's use of it ----------------------------------------------------------------
 
 
-def _engine(run: Any = None) -> Any:
-    return SimpleNamespace(
-        template=SimpleNamespace(functions={}, api_integrations={}),
-        authorizer=None,
-        region="us-east-1",
-        account=names.LOCAL_ACCOUNT,
-        run=run,
-    )
-
-
-REGISTER = {"method": "POST", "target": "/events/e1/register", "body": b'{"userId": "u1"}'}
-JSON_HEADERS = [("Content-Type", "application/json")]
 NO_LINE = Limits(in_flight=1, waiting=0, max_wait_s=0)
 
 
@@ -155,7 +143,7 @@ def test_a_workflow_request_that_cannot_get_in_is_shed_at_once_with_retry_after(
         release.wait(5)
         return _succeeded()
 
-    local_api = twin.LocalApi(_engine(run), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(stub_engine(run), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(local_api.handle, headers=JSON_HEADERS, request_id="r-1", **REGISTER)
         while local_api.gates.workflows.stats().in_flight < 1:
@@ -179,7 +167,7 @@ def test_time_in_line_counts_against_the_integration_budget() -> None:
         return _succeeded()
 
     gates = Gates.of(workflows=Limits(in_flight=1, waiting=1, max_wait_s=5.0))
-    local_api = twin.LocalApi(_engine(run), integration_timeout=2.0, gates=gates)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(stub_engine(run), integration_timeout=2.0, gates=gates)  # type: ignore[arg-type]
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(local_api.handle, headers=JSON_HEADERS, request_id="r-1", **REGISTER)
         while gates.workflows.stats().in_flight < 1:
@@ -194,7 +182,9 @@ def test_time_in_line_counts_against_the_integration_budget() -> None:
 def test_a_request_arriving_with_its_budget_spent_is_not_started() -> None:
     started: list[Any] = []
 
-    local_api = twin.LocalApi(_engine(lambda *a, **k: started.append(a)), gates=Gates.of(workflows=NO_LINE))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(
+        stub_engine(lambda *a, **k: started.append(a)), gates=Gates.of(workflows=NO_LINE)
+    )  # type: ignore[arg-type]
     gates = local_api.gates
     assert gates.workflows.acquire()  # the one slot is taken
     reply = local_api.handle(
@@ -212,7 +202,7 @@ def test_reads_are_not_shed_by_a_burst_of_writes_or_workflows(monkeypatch: pytes
         return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
 
     monkeypatch.setattr(api, "handler", handler)
-    local_api = twin.LocalApi(_engine(), gates=Gates.of(workflows=NO_LINE, writes=NO_LINE))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(stub_engine(), gates=Gates.of(workflows=NO_LINE, writes=NO_LINE))  # type: ignore[arg-type]
     assert local_api.gates.workflows.acquire()  # the workflows are busy
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -240,9 +230,9 @@ def test_reads_are_not_shed_by_a_burst_of_writes_or_workflows(monkeypatch: pytes
 
 
 def test_the_waits_stretch_with_the_engines_time_scale() -> None:
-    engine = _engine()
+    engine = stub_engine()
     engine.time_scale = 3.0
     gates = twin.LocalApi(engine).gates  # type: ignore[arg-type]
     assert gates.workflows.limits == Limits(in_flight=16, waiting=32, max_wait_s=6.0)
     assert gates.writes.limits.max_wait_s == gates.reads.limits.max_wait_s == 15.0
-    assert twin.LocalApi(_engine()).gates.workflows.limits.max_wait_s == 2.0  # type: ignore[arg-type]
+    assert twin.LocalApi(stub_engine()).gates.workflows.limits.max_wait_s == 2.0  # type: ignore[arg-type]

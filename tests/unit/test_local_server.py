@@ -23,6 +23,7 @@ from infrastructure.local import local_api as twin
 from infrastructure.local.engine import ExecutionTimeout
 from infrastructure.local.proxy_event import RouteTable, proxy_event, proxy_result
 from registration import outcomes
+from tests.fixtures.stub_engine import JSON_HEADERS, REGISTER, stub_engine
 
 
 def test_routes_resolve_like_api_gateway() -> None:
@@ -127,12 +128,7 @@ def test_execution_names_are_valid_and_findable(event_id: str, user_id: str) -> 
 
 def test_the_api_handler_serves_one_request_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Powertools keeps the current request on the resolver class: calls must not overlap."""
-    engine = SimpleNamespace(
-        template=SimpleNamespace(functions={}, api_integrations={}),
-        authorizer=None,
-        region="us-east-1",
-        account=names.LOCAL_ACCOUNT,
-    )
+    engine = stub_engine()
     local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
     inside = 0
     most = 0
@@ -160,12 +156,7 @@ def test_the_api_handler_serves_one_request_at_a_time(monkeypatch: pytest.Monkey
 
 
 def test_unknown_routes_never_reach_the_handler(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = SimpleNamespace(
-        template=SimpleNamespace(functions={}, api_integrations={}),
-        authorizer=None,
-        region="us-east-1",
-        account=names.LOCAL_ACCOUNT,
-    )
+    engine = stub_engine()
     local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
     monkeypatch.setattr(api, "handler", lambda event, context: pytest.fail("called"))
 
@@ -219,13 +210,7 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
         started.append(execution_input)
         return SimpleNamespace(status="SUCCEEDED", output={"ok": True}, error=None, cause=None)
 
-    engine = SimpleNamespace(
-        template=SimpleNamespace(functions={}, api_integrations={}),
-        authorizer=None,
-        region="us-east-1",
-        account=names.LOCAL_ACCOUNT,
-        run=run,
-    )
+    engine = stub_engine(run)
     local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
 
     reply = local_api.handle(
@@ -243,20 +228,6 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
 # --- API Gateway's limits ----------------------------------------------------------------
 
 
-def _engine(run: Any = None, functions: dict[str, Any] | None = None) -> Any:
-    return SimpleNamespace(
-        template=SimpleNamespace(functions=functions or {}, api_integrations={}),
-        authorizer=None,
-        region="us-east-1",
-        account=names.LOCAL_ACCOUNT,
-        run=run,
-    )
-
-
-REGISTER = {"method": "POST", "target": "/events/e1/register", "body": b'{"userId": "u1"}'}
-JSON_HEADERS = [("Content-Type", "application/json")]
-
-
 def test_a_workflow_waits_29_s_then_answers_what_api_gateway_answers() -> None:
     waited: list[float] = []
 
@@ -264,7 +235,7 @@ def test_a_workflow_waits_29_s_then_answers_what_api_gateway_answers() -> None:
         waited.append(kwargs["timeout"])
         raise ExecutionTimeout("still running")
 
-    reply = twin.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
+    reply = twin.LocalApi(stub_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
 
     # API Gateway's integration timeout, counted from the request's arrival.
     assert len(waited) == 1 and 28.5 < waited[0] <= 29
@@ -280,7 +251,7 @@ def test_a_timed_out_execution_is_a_definite_retryable_answer() -> None:
     def run(workflow: str, execution_input: dict[str, Any], **kwargs: Any) -> Any:
         return SimpleNamespace(status="TIMED_OUT", output=None, error=None, cause=None, execution_arn="arn")
 
-    reply = twin.LocalApi(_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
+    reply = twin.LocalApi(stub_engine(run)).handle(headers=JSON_HEADERS, request_id="r-1", **REGISTER)  # type: ignore[arg-type]
 
     assert reply.status == 503
     assert json.loads(reply.body)["error"] == "ExecutionTimedOut"
@@ -301,7 +272,7 @@ def _slow_api(monkeypatch: pytest.MonkeyPatch, seconds: float) -> threading.Even
 
 def test_a_lambda_route_past_the_integration_timeout_answers_504(monkeypatch: pytest.MonkeyPatch) -> None:
     finished = _slow_api(monkeypatch, 1.0)
-    local_api = twin.LocalApi(_engine(), integration_timeout=0.2)  # type: ignore[arg-type]
+    local_api = twin.LocalApi(stub_engine(), integration_timeout=0.2)  # type: ignore[arg-type]
 
     started = time.monotonic()
     reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
@@ -315,7 +286,7 @@ def test_a_lambda_route_past_the_integration_timeout_answers_504(monkeypatch: py
 def test_a_lambda_route_past_its_functions_timeout_answers_502(monkeypatch: pytest.MonkeyPatch) -> None:
     _slow_api(monkeypatch, 1.0)
     function = SimpleNamespace(name="Api", handler=names.API_HANDLER, timeout=0.2, memory_size=256)
-    local_api = twin.LocalApi(_engine(functions={"Api": function}))  # type: ignore[arg-type]
+    local_api = twin.LocalApi(stub_engine(functions={"Api": function}))  # type: ignore[arg-type]
 
     reply = local_api.handle(method="GET", target="/users", headers=[], body=b"", request_id="r")
 

@@ -21,6 +21,7 @@ from tests.fixtures.drift import (
     membership,
     put,
     queue,
+    run_summaries,
     seats,
     set_fields,
     slot,
@@ -403,12 +404,12 @@ def test_tally_adds_a_page_of_results() -> None:
 def test_only_a_run_that_changed_something_is_written(store: RegistrationStore) -> None:
     clean = reconciliation.record_run(store, RUN, ReconciliationTotals(events=3, clean=3))
     assert not clean.recorded
-    assert store.latest_reconciliation_runs() == []
+    assert run_summaries(store, limit=1) == []
     changed = reconciliation.record_run(
         store, RUN, ReconciliationTotals(events=3, repaired=1, countRepairs=1, repairedEventIds=["e"])
     )
     assert changed.recorded
-    (item,) = store.latest_reconciliation_runs()
+    (item,) = run_summaries(store, limit=1)
     assert (item["runId"], item["repairedEventIds"], item["expiresAt"]) == ("run-1", ["e"], RUN.expires_at)
 
 

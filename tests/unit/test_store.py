@@ -164,26 +164,6 @@ def test_release_seat_only_while_nobody_waits(store: RegistrationStore) -> None:
     assert store.get_event("e").registeredCount == 1
 
 
-def test_fill_free_seat_repairs_a_free_seat(store: RegistrationStore) -> None:
-    _seed(store, capacity=2)
-    store.take_seat("e", "a", "r1", AT)
-    store.take_seat("e", "b", "r2", AT)
-    store.join_waitlist(store.get_event("e"), "c", "r3", AT)
-    # A free seat beside a waitlist only arises from drift; make one directly.
-    store.client.update_item(
-        TableName=store.table_name,
-        Key={"PK": {"S": "EVENT#e"}, "SK": {"S": "METADATA"}},
-        UpdateExpression="SET registeredCount = :one",
-        ExpressionAttributeValues={":one": {"N": "1"}},
-    )
-    store.client.delete_item(TableName=store.table_name, Key={"PK": {"S": "EVENT#e"}, "SK": {"S": "REG#b"}})
-    head = store.waitlist_head("e")
-    assert head is not None
-    store.fill_free_seat("e", head, "repair", AT)
-    event = store.get_event("e")
-    assert (event.registeredCount, event.waitlistCount) == (2, 0)
-
-
 def test_pagination_tokens(store: RegistrationStore) -> None:
     for n in range(5):
         store.create_user(NewUser(userId=f"u{n}", name="x"))

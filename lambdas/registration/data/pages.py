@@ -36,7 +36,6 @@ LISTING_USER_REGISTRATIONS = "user-registrations"
 LISTING_REGISTRATIONS = "registrations"
 LISTING_WAITLIST = "waitlist"
 LISTING_EVENT_IDS = "event-ids"
-LISTING_RECONCILIATIONS = "reconciliations"
 
 
 @functools.lru_cache(maxsize=4)

@@ -223,22 +223,12 @@ class Registrations(Transactions):
             completion,
         )
 
-    def fill_free_seat(self, event_id: str, head: WaitlistHead, request_id: str, at: str) -> bool:
-        """Moves the head of the waitlist into a seat that is free (repair path)."""
-        return self._transact(
-            [*self._promotion_items(event_id, head, request_id, at), self._fill_seat_update(event_id)],
-            request_id,
-        )
-
-    def _fill_seat_update(self, event_id: str, seen: Counters | None = None) -> TxItem:
-        """One seat more and one waiter fewer while a seat is free and someone waits (and,
-        given `seen`, only while the counters are exactly that)."""
-        condition = "registeredCount < #capacity AND waitlistCount > :zero"
-        values: dict[str, Any] = {":one": 1, ":zero": 0}
-        if seen is not None:
-            seen_condition = counters_condition(seen)
-            condition = f"{seen_condition['ConditionExpression']} AND {condition}"
-            values.update(seen_condition["ExpressionAttributeValues"])
+    def _fill_seat_update(self, event_id: str, seen: Counters) -> TxItem:
+        """One seat more and one waiter fewer while a seat is free and someone waits, and
+        only while the counters are exactly `seen` (reconciliation's promotion)."""
+        seen_condition = counters_condition(seen)
+        condition = f"{seen_condition['ConditionExpression']} AND registeredCount < #capacity AND waitlistCount > :zero"
+        values: dict[str, Any] = {":one": 1, ":zero": 0, **seen_condition["ExpressionAttributeValues"]}
         return TxItem(
             {
                 "Update": {

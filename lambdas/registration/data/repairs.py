@@ -17,10 +17,10 @@ from typing import Any
 from registration import keys
 from registration.data.dynamo import Item, deserialize, plain_deep, serialize
 from registration.data.items import waitlist_items
-from registration.data.pages import LISTING_RECONCILIATIONS, Listings, check_limit
+from registration.data.pages import check_limit
 from registration.data.registrations import Registrations
 from registration.data.transactions import TxItem, counters_condition
-from registration.models import Page, WaitlistHead
+from registration.models import WaitlistHead
 from registration.reconciliation_models import Counters, ReconciliationRun, RepairAction
 
 # One transaction holds at most 100 items: the counters, the record, and up to three
@@ -46,7 +46,7 @@ class ReconciliationRecord:
     overbooked: bool = False
 
 
-class Repairs(Registrations, Listings):
+class Repairs(Registrations):
     def apply_repair(
         self,
         event_id: str,
@@ -96,8 +96,8 @@ class Repairs(Registrations, Listings):
         at: str,
         record: ReconciliationRecord,
     ) -> bool:
-        """Moves the head of the waitlist into a free seat (as `fill_free_seat`), only if the
-        counters are still exactly `seen`, and records the promotion."""
+        """Moves the head of the waitlist into a free seat, only if the counters are still
+        exactly `seen`, and records the promotion."""
         after = Counters(
             registeredCount=seen.registeredCount + 1,
             waitlistCount=seen.waitlistCount - 1,
@@ -122,21 +122,6 @@ class Repairs(Registrations, Listings):
         }
         self._call("put_item", TableName=self.table_name, Item=serialize(item))
 
-    def latest_reconciliation_runs(self, limit: int = 1) -> list[Item]:
-        """The newest run summaries (runs that changed something), newest first."""
-        response = self._call(
-            "query",
-            TableName=self.table_name,
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues=serialize(
-                {":pk": keys.RECONCILIATION_RUNS_PK, ":prefix": keys.RUN_PREFIX}
-            ),
-            ScanIndexForward=False,
-            ConsistentRead=True,
-            Limit=check_limit(limit),
-        )
-        return [plain_deep(deserialize(i)) for i in response.get("Items", [])]
-
     def reconciliation_records(self, event_id: str, limit: int = 25) -> list[Item]:
         """An event's repair records, newest first."""
         response = self._call(
@@ -151,11 +136,6 @@ class Repairs(Registrations, Listings):
             Limit=check_limit(limit),
         )
         return [plain_deep(deserialize(i)) for i in response.get("Items", [])]
-
-    def list_reconciliation_records(self, limit: int = 25, next_token: str | None = None) -> Page[Item]:
-        """Repair records of every event, oldest first, from GSI1 (listings only)."""
-        items, token = self._query_gsi(LISTING_RECONCILIATIONS, keys.RECONCILIATIONS, limit, next_token)
-        return Page[Item](items=[plain_deep(i) for i in items], nextToken=token)
 
 
 def repair_items(event_id: str, action: RepairAction, run_id: str, at: str) -> list[dict[str, Any]]:
@@ -236,8 +216,6 @@ def record_update(
         "#waitlistRepairs": "waitlistRepairs",
         "#promotions": "promotions",
         "#overbooked": "overbooked",
-        "#gpk": "GSI1PK",
-        "#gsk": "GSI1SK",
         "#expiresAt": "expiresAt",
     }
     values = {
@@ -255,8 +233,6 @@ def record_update(
         ":waitlistRepairs": record.waitlistRepairs,
         ":promotions": len(record.promoted),
         ":overbooked": record.overbooked,
-        ":gpk": keys.RECONCILIATIONS,
-        ":gsk": f"{record.runStartedAt}#{event_id}",
         ":expiresAt": record.expiresAt,
     }
     return {
@@ -268,7 +244,7 @@ def record_update(
                 "#lastAt = :now, #before = if_not_exists(#before, :before), #after = :after, "
                 "#actions = list_append(if_not_exists(#actions, :empty), :actions), "
                 "#promoted = list_append(if_not_exists(#promoted, :empty), :promoted), "
-                "#overbooked = :overbooked, #gpk = :gpk, #gsk = :gsk, #expiresAt = :expiresAt "
+                "#overbooked = :overbooked, #expiresAt = :expiresAt "
                 "ADD #countRepairs :countRepairs, #waitlistRepairs :waitlistRepairs, "
                 "#promotions :promotions"
             ),
