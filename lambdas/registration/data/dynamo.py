@@ -111,6 +111,20 @@ class Table:
         with translated("query"):
             yield from self.client.get_paginator("query").paginate(TableName=self.table_name, **query)
 
+    def _first(self, pk: str, prefix: str, limit: int, *, newest_first: bool = False) -> list[Item]:
+        """The first `limit` items of a partition under a sort-key prefix, in key order
+        (or its reverse), read strongly consistently: one query."""
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=serialize({":pk": pk, ":prefix": prefix}),
+            ScanIndexForward=not newest_first,
+            ConsistentRead=True,
+            Limit=limit,
+        )
+        return [deserialize(item) for item in response.get("Items", [])]
+
     def ping(self) -> None:
         """One consistent read of a key no item has: raises when the table does not answer."""
         self._get(keys.HEALTH_PROBE_KEY)

@@ -29,20 +29,8 @@ class Memberships(Listings):
 
     def waitlist_head(self, event_id: str) -> WaitlistHead | None:
         """The first waitlist slot: one strongly consistent Limit=1 query."""
-        response = self._call(
-            "query",
-            TableName=self.table_name,
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues=serialize(
-                {":pk": keys.event_pk(event_id), ":prefix": keys.QUEUE_PREFIX}
-            ),
-            ConsistentRead=True,
-            Limit=1,
-        )
-        items = response.get("Items", [])
-        if not items:
-            return None
-        return WaitlistHead.model_validate(deserialize(items[0]))
+        items = self._first(keys.event_pk(event_id), keys.QUEUE_PREFIX, 1)
+        return WaitlistHead.model_validate(items[0]) if items else None
 
     def waitlist_position(self, event_id: str, seq: int) -> int:
         """1-based place of the slot `seq`: counts the slots up to it (listing path only)."""

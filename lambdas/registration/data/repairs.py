@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registration import keys
-from registration.data.dynamo import Item, deserialize, plain_deep, serialize
+from registration.data.dynamo import Item, plain_deep, serialize
 from registration.data.items import waitlist_items
 from registration.data.pages import check_limit
 from registration.data.registrations import Registrations
@@ -124,18 +124,10 @@ class Repairs(Registrations):
 
     def reconciliation_records(self, event_id: str, limit: int = 25) -> list[Item]:
         """An event's repair records, newest first."""
-        response = self._call(
-            "query",
-            TableName=self.table_name,
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues=serialize(
-                {":pk": keys.event_pk(event_id), ":prefix": keys.RECONCILED_PREFIX}
-            ),
-            ScanIndexForward=False,
-            ConsistentRead=True,
-            Limit=check_limit(limit),
+        items = self._first(
+            keys.event_pk(event_id), keys.RECONCILED_PREFIX, check_limit(limit), newest_first=True
         )
-        return [plain_deep(deserialize(i)) for i in response.get("Items", [])]
+        return [plain_deep(item) for item in items]
 
 
 def repair_items(event_id: str, action: RepairAction, run_id: str, at: str) -> list[dict[str, Any]]:
