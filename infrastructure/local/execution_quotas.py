@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from infrastructure.local.patching import Patches, Replacement
+
 # Step Functions quotas (AWS's values; the engine's defaults). See the Step Functions
 # Developer Guide, "Service quotas", and the StartExecution API reference.
 # Input or output of a task, state or execution: 256 KiB as a UTF-8 encoded string.
@@ -70,13 +72,10 @@ class ExecutionQuotas:
       many times slower than AWS; the history shows a Task's stretched timeout.
     """
 
-    lock = threading.Lock()
-    users = 0
     max_payload_bytes = MAX_PAYLOAD_BYTES
     max_name_length = MAX_EXECUTION_NAME_LENGTH
     express_max_duration_s = EXPRESS_MAX_DURATION_S
     time_scale = 1.0
-    originals: list[tuple[Any, str, Any]] = []  # noqa: RUF012 - process-wide state
 
     @classmethod
     def within_payload_quota(cls, value: Any) -> bool:
@@ -111,94 +110,88 @@ class ExecutionQuotas:
                 raise InvalidExecutionInput(f"Invalid State Machine Execution Input: '{exc}'") from exc
 
     @classmethod
-    def _patch(cls, owner: Any, attribute: str, replacement: Any) -> None:
-        cls.originals.append((owner, attribute, getattr(owner, attribute)))
-        setattr(owner, attribute, replacement)
+    def _replacements(cls) -> list[Replacement]:
+        import importlib
+
+        from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
+            ErrorEqualsDecl,
+        )
+        from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import (
+            Timeout,
+            TimeoutSeconds,
+        )
+        from moto.stepfunctions.parser.asl.component.program.program import Program
+        from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+        replacements: list[Replacement] = []
+        for module_name in _SIZE_CHECKING_MODULES:
+            replacements.append(
+                (importlib.import_module(module_name), "is_within_size_quota", cls.within_payload_quota)
+            )
+
+        start_execution: Callable[..., Any] = StepFunctionsParserBackend.start_execution
+
+        def _start_execution(
+            backend: Any,
+            state_machine_arn: str,
+            name: str | None = None,
+            execution_input: str | None = None,
+            trace_header: str | None = None,
+        ) -> Any:
+            cls.validate_start(name, execution_input)
+            return start_execution(backend, state_machine_arn, name, execution_input, trace_header)
+
+        replacements.append((StepFunctionsParserBackend, "start_execution", _start_execution))
+
+        equals = ErrorEqualsDecl._eval_body
+
+        def _error_equals(decl: Any, env: Any) -> None:
+            error_name = env.stack[-1] if env.stack else None
+            equals(decl, env)
+            terminal = getattr(error_name, "error_name", None) == DATA_LIMIT_EXCEEDED
+            if terminal and env.stack and env.stack[-1] is True:
+                # Matched only through States.ALL: not a match.
+                env.stack[-1] = any(
+                    getattr(name, "error_name", None) == DATA_LIMIT_EXCEEDED for name in decl.error_names
+                )
+
+        replacements.append((ErrorEqualsDecl, "_eval_body", _error_equals))
+
+        program_eval = Program.eval
+
+        def _program_eval(program: Any, env: Any) -> None:
+            declared = program.timeout_seconds
+            if env.is_frame():  # a Parallel branch: the execution's timer covers it
+                return program_eval(program, env)
+            seconds = declared.timeout_seconds if declared is not None else None
+            kind = getattr(env.execution_type, "value", env.execution_type)
+            limit = execution_time_limit(kind, seconds, cls.express_max_duration_s, cls.time_scale)
+            if limit != seconds and limit is not None:
+                program.timeout_seconds = TimeoutSeconds(limit)  # type: ignore[arg-type]
+            try:
+                program_eval(program, env)
+            finally:
+                program.timeout_seconds = declared
+
+        replacements.append((Program, "eval", _program_eval))
+
+        state_timeout = Timeout._eval_body
+
+        def _state_timeout(timeout: Any, env: Any) -> None:
+            state_timeout(timeout, env)
+            if cls.time_scale != 1 and not timeout.is_default_value():
+                env.stack[-1] = min(env.stack[-1] * cls.time_scale, threading.TIMEOUT_MAX)
+
+        replacements.append((Timeout, "_eval_body", _state_timeout))
+        return replacements
 
     @classmethod
     def install(cls) -> None:
-        with cls.lock:
-            cls.users += 1
-            if cls.users > 1:
-                return
-            import importlib
-
-            from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
-                ErrorEqualsDecl,
-            )
-            from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import (
-                Timeout,
-                TimeoutSeconds,
-            )
-            from moto.stepfunctions.parser.asl.component.program.program import Program
-            from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-
-            for module_name in _SIZE_CHECKING_MODULES:
-                cls._patch(
-                    importlib.import_module(module_name), "is_within_size_quota", cls.within_payload_quota
-                )
-
-            start_execution: Callable[..., Any] = StepFunctionsParserBackend.start_execution
-
-            def _start_execution(
-                backend: Any,
-                state_machine_arn: str,
-                name: str | None = None,
-                execution_input: str | None = None,
-                trace_header: str | None = None,
-            ) -> Any:
-                cls.validate_start(name, execution_input)
-                return start_execution(backend, state_machine_arn, name, execution_input, trace_header)
-
-            cls._patch(StepFunctionsParserBackend, "start_execution", _start_execution)
-
-            equals = ErrorEqualsDecl._eval_body
-
-            def _error_equals(decl: Any, env: Any) -> None:
-                error_name = env.stack[-1] if env.stack else None
-                equals(decl, env)
-                terminal = getattr(error_name, "error_name", None) == DATA_LIMIT_EXCEEDED
-                if terminal and env.stack and env.stack[-1] is True:
-                    # Matched only through States.ALL: not a match.
-                    env.stack[-1] = any(
-                        getattr(name, "error_name", None) == DATA_LIMIT_EXCEEDED for name in decl.error_names
-                    )
-
-            cls._patch(ErrorEqualsDecl, "_eval_body", _error_equals)
-
-            program_eval = Program.eval
-
-            def _program_eval(program: Any, env: Any) -> None:
-                declared = program.timeout_seconds
-                if env.is_frame():  # a Parallel branch: the execution's timer covers it
-                    return program_eval(program, env)
-                seconds = declared.timeout_seconds if declared is not None else None
-                kind = getattr(env.execution_type, "value", env.execution_type)
-                limit = execution_time_limit(kind, seconds, cls.express_max_duration_s, cls.time_scale)
-                if limit != seconds and limit is not None:
-                    program.timeout_seconds = TimeoutSeconds(limit)  # type: ignore[arg-type]
-                try:
-                    program_eval(program, env)
-                finally:
-                    program.timeout_seconds = declared
-
-            cls._patch(Program, "eval", _program_eval)
-
-            state_timeout = Timeout._eval_body
-
-            def _state_timeout(timeout: Any, env: Any) -> None:
-                state_timeout(timeout, env)
-                if cls.time_scale != 1 and not timeout.is_default_value():
-                    env.stack[-1] = min(env.stack[-1] * cls.time_scale, threading.TIMEOUT_MAX)
-
-            cls._patch(Timeout, "_eval_body", _state_timeout)
+        _PATCHES.install()
 
     @classmethod
     def uninstall(cls) -> None:
-        with cls.lock:
-            cls.users -= 1
-            if cls.users > 0:
-                return
-            while cls.originals:
-                owner, attribute, original = cls.originals.pop()
-                setattr(owner, attribute, original)
+        _PATCHES.uninstall()
+
+
+_PATCHES = Patches(ExecutionQuotas._replacements)

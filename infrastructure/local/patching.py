@@ -19,8 +19,11 @@ class Patches:
     """Reference-counted replacements; `build` is called at the first `install` (so it
     may import the library then) and returns what to replace."""
 
-    def __init__(self, build: Callable[[], Iterable[Replacement]]) -> None:
+    def __init__(
+        self, build: Callable[[], Iterable[Replacement]], on_restore: Callable[[], None] | None = None
+    ) -> None:
         self._build = build
+        self._on_restore = on_restore
         self._lock = threading.Lock()
         self._users = 0
         self._originals: list[tuple[Any, str, Any]] = []
@@ -61,3 +64,5 @@ class Patches:
                 delattr(owner, attribute)
             else:
                 setattr(owner, attribute, original)
+        if self._on_restore is not None:
+            self._on_restore()

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from infrastructure.local.patching import Patches, Replacement
+
 # States whose parsed components keep no per-execution data between runs (moto's
 # interpreter keeps that in the execution's environment). A Parallel state's branch
 # workers live only inside one evaluation, so it is reusable when its branches are; Map
@@ -78,16 +80,10 @@ class ProgramPool:
       together than the pool holds) can fail inside the interpreter.
     """
 
-    lock = threading.Lock()
-    users = 0
     reuse_programs = True
-    originals: dict[str, Callable[..., Any]] = {}  # noqa: RUF012 - process-wide state
     events: dict[str, threading.Event] = {}  # noqa: RUF012
     programs: dict[str, list[Any]] = {}  # noqa: RUF012
     reusable: dict[str, bool] = {}  # noqa: RUF012
-
-    branch_error_name: Any = None
-    parsers: list[tuple[Any, Any]] = []  # noqa: RUF012 - (class, its original parse)
 
     @staticmethod
     def _parser_classes() -> list[Any]:
@@ -95,19 +91,6 @@ class ProgramPool:
         from moto.stepfunctions.parser.asl.parse.intrinsic.intrinsic_parser import IntrinsicParser
 
         return [AmazonStateLanguageParser, IntrinsicParser]
-
-    @classmethod
-    def _serialize_parsing(cls) -> None:
-        for parser_class in cls._parser_classes():
-            original = parser_class.__dict__["parse"]
-            parse = original.__func__ if isinstance(original, staticmethod) else original
-
-            def locked(source: str, _parse: Callable[[str], Any] = parse) -> Any:
-                with PARSE_LOCK:
-                    return _parse(source)
-
-            parser_class.parse = staticmethod(locked)
-            cls.parsers.append((parser_class, original))
 
     @staticmethod
     def _branches_module() -> Any:
@@ -148,71 +131,68 @@ class ProgramPool:
             pool.append(program)
 
     @classmethod
+    def _replacements(cls) -> list[Replacement]:
+        worker_class = cls._worker_class()
+        run = worker_class._execution_logic
+        parse = worker_class._get_evaluation_entrypoint
+
+        def _execution_logic(worker: Any) -> None:
+            try:
+                run(worker)
+            except BaseException as exc:
+                worker.local_engine_crash = exc
+                raise
+            finally:
+                worker.local_engine_finished = True
+                arn = worker._evaluation_details.execution_details.arn
+                event = cls.events.get(arn)
+                if event is not None:
+                    event.set()
+                cls._release_program(worker)
+
+        def _get_evaluation_entrypoint(worker: Any) -> Any:
+            definition = worker._evaluation_details.state_machine_details.definition
+            if not (cls.reuse_programs and cls._is_reusable(definition)):
+                return parse(worker)
+            try:
+                program = cls.programs.get(definition, []).pop()
+            except IndexError:
+                program = parse(worker)
+            worker.local_engine_program = (definition, program)
+            return program
+
+        replacements: list[Replacement] = [
+            (worker_class, "_execution_logic", _execution_logic),
+            (worker_class, "_get_evaluation_entrypoint", _get_evaluation_entrypoint),
+            (cls._branches_module(), "CustomErrorName", _branch_error_name),
+        ]
+        for parser_class in cls._parser_classes():
+            original = parser_class.__dict__["parse"]
+            parse_source = original.__func__ if isinstance(original, staticmethod) else original
+
+            def locked(source: str, _parse: Callable[[str], Any] = parse_source) -> Any:
+                with PARSE_LOCK:
+                    return _parse(source)
+
+            replacements.append((parser_class, "parse", staticmethod(locked)))
+        return replacements
+
+    @classmethod
+    def _forget_programs(cls) -> None:
+        cls.programs.clear()
+        cls.reusable.clear()
+
+    @classmethod
     def install(cls) -> None:
-        with cls.lock:
-            cls.users += 1
-            if cls.users > 1:
-                return
-            worker_class = cls._worker_class()
-            run = worker_class._execution_logic
-            parse = worker_class._get_evaluation_entrypoint
-            cls.originals = {"_execution_logic": run, "_get_evaluation_entrypoint": parse}
-
-            def _execution_logic(worker: Any) -> None:
-                try:
-                    run(worker)
-                except BaseException as exc:
-                    worker.local_engine_crash = exc
-                    raise
-                finally:
-                    worker.local_engine_finished = True
-                    arn = worker._evaluation_details.execution_details.arn
-                    event = cls.events.get(arn)
-                    if event is not None:
-                        event.set()
-                    cls._release_program(worker)
-
-            def _get_evaluation_entrypoint(worker: Any) -> Any:
-                definition = worker._evaluation_details.state_machine_details.definition
-                if not (cls.reuse_programs and cls._is_reusable(definition)):
-                    return parse(worker)
-                try:
-                    program = cls.programs.get(definition, []).pop()
-                except IndexError:
-                    program = parse(worker)
-                worker.local_engine_program = (definition, program)
-                return program
-
-            worker_class._execution_logic = _execution_logic
-            worker_class._get_evaluation_entrypoint = _get_evaluation_entrypoint
-
-            branches = cls._branches_module()
-            cls.branch_error_name = branches.CustomErrorName
-            branches.CustomErrorName = _branch_error_name
-            cls._serialize_parsing()
+        _PATCHES.install()
 
     @classmethod
     def uninstall(cls) -> None:
-        with cls.lock:
-            cls.users -= 1
-            if cls.users > 0 or not cls.originals:
-                return
-            worker_class = cls._worker_class()
-            for name, original in cls.originals.items():
-                setattr(worker_class, name, original)
-            cls.originals = {}
-            if cls.branch_error_name is not None:
-                cls._branches_module().CustomErrorName = cls.branch_error_name
-                cls.branch_error_name = None
-            for parser_class, original in reversed(cls.parsers):
-                parser_class.parse = original
-            cls.parsers.clear()
-            cls.programs.clear()
-            cls.reusable.clear()
+        _PATCHES.uninstall()
 
     @classmethod
     def installed(cls) -> bool:
-        return bool(cls.originals)
+        return _PATCHES.installed
 
     @classmethod
     @contextlib.contextmanager
@@ -222,3 +202,6 @@ class ProgramPool:
             yield event
         finally:
             cls.events.pop(execution_arn, None)
+
+
+_PATCHES = Patches(ProgramPool._replacements, on_restore=ProgramPool._forget_programs)

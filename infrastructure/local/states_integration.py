@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import threading
 from typing import Any
+
+from infrastructure.local.patching import Patches, Replacement
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,75 +44,49 @@ def _dates_as_numbers(value: Any) -> None:
             _dates_as_numbers(item)
 
 
-class StatesIntegration:
-    """Installs the fix (process-wide, reference counted)."""
+def _replacements() -> list[Replacement]:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
 
-    lock = threading.Lock()
-    users = 0
-    originals: dict[str, Any] = {}  # noqa: RUF012 - process-wide state
+    original_parameters = StateTaskServiceSfn._normalise_parameters
+    original_response = StateTaskServiceSfn._normalise_response
 
-    @staticmethod
-    def _class() -> Any:
-        from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
-            StateTaskServiceSfn,
+    # The argument names are moto's: its callers pass them by keyword too.
+    def _normalise_parameters(
+        task: Any,
+        parameters: dict[str, Any],
+        boto_service_name: str | None = None,
+        service_action_name: str | None = None,
+    ) -> None:
+        # moto's own step first: `Input` as JSON text.
+        original_parameters(task, parameters, boto_service_name, service_action_name)
+        operation = _operation(
+            task._get_boto_service_name(boto_service_name),
+            task._get_boto_service_action(service_action_name),
         )
+        task._to_boto_request(parameters, operation.input_shape)
 
-        return StateTaskServiceSfn
+    def _normalise_response(
+        task: Any,
+        response: Any,
+        boto_service_name: str | None = None,
+        service_action_name: str | None = None,
+    ) -> None:
+        original_response(task, response, boto_service_name, service_action_name)
+        operation = _operation(
+            task._get_boto_service_name(boto_service_name),
+            task._get_boto_service_action(service_action_name),
+        )
+        if operation.output_shape is not None:
+            task._from_boto_response(response, operation.output_shape)
+        _dates_as_numbers(response)
 
-    @classmethod
-    def install(cls) -> None:
-        with cls.lock:
-            cls.users += 1
-            if cls.users > 1:
-                return
-            task_class = cls._class()
-            original_parameters = task_class._normalise_parameters
-            original_response = task_class._normalise_response
-            cls.originals = {
-                "_normalise_parameters": original_parameters,
-                "_normalise_response": original_response,
-            }
+    return [
+        (StateTaskServiceSfn, "_normalise_parameters", _normalise_parameters),
+        (StateTaskServiceSfn, "_normalise_response", _normalise_response),
+    ]
 
-            # The argument names are moto's: its callers pass them by keyword too.
-            def _normalise_parameters(
-                task: Any,
-                parameters: dict[str, Any],
-                boto_service_name: str | None = None,
-                service_action_name: str | None = None,
-            ) -> None:
-                # moto's own step first: `Input` as JSON text.
-                original_parameters(task, parameters, boto_service_name, service_action_name)
-                operation = _operation(
-                    task._get_boto_service_name(boto_service_name),
-                    task._get_boto_service_action(service_action_name),
-                )
-                task._to_boto_request(parameters, operation.input_shape)
 
-            def _normalise_response(
-                task: Any,
-                response: Any,
-                boto_service_name: str | None = None,
-                service_action_name: str | None = None,
-            ) -> None:
-                original_response(task, response, boto_service_name, service_action_name)
-                operation = _operation(
-                    task._get_boto_service_name(boto_service_name),
-                    task._get_boto_service_action(service_action_name),
-                )
-                if operation.output_shape is not None:
-                    task._from_boto_response(response, operation.output_shape)
-                _dates_as_numbers(response)
-
-            task_class._normalise_parameters = _normalise_parameters
-            task_class._normalise_response = _normalise_response
-
-    @classmethod
-    def uninstall(cls) -> None:
-        with cls.lock:
-            cls.users -= 1
-            if cls.users > 0 or not cls.originals:
-                return
-            task_class = cls._class()
-            for name, original in cls.originals.items():
-                setattr(task_class, name, original)
-            cls.originals = {}
+# Installs the fix (process-wide, reference counted).
+StatesIntegration = Patches(_replacements)
