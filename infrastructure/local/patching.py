@@ -28,10 +28,6 @@ class Patches:
         self._users = 0
         self._originals: list[tuple[Any, str, Any]] = []
 
-    @property
-    def installed(self) -> bool:
-        return self._users > 0
-
     def install(self) -> None:
         with self._lock:
             self._users += 1

@@ -191,10 +191,6 @@ class ProgramPool:
         _PATCHES.uninstall()
 
     @classmethod
-    def installed(cls) -> bool:
-        return _PATCHES.installed
-
-    @classmethod
     @contextlib.contextmanager
     def watching(cls, execution_arn: str) -> Iterator[threading.Event]:
         event = cls.events.setdefault(execution_arn, threading.Event())
