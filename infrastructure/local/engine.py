@@ -42,14 +42,8 @@ from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
 from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
 from infrastructure.local.program_pool import ProgramPool
 from infrastructure.local.states_integration import StatesIntegration
-from infrastructure.local.template import (
-    DEFAULT_TEMPLATE_PATH,
-    FunctionSpec,
-    LocalTemplate,
-    StateMachineSpec,
-    load_template,
-    parse_template,
-)
+from infrastructure.local.template import DEFAULT_TEMPLATE_PATH, load_template, parse_template
+from infrastructure.local.template_specs import FunctionSpec, LocalTemplate, StateMachineSpec
 
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig

@@ -39,7 +39,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infrastructure.local.template import LocalTemplate, RoleSpec
+from infrastructure.local.template_specs import LocalTemplate, RoleSpec
 
 
 class UnsupportedPolicy(RuntimeError):

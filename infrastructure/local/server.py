@@ -42,7 +42,7 @@ from infrastructure.local.http_server import (
     LocalServer,
     _port_in_use,
 )
-from infrastructure.local.template import TemplateError
+from infrastructure.local.intrinsic_functions import TemplateError
 from infrastructure.ops import stack_record
 
 DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE

@@ -14,8 +14,9 @@ import pytest
 
 from infrastructure.local import lambda_seam
 from infrastructure.local.engine import ExecutionTimeout, LocalEngine
+from infrastructure.local.intrinsic_functions import TemplateError
 from infrastructure.local.program_pool import PROGRAM_POOL_SIZE
-from infrastructure.local.template import TemplateError, parse_template
+from infrastructure.local.template import parse_template
 from tests.fixtures.engines import recorded_history
 from tests.fixtures.sample_template import (
     CHECK_FUNCTION,
