@@ -50,7 +50,8 @@ from infrastructure.bench.results import (
     figures,
 )
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocal, DynamoDBLocalError, find_jar_dir
-from infrastructure.local.engine import LocalEngine, route_moto_logs
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.moto_logs import route_moto_logs
 from registration import keys
 from registration.data import RegistrationStore, get_store
 from registration.data.dynamo import now_iso

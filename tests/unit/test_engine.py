@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from infrastructure.local import lambda_seam
-from infrastructure.local.engine import ExecutionTimeout, LocalEngine
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionTimeout
 from infrastructure.local.intrinsic_functions import TemplateError
 from infrastructure.local.program_pool import PROGRAM_POOL_SIZE
 from infrastructure.local.template import parse_template
