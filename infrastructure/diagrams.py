@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from infrastructure import names
-from infrastructure.local.template import LocalTemplate, StateMachineSpec, load_template
+from infrastructure.local.template import load_template
+from infrastructure.local.template_specs import LocalTemplate, StateMachineSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = REPO_ROOT / "docs" / "workflows.md"

@@ -35,7 +35,7 @@ from infrastructure.bench.cost_scenarios import measure_costs
 from infrastructure.bench.latency_scenarios import measure_latency
 from infrastructure.bench.results import Results, Settings
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocal, DynamoDBLocalError, find_jar_dir
-from infrastructure.local.engine import route_moto_logs
+from infrastructure.local.moto_logs import route_moto_logs
 
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE

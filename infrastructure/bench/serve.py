@@ -21,8 +21,9 @@ from types import FrameType
 
 from infrastructure import names
 from infrastructure.local.dynamodb_local import REPO_ROOT
-from infrastructure.local.engine import LocalEngine, route_moto_logs
+from infrastructure.local.engine import LocalEngine
 from infrastructure.local.http_server import LocalServer
+from infrastructure.local.moto_logs import route_moto_logs
 
 READY = "READY"
 

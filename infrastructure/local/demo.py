@@ -16,7 +16,9 @@ from typing import Any
 
 from infrastructure import names
 from infrastructure.local.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
-from infrastructure.local.engine import ExecutionResult, LocalEngine, route_moto_logs
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionResult
+from infrastructure.local.moto_logs import route_moto_logs
 from registration.data import get_store
 from registration.models import NewEvent, NewUser
 

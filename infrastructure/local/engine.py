@@ -10,17 +10,11 @@ in-memory DynamoDB. Handlers reach the table through the standard
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import io
 import json
-import logging
-import os
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -37,137 +31,31 @@ from infrastructure.local.execution_quotas import (
     ExecutionQuotas,
     execution_time_limit,
 )
+from infrastructure.local.execution_results import (
+    TERMINAL_STATUSES,
+    EngineError,
+    ExecutionResult,
+    ExecutionTimeout,
+)
+from infrastructure.local.execution_retention import forget_finished_executions
+from infrastructure.local.handler_environment import ProcessEnvironment, handler_environment
 from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT, HistoryQuota
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
 from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
+from infrastructure.local.moto_resources import create_functions, create_role, create_state_machines
 from infrastructure.local.program_pool import ProgramPool
 from infrastructure.local.states_integration import StatesIntegration
-from infrastructure.local.template import (
-    DEFAULT_TEMPLATE_PATH,
-    FunctionSpec,
-    LocalTemplate,
-    StateMachineSpec,
-    load_template,
-    parse_template,
-)
+from infrastructure.local.table_setup import create_table, recreate_table
+from infrastructure.local.template import DEFAULT_TEMPLATE_PATH, load_template, parse_template
+from infrastructure.local.template_specs import LocalTemplate, StateMachineSpec
 
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig
 
-LOG = logging.getLogger(__name__)
-
-TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 MOTO_CONFIG: DefaultConfig = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
 }
-LOCAL_ROLE_NAME = "local-engine-role"
-# Variables that would send the handlers' boto3 clients somewhere else (or fail
-# on a missing profile) while the engine runs.
-CLEARED_VARIABLES = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_DYNAMODB",
-)
-
-
-class EngineError(RuntimeError):
-    """The local engine could not do what was asked."""
-
-
-class ExecutionTimeout(EngineError, TimeoutError):
-    """An execution did not finish within the wait timeout."""
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    execution_arn: str
-    state_machine_arn: str
-    name: str
-    status: str
-    input: Any
-    output: Any
-    error: str | None
-    cause: str | None
-    start_date: dt.datetime
-    stop_date: dt.datetime | None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "SUCCEEDED"
-
-    @property
-    def duration_ms(self) -> float | None:
-        if self.stop_date is None:
-            return None
-        return (self.stop_date - self.start_date).total_seconds() * 1000
-
-    @classmethod
-    def from_describe(cls, response: Mapping[str, Any]) -> ExecutionResult:
-        output = response.get("output")
-        return cls(
-            execution_arn=response["executionArn"],
-            state_machine_arn=response["stateMachineArn"],
-            name=response["name"],
-            status=response["status"],
-            input=json.loads(response["input"]) if response.get("input") else None,
-            output=json.loads(output) if output is not None else None,
-            error=response.get("error"),
-            cause=response.get("cause"),
-            start_date=response["startDate"],
-            stop_date=response.get("stopDate"),
-        )
-
-
-def route_moto_logs(path: Path | None = None, level: int = logging.WARNING) -> None:
-    """Keep moto's loggers off the console.
-
-    moto logs a long dump for every execution that ends in a ``Fail`` state; send it
-    to ``path`` (appended) or drop it.
-    """
-    logger = logging.getLogger("moto")
-    for old in list(logger.handlers):
-        logger.removeHandler(old)
-    handler: logging.Handler
-    if path is None:
-        handler = logging.NullHandler()
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-
-
-def _code_zip() -> bytes:
-    # moto wants a deployment package; the code that runs is the handler module.
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("index.py", "def handler(event, context):\n    return event\n")
-    return buffer.getvalue()
-
-
-def _common_environment(functions: Mapping[str, FunctionSpec]) -> dict[str, str]:
-    """Variables every function agrees on.
-
-    ``os.environ`` is shared by all the threads that run handlers, so a variable can
-    only be set once for all of them; one that differs between functions is left
-    out (and reported) rather than set to one function's value.
-    """
-    values: dict[str, set[str]] = {}
-    for function in functions.values():
-        for key, value in function.environment.items():
-            values.setdefault(key, set()).add(value)
-    conflicting = sorted(k for k, v in values.items() if len(v) > 1)
-    if conflicting:
-        LOG.warning(
-            "environment variables differ between functions and are not set locally: %s",
-            ", ".join(conflicting),
-        )
-    return {k: next(iter(v)) for k, v in values.items() if len(v) == 1}
 
 
 class LocalEngine:
@@ -259,7 +147,7 @@ class LocalEngine:
             iam.Authorizer(self.template, table_name=table_name, source=source) if enforce_iam else None
         )
         self._mock: Any = None
-        self._saved_environment: dict[str, str | None] = {}
+        self._process_environment = ProcessEnvironment()
         self._sfn: Any = None
         self._backend: Any = None
         self._started = False
@@ -273,41 +161,13 @@ class LocalEngine:
 
     def environment(self) -> dict[str, str]:
         """Variables the in-process handlers see (on top of the rest of os.environ)."""
-        env = {
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            names.ENV_SERVICE_NAME: names.POWERTOOLS_SERVICE_NAME,
-            names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
-            # EMF lines on stdout for every invocation drown the local server's output.
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }
-        env.update(_common_environment(self.template.functions))
-        env[names.ENV_TABLE_NAME] = self.table_name
-        # No X-Ray daemon locally.
-        env["POWERTOOLS_TRACE_DISABLED"] = "true"
-        if self.dynamodb_endpoint:
-            env["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint
-        env.update(self._extra_environment)
-        return env
-
-    def _apply_environment(self) -> None:
-        env = self.environment()
-        for key in (*CLEARED_VARIABLES, *env):
-            if key not in self._saved_environment:
-                self._saved_environment[key] = os.environ.get(key)
-        for key in CLEARED_VARIABLES:
-            os.environ.pop(key, None)
-        os.environ.update(env)
-
-    def _restore_environment(self) -> None:
-        for key, value in self._saved_environment.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_environment.clear()
+        return handler_environment(
+            self.template,
+            region=self.region,
+            table_name=self.table_name,
+            dynamodb_endpoint=self.dynamodb_endpoint,
+            extra=self._extra_environment,
+        )
 
     def start(self) -> LocalEngine:
         if self._started:
@@ -315,7 +175,7 @@ class LocalEngine:
         from moto import mock_aws
         from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-        self._apply_environment()
+        self._process_environment.apply(self.environment())
         try:
             self._mock = mock_aws(config=MOTO_CONFIG)
             self._mock.start()
@@ -339,10 +199,16 @@ class LocalEngine:
             self._started = True
             self._sfn = self._client("stepfunctions")
             self._backend = stepfunctions_parser_backends[self.account][self.region]
-            self._create_table()
-            role_arn = self._create_role()
-            self._create_functions(role_arn)
-            self._create_state_machines(role_arn)
+            create_table(self.dynamodb_client(), self.template.table, self.table_name)
+            role_arn = create_role(self._client("iam"))
+            create_functions(self._client("lambda"), self.template.functions.values(), role_arn)
+            create_state_machines(
+                self._sfn,
+                self._backend,
+                self.template.state_machines.values(),
+                role_arn,
+                template_roles=self.authorizer is not None,
+            )
         except BaseException:
             self.close()
             raise
@@ -371,7 +237,7 @@ class LocalEngine:
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
-        self._restore_environment()
+        self._process_environment.restore()
         self._started = False
         self._sfn = None
         self._backend = None
@@ -430,102 +296,9 @@ class LocalEngine:
             kwargs["endpoint_url"] = self.dynamodb_endpoint
         return boto3.resource("dynamodb", **kwargs).Table(self.table_name)
 
-    def _create_table(self) -> None:
-        client = self.dynamodb_client()
-        spec = self.template.table
-        try:
-            existing = client.describe_table(TableName=self.table_name)["Table"]
-        except client.exceptions.ResourceNotFoundException:
-            existing = None
-        if existing is not None:
-            self._check_existing_table(existing)
-            return
-        client.create_table(**spec.create_table_kwargs(self.table_name))
-        deadline = time.monotonic() + 30
-        while client.describe_table(TableName=self.table_name)["Table"]["TableStatus"] != "ACTIVE":
-            if time.monotonic() > deadline:
-                raise EngineError(f"table {self.table_name} did not become ACTIVE")
-            time.sleep(0.05)
-        if spec.ttl_attribute:
-            client.update_time_to_live(
-                TableName=self.table_name,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
-            )
-
-    def _check_existing_table(self, existing: Mapping[str, Any]) -> None:
-        spec = self.template.table
-        wanted_keys = {(k["AttributeName"], k["KeyType"]) for k in spec.key_schema}
-        found_keys = {(k["AttributeName"], k["KeyType"]) for k in existing["KeySchema"]}
-        wanted_indexes = {i["IndexName"] for i in spec.global_secondary_indexes}
-        found_indexes = {i["IndexName"] for i in existing.get("GlobalSecondaryIndexes", [])}
-        if wanted_keys != found_keys or wanted_indexes != found_indexes:
-            raise EngineError(
-                f"table {self.table_name} already exists with another schema "
-                f"(keys {sorted(found_keys)}, indexes {sorted(found_indexes)}; the template "
-                f"wants keys {sorted(wanted_keys)}, indexes {sorted(wanted_indexes)}): "
-                "delete the local database (.local/dynamodb) or the table"
-            )
-
     def reset_table(self) -> None:
         """Delete and recreate the table (test isolation)."""
-        client = self.dynamodb_client()
-        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
-            client.delete_table(TableName=self.table_name)
-        self._create_table()
-
-    def _create_role(self) -> str:
-        iam = self._client("iam")
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-        # IAM is global to moto's account: a second engine in the process (in another
-        # region) shares the role.
-        try:
-            role = iam.create_role(RoleName=LOCAL_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))
-        except iam.exceptions.EntityAlreadyExistsException:
-            role = iam.get_role(RoleName=LOCAL_ROLE_NAME)
-        arn: str = role["Role"]["Arn"]
-        return arn
-
-    def _create_functions(self, role_arn: str) -> None:
-        client = self._client("lambda")
-        code = _code_zip()
-        for function in self.template.functions.values():
-            client.create_function(
-                FunctionName=function.name,
-                Runtime=function.runtime,
-                Role=role_arn,
-                Handler=function.handler,
-                Code={"ZipFile": code},
-                Timeout=function.timeout,
-                MemorySize=function.memory_size,
-                Environment={"Variables": function.environment},
-            )
-
-    def _create_state_machines(self, role_arn: str) -> None:
-        for spec in self.template.state_machines.values():
-            # Executions run as the template's role (see iam), when IAM is enforced.
-            execution_role = spec.role_arn if self.authorizer is not None and spec.role_arn else role_arn
-            response = self._sfn.create_state_machine(
-                name=spec.name, definition=spec.definition, roleArn=execution_role, type=spec.type
-            )
-            if response["stateMachineArn"] != spec.arn:
-                raise EngineError(
-                    f"{spec.logical_id}: moto named it {response['stateMachineArn']}, "
-                    f"the template resolves it to {spec.arn}"
-                )
-            # moto records the type but runs every execution as STANDARD
-            # (`StateMachineInstance.sm_type`); its executions copy this attribute.
-            from moto.stepfunctions.parser.api import StateMachineType
-
-            self._backend.describe_state_machine(spec.arn).sm_type = StateMachineType(spec.type)
+        recreate_table(self.dynamodb_client(), self.template.table, self.table_name)
 
     # Workflows ----------------------------------------------------------------------
 
@@ -661,22 +434,5 @@ class LocalEngine:
 
     def prune_executions(self) -> int:
         """Forget the oldest finished executions beyond ``retain_executions``."""
-        from moto.stepfunctions.parser.utils import TMP_THREADS
-
-        dropped = 0
-        for spec in self.template.state_machines.values():
-            executions = self._backend.describe_state_machine(spec.arn).executions
-            snapshot = list(executions)
-            excess = len(snapshot) - self.retain_executions
-            for execution in snapshot:
-                if excess <= 0:
-                    break
-                if execution.status in TERMINAL_STATUSES:
-                    with contextlib.suppress(ValueError):
-                        executions.remove(execution)
-                        dropped += 1
-                        excess -= 1
-        for thread in [t for t in TMP_THREADS if not t.is_alive()]:
-            with contextlib.suppress(ValueError):
-                TMP_THREADS.remove(thread)
-        return dropped
+        arns = [spec.arn for spec in self.template.state_machines.values()]
+        return forget_finished_executions(self._backend, arns, self.retain_executions)

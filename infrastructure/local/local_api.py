@@ -37,7 +37,8 @@ from infrastructure import names
 from infrastructure.execution_names import execution_name
 from infrastructure.local import docs_page, iam, operator_endpoints
 from infrastructure.local.admission import Gate, Gates, remaining
-from infrastructure.local.engine import ExecutionTimeout, LocalEngine
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionTimeout
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction, ThreadedCall
 from infrastructure.local.proxy_event import ProxyResult, RouteTable, proxy_event, proxy_result
 from infrastructure.local.request_validation import register_request

@@ -29,7 +29,8 @@ import pydantic
 from pydantic import TypeAdapter
 
 from infrastructure import execution_names, names
-from infrastructure.local.engine import ExecutionResult, LocalEngine
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionResult
 from infrastructure.ops import executions
 from infrastructure.ops.events import EventMissing, event_report
 from registration import bounded_json, outcomes

@@ -36,13 +36,15 @@ from infrastructure.local.dynamodb_local import (
     JavaNotFoundError,
     Watchdog,
 )
-from infrastructure.local.engine import EngineError, LocalEngine, route_moto_logs
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import EngineError
 from infrastructure.local.http_server import (
     DEFAULT_HOST,
     LocalServer,
     _port_in_use,
 )
-from infrastructure.local.template import TemplateError
+from infrastructure.local.intrinsic_functions import TemplateError
+from infrastructure.local.moto_logs import route_moto_logs
 from infrastructure.ops import stack_record
 
 DEFAULT_TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE

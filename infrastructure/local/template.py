@@ -1,8 +1,11 @@
 """Read the synthesized CloudFormation template into what the local engine needs.
 
-Only the intrinsic functions CDK actually emits for this stack are resolved; anything
-else raises, so a template change that the engine cannot honour fails loudly instead
-of running a silently different workflow.
+Each resource the engine reproduces (the table, the functions, the state machines, the
+roles with their policies, the API's integrations) becomes a spec of
+:mod:`infrastructure.local.template_specs`, its properties resolved by
+:mod:`infrastructure.local.intrinsic_functions`; anything the engine cannot reproduce
+raises, so a template change fails loudly instead of running a silently different
+workflow.
 """
 
 from __future__ import annotations
@@ -10,330 +13,33 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infrastructure import names
+from infrastructure.local.intrinsic_functions import (
+    FUNCTION_TYPE,
+    ROLE_TYPE,
+    STATE_MACHINE_TYPE,
+    TABLE_TYPES,
+    Resolver,
+    TemplateError,
+)
+from infrastructure.local.template_specs import (
+    ApiIntegration,
+    FunctionSpec,
+    LocalTemplate,
+    RoleSpec,
+    StateMachineSpec,
+    TableSpec,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE_PATH = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
 
-TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable")
-FUNCTION_TYPE = "AWS::Lambda::Function"
-STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
-ROLE_TYPE = "AWS::IAM::Role"
 POLICY_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
 API_METHOD_TYPE = "AWS::ApiGateway::Method"
 API_RESOURCE_TYPE = "AWS::ApiGateway::Resource"
-
-
-class TemplateError(ValueError):
-    """The template holds something the local engine cannot reproduce."""
-
-
-class _NoValue:
-    """``AWS::NoValue``: the property is dropped."""
-
-
-NO_VALUE = _NoValue()
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    logical_id: str
-    name: str
-    key_schema: list[dict[str, Any]]
-    attribute_definitions: list[dict[str, Any]]
-    global_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
-    local_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
-    billing_mode: str = "PAY_PER_REQUEST"
-    provisioned_throughput: dict[str, Any] | None = None
-    stream_specification: dict[str, Any] | None = None
-    ttl_attribute: str | None = None
-
-    def create_table_kwargs(self, table_name: str | None = None) -> dict[str, Any]:
-        """Arguments for ``dynamodb.create_table`` building the same table."""
-        provisioned = self.billing_mode == "PROVISIONED"
-        default_throughput = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-        kwargs: dict[str, Any] = {
-            "TableName": table_name or self.name,
-            "KeySchema": self.key_schema,
-            "AttributeDefinitions": self.attribute_definitions,
-            "BillingMode": self.billing_mode,
-        }
-        if provisioned:
-            kwargs["ProvisionedThroughput"] = self.provisioned_throughput or default_throughput
-        if self.global_secondary_indexes:
-            gsis = []
-            for gsi in self.global_secondary_indexes:
-                index: dict[str, Any] = {
-                    k: gsi[k] for k in ("IndexName", "KeySchema", "Projection") if k in gsi
-                }
-                if provisioned:
-                    index["ProvisionedThroughput"] = gsi.get("ProvisionedThroughput", default_throughput)
-                gsis.append(index)
-            kwargs["GlobalSecondaryIndexes"] = gsis
-        if self.local_secondary_indexes:
-            kwargs["LocalSecondaryIndexes"] = [
-                {k: lsi[k] for k in ("IndexName", "KeySchema", "Projection") if k in lsi}
-                for lsi in self.local_secondary_indexes
-            ]
-        if self.stream_specification and self.stream_specification.get("StreamViewType"):
-            kwargs["StreamSpecification"] = {
-                "StreamEnabled": True,
-                "StreamViewType": self.stream_specification["StreamViewType"],
-            }
-        return kwargs
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    logical_id: str
-    name: str
-    arn: str
-    handler: str
-    runtime: str
-    timeout: int
-    memory_size: int
-    environment: dict[str, str]
-    # The execution role's ARN (None when the template gives none the engine can resolve).
-    role_arn: str | None = None
-
-
-@dataclass(frozen=True)
-class StateMachineSpec:
-    logical_id: str
-    name: str
-    arn: str
-    type: str
-    definition: str
-    role_arn: str | None = None
-
-    @property
-    def definition_dict(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.definition)
-        return loaded
-
-
-@dataclass(frozen=True)
-class RoleSpec:
-    """An IAM role of the template with every identity policy attached to it, resolved."""
-
-    logical_id: str
-    arn: str
-    documents: tuple[dict[str, Any], ...]
-    # AWS managed policies by ARN (resolved against moto's copy of them by the evaluator).
-    managed_policy_arns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ApiIntegration:
-    """What API Gateway does for one method: the integration's type, URI and role."""
-
-    method: str
-    path: str
-    type: str
-    uri: str
-    credentials: str | None
-    request_templates: dict[str, str]
-
-
-@dataclass(frozen=True)
-class LocalTemplate:
-    table: TableSpec
-    functions: dict[str, FunctionSpec]
-    state_machines: dict[str, StateMachineSpec]
-    workflows: dict[str, StateMachineSpec]
-    outputs: dict[str, Any]
-    region: str
-    account: str
-    roles: dict[str, RoleSpec] = field(default_factory=dict)
-    api_integrations: dict[tuple[str, str], ApiIntegration] = field(default_factory=dict)
-
-    def role_by_arn(self, arn: str) -> RoleSpec | None:
-        for role in self.roles.values():
-            if role.arn == arn:
-                return role
-        return None
-
-    def function_by_name(self, name: str) -> FunctionSpec:
-        for function in self.functions.values():
-            if function.name == name:
-                return function
-        raise KeyError(name)
-
-
-class Resolver:
-    """Evaluates CloudFormation intrinsic functions against local physical ids."""
-
-    PSEUDO_PARAMETERS = (
-        "AWS::Region",
-        "AWS::AccountId",
-        "AWS::Partition",
-        "AWS::URLSuffix",
-        "AWS::StackName",
-        "AWS::StackId",
-        "AWS::NoValue",
-    )
-
-    def __init__(
-        self,
-        resources: Mapping[str, Mapping[str, Any]],
-        *,
-        region: str,
-        account: str,
-        table_name: str,
-        parameters: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.resources = resources
-        self.region = region
-        self.account = account
-        self.table_name = table_name
-        self.parameters = dict(parameters or {})
-        self._names: dict[str, str] = {}
-
-    # Physical names -------------------------------------------------------------
-
-    def _type(self, logical_id: str) -> str:
-        resource = self.resources.get(logical_id)
-        if resource is None:
-            raise TemplateError(f"reference to unknown resource {logical_id!r}")
-        resource_type: str = resource.get("Type", "")
-        return resource_type
-
-    def _explicit_name(self, logical_id: str, prop: str, limit: int) -> str:
-        if logical_id not in self._names:
-            value = self.resources[logical_id].get("Properties", {}).get(prop)
-            name = self.resolve(value) if value is not None else logical_id[:limit]
-            if not isinstance(name, str):
-                raise TemplateError(f"{logical_id}.{prop} does not resolve to a string")
-            self._names[logical_id] = name
-        return self._names[logical_id]
-
-    def function_name(self, logical_id: str) -> str:
-        return self._explicit_name(logical_id, "FunctionName", 64)
-
-    def function_arn(self, logical_id: str) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.function_name(logical_id)}"
-
-    def state_machine_name(self, logical_id: str) -> str:
-        return self._explicit_name(logical_id, "StateMachineName", 80)
-
-    def state_machine_arn(self, logical_id: str) -> str:
-        return (
-            f"arn:aws:states:{self.region}:{self.account}:stateMachine:{self.state_machine_name(logical_id)}"
-        )
-
-    def role_arn(self, logical_id: str) -> str:
-        return f"arn:aws:iam::{self.account}:role/{self._explicit_name(logical_id, 'RoleName', 64)}"
-
-    def table_arn(self) -> str:
-        return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{self.table_name}"
-
-    def ref(self, name: str) -> Any:
-        if name in self.PSEUDO_PARAMETERS:
-            return self._pseudo(name)
-        if name in self.parameters:
-            return self.parameters[name]
-        resource_type = self._type(name)
-        if resource_type in TABLE_TYPES:
-            return self.table_name
-        if resource_type == FUNCTION_TYPE:
-            return self.function_name(name)
-        if resource_type == STATE_MACHINE_TYPE:
-            return self.state_machine_arn(name)
-        # Roles, log groups, ...: their physical id only labels things locally.
-        return name
-
-    def _pseudo(self, name: str) -> Any:
-        return {
-            "AWS::Region": self.region,
-            "AWS::AccountId": self.account,
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": names.STACK_NAME,
-            "AWS::StackId": (
-                f"arn:aws:cloudformation:{self.region}:{self.account}:stack/"
-                f"{names.STACK_NAME}/00000000-0000-0000-0000-000000000000"
-            ),
-            "AWS::NoValue": NO_VALUE,
-        }[name]
-
-    def get_att(self, logical_id: str, attribute: str) -> Any:
-        resource_type = self._type(logical_id)
-        if resource_type == FUNCTION_TYPE and attribute == "Arn":
-            return self.function_arn(logical_id)
-        if resource_type in TABLE_TYPES and attribute == "Arn":
-            return self.table_arn()
-        if resource_type in TABLE_TYPES and attribute == "StreamArn":
-            return f"{self.table_arn()}/stream/1970-01-01T00:00:00.000"
-        if resource_type == STATE_MACHINE_TYPE and attribute == "Arn":
-            return self.state_machine_arn(logical_id)
-        if resource_type == STATE_MACHINE_TYPE and attribute == "Name":
-            return self.state_machine_name(logical_id)
-        if resource_type == ROLE_TYPE and attribute == "Arn":
-            return self.role_arn(logical_id)
-        if resource_type == "AWS::Logs::LogGroup" and attribute == "Arn":
-            return f"arn:aws:logs:{self.region}:{self.account}:log-group:{logical_id}:*"
-        raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} ({resource_type}) is not supported locally")
-
-    # Intrinsic functions --------------------------------------------------------
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [v for v in (self.resolve(item) for item in value) if v is not NO_VALUE]
-        if not isinstance(value, dict):
-            return value
-        if len(value) == 1:
-            ((key, arg),) = value.items()
-            if key == "Ref":
-                return self.ref(arg)
-            if key.startswith("Fn::") or key == "Condition":
-                return self._function(key, arg)
-        resolved = {k: self.resolve(v) for k, v in value.items()}
-        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
-
-    def _function(self, key: str, arg: Any) -> Any:
-        if key == "Fn::GetAtt":
-            if isinstance(arg, str):
-                arg = arg.split(".", 1)
-            logical_id, attribute = self.resolve(arg)
-            return self.get_att(logical_id, attribute)
-        if key == "Fn::Join":
-            delimiter, parts = arg
-            resolved = self.resolve(parts)
-            if not all(isinstance(p, str) for p in resolved):
-                raise TemplateError(f"Fn::Join over non-strings: {resolved!r}")
-            return str(delimiter).join(resolved)
-        if key == "Fn::Sub":
-            if isinstance(arg, str):
-                return self._sub(arg, {})
-            template, variables = arg
-            return self._sub(template, self.resolve(variables))
-        if key == "Fn::Select":
-            index, items = self.resolve(arg)
-            return items[int(index)]
-        if key == "Fn::Split":
-            delimiter, text = self.resolve(arg)
-            return str(text).split(delimiter)
-        raise TemplateError(f"intrinsic function {key} is not supported locally")
-
-    _SUB_PATTERN = re.compile(r"\$\{([^}]+)\}")
-
-    def _sub(self, template: str, variables: Mapping[str, Any]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            expression = match.group(1)
-            if expression.startswith("!"):
-                return "${" + expression[1:] + "}"
-            if expression in variables:
-                return str(variables[expression])
-            if "." in expression and expression.split(".", 1)[0] in self.resources:
-                logical_id, attribute = expression.split(".", 1)
-                return str(self.get_att(logical_id, attribute))
-            return str(self.ref(expression))
-
-        return self._SUB_PATTERN.sub(replace, template)
 
 
 def _find_table(resources: Mapping[str, Any], outputs: Mapping[str, Any], table_output: str) -> str:

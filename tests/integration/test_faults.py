@@ -29,7 +29,8 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from infrastructure import names
-from infrastructure.local.engine import ExecutionResult, LocalEngine
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionResult
 from registration import keys, outcomes
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso

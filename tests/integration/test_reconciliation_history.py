@@ -26,7 +26,8 @@ from infrastructure import execution_names, names
 from infrastructure.bench.bulk_load import load_events
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.template import LocalTemplate, load_template
+from infrastructure.local.template import load_template
+from infrastructure.local.template_specs import LocalTemplate
 from infrastructure.ops import executions
 from registration.data import RegistrationStore
 from tests.fixtures.drift import assert_consistent, counters, run_summaries

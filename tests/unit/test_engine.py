@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from infrastructure.local import lambda_seam
-from infrastructure.local.engine import ExecutionTimeout, LocalEngine
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionTimeout
+from infrastructure.local.intrinsic_functions import TemplateError
 from infrastructure.local.program_pool import PROGRAM_POOL_SIZE
-from infrastructure.local.template import TemplateError, parse_template
+from infrastructure.local.template import parse_template
 from tests.fixtures.engines import recorded_history
 from tests.fixtures.sample_template import (
     CHECK_FUNCTION,

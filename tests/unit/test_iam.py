@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from infrastructure.local import iam
+from infrastructure.local.iam_policies import UnsupportedPolicy
 from infrastructure.local.template import parse_template
 from tests.fixtures.sample_template import sample_template
 
@@ -163,7 +164,7 @@ def test_action_names_are_case_insensitive() -> None:
 def test_a_condition_the_twin_cannot_evaluate_is_an_error_not_an_allow(condition: dict[str, Any]) -> None:
     authorizer = _authorizer([_allow(["dynamodb:GetItem"], condition=condition)])
 
-    with pytest.raises(iam.UnsupportedPolicy):
+    with pytest.raises(UnsupportedPolicy):
         _allowed(authorizer, "GetItem", {"TableName": TABLE, "Key": _key("USER#u1")})
 
 

@@ -20,7 +20,7 @@ from handlers import api
 from infrastructure import names
 from infrastructure.execution_names import execution_name
 from infrastructure.local import local_api as twin
-from infrastructure.local.engine import ExecutionTimeout
+from infrastructure.local.execution_results import ExecutionTimeout
 from infrastructure.local.proxy_event import RouteTable, proxy_event, proxy_result
 from registration import outcomes
 from tests.fixtures.stub_engine import JSON_HEADERS, REGISTER, stub_engine

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from infrastructure import names
-from infrastructure.local.engine import ExecutionResult, LocalEngine
+from infrastructure.local.engine import LocalEngine
+from infrastructure.local.execution_results import ExecutionResult
 from infrastructure.local.template import load_template
 from registration.data import RegistrationStore
 from tests.fixtures.engines import TEMPLATE

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from infrastructure import execution_names, names
-from infrastructure.local.engine import ExecutionResult
+from infrastructure.local.execution_results import ExecutionResult
 from infrastructure.local.operator_endpoints import run_line
 from infrastructure.ops import cli, executions
 from infrastructure.ops.backend import NotFound

@@ -1,0 +1,137 @@
+"""What the template resolver makes of the synthesized template: one spec per resource.
+
+The engine, the IAM enforcement, the local API and the tools read these; they are apart
+from :mod:`infrastructure.local.template` (which reads the CloudFormation document into
+them) so that what only reads a resolved template does not depend on how it is read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    logical_id: str
+    name: str
+    key_schema: list[dict[str, Any]]
+    attribute_definitions: list[dict[str, Any]]
+    global_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
+    local_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
+    billing_mode: str = "PAY_PER_REQUEST"
+    provisioned_throughput: dict[str, Any] | None = None
+    stream_specification: dict[str, Any] | None = None
+    ttl_attribute: str | None = None
+
+    def create_table_kwargs(self, table_name: str | None = None) -> dict[str, Any]:
+        """Arguments for ``dynamodb.create_table`` building the same table."""
+        provisioned = self.billing_mode == "PROVISIONED"
+        default_throughput = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+        kwargs: dict[str, Any] = {
+            "TableName": table_name or self.name,
+            "KeySchema": self.key_schema,
+            "AttributeDefinitions": self.attribute_definitions,
+            "BillingMode": self.billing_mode,
+        }
+        if provisioned:
+            kwargs["ProvisionedThroughput"] = self.provisioned_throughput or default_throughput
+        if self.global_secondary_indexes:
+            gsis = []
+            for gsi in self.global_secondary_indexes:
+                index: dict[str, Any] = {
+                    k: gsi[k] for k in ("IndexName", "KeySchema", "Projection") if k in gsi
+                }
+                if provisioned:
+                    index["ProvisionedThroughput"] = gsi.get("ProvisionedThroughput", default_throughput)
+                gsis.append(index)
+            kwargs["GlobalSecondaryIndexes"] = gsis
+        if self.local_secondary_indexes:
+            kwargs["LocalSecondaryIndexes"] = [
+                {k: lsi[k] for k in ("IndexName", "KeySchema", "Projection") if k in lsi}
+                for lsi in self.local_secondary_indexes
+            ]
+        if self.stream_specification and self.stream_specification.get("StreamViewType"):
+            kwargs["StreamSpecification"] = {
+                "StreamEnabled": True,
+                "StreamViewType": self.stream_specification["StreamViewType"],
+            }
+        return kwargs
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    handler: str
+    runtime: str
+    timeout: int
+    memory_size: int
+    environment: dict[str, str]
+    # The execution role's ARN (None when the template gives none the engine can resolve).
+    role_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class StateMachineSpec:
+    logical_id: str
+    name: str
+    arn: str
+    type: str
+    definition: str
+    role_arn: str | None = None
+
+    @property
+    def definition_dict(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.definition)
+        return loaded
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """An IAM role of the template with every identity policy attached to it, resolved."""
+
+    logical_id: str
+    arn: str
+    documents: tuple[dict[str, Any], ...]
+    # AWS managed policies by ARN (resolved against moto's copy of them by the evaluator).
+    managed_policy_arns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiIntegration:
+    """What API Gateway does for one method: the integration's type, URI and role."""
+
+    method: str
+    path: str
+    type: str
+    uri: str
+    credentials: str | None
+    request_templates: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LocalTemplate:
+    table: TableSpec
+    functions: dict[str, FunctionSpec]
+    state_machines: dict[str, StateMachineSpec]
+    workflows: dict[str, StateMachineSpec]
+    outputs: dict[str, Any]
+    region: str
+    account: str
+    roles: dict[str, RoleSpec] = field(default_factory=dict)
+    api_integrations: dict[tuple[str, str], ApiIntegration] = field(default_factory=dict)
+
+    def role_by_arn(self, arn: str) -> RoleSpec | None:
+        for role in self.roles.values():
+            if role.arn == arn:
+                return role
+        return None
+
+    def function_by_name(self, name: str) -> FunctionSpec:
+        for function in self.functions.values():
+            if function.name == name:
+                return function
+        raise KeyError(name)
