@@ -6,6 +6,7 @@ the Lambda code is a plain directory asset.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from aws_cdk import App
@@ -26,9 +27,15 @@ FEATURE_FLAGS: dict[str, object] = {
 }
 
 
-def build_app(outdir: str | Path | None = None) -> tuple[App, RegistrationStack]:
-    """Build (but do not synthesize) the app and its one stack."""
-    app = App(outdir=str(outdir or DEFAULT_OUTDIR), context=dict(FEATURE_FLAGS))
+def build_app(
+    outdir: str | Path | None = None, context: Mapping[str, object] | None = None
+) -> tuple[App, RegistrationStack]:
+    """Build (but do not synthesize) the app and its one stack.
+
+    `context` adds context values (as `cdk synth -c key=value` does, e.g. the user pool's
+    `names.USER_POOL_ID_CONTEXT`); the constructs read what they take from it.
+    """
+    app = App(outdir=str(outdir or DEFAULT_OUTDIR), context={**FEATURE_FLAGS, **(context or {})})
     stack = RegistrationStack(
         app,
         names.STACK_NAME,

@@ -17,6 +17,7 @@ from typing import Any
 
 from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -52,8 +53,9 @@ DLQ_REASON = (
     "(Catch, Retry, execution history) and HTTP statuses instead."
 )
 AUTH_REASON = (
-    "The registration API is public by design (the brief defines no callers or "
-    "identities); stage throttling bounds abuse. Put an authorizer here when callers exist."
+    "The registration API's routes are not guarded yet: the stack has its user pool, and "
+    "a Cognito authorizer comes with deciding which route needs which group; stage "
+    "throttling bounds abuse until then."
 )
 WAF_REASON = (
     "No WAF web ACL in this stack: stage throttling and request validation are the "
@@ -79,6 +81,17 @@ STANDARD_LOGS_REASON = (
 PAGE_TOKEN_SECRET_REASON = (
     "Signs pagination tokens only (they expire with the listing they resume); a new value "
     "comes with a deploy, and in-flight page tokens are then refused with a 422."
+)
+
+MFA_REASON = (
+    "The user pool this stack creates is for development and workshops (username and "
+    "password, users created by admins); a real deployment brings its own pool, with its "
+    "own MFA policy, as context (userPoolId, userPoolClientId)."
+)
+PLUS_TIER_REASON = (
+    "The created pool is on the Lite feature plan: Plus (threat protection, compromised "
+    "credentials) is billed per active user, out of place for a development pool; a real "
+    "deployment brings its own pool as context, on the plan it chooses."
 )
 
 
@@ -160,6 +173,9 @@ def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
         elif isinstance(construct, iam.CfnPolicy):
             for rule, reason in _policy_findings(stack, construct):
                 _ack(construct, rule, reason, made)
+        elif isinstance(construct, cognito.CfnUserPool):
+            _ack(construct, "AwsSolutions-COG2", MFA_REASON, made)
+            _ack(construct, "AwsSolutions-COG8", PLUS_TIER_REASON, made)
         elif isinstance(construct, secretsmanager.CfnSecret):
             _ack(construct, "AwsSolutions-SMG4", PAGE_TOKEN_SECRET_REASON, made)
         elif (

@@ -74,6 +74,21 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/health"),
 )
 
+# Identity: the Cognito user pool callers sign in to (`constructs/identity.py`). The stack
+# creates one, or uses the pool and app client given as context
+# (`cdk deploy -c userPoolId=... -c userPoolClientId=...`), whose groups must exist.
+IDENTITY_CONSTRUCT_ID = "Identity"
+USER_POOL_CONSTRUCT_ID = "UserPool"
+USER_POOL_CLIENT_CONSTRUCT_ID = "UserPoolClient"
+USER_POOL_ID_CONTEXT = "userPoolId"
+USER_POOL_CLIENT_ID_CONTEXT = "userPoolClientId"
+ORGANIZERS_GROUP = "organizers"
+ADMINS_GROUP = "admins"
+USER_GROUPS = (ORGANIZERS_GROUP, ADMINS_GROUP)
+USER_POOL_ID_OUTPUT = "UserPoolId"
+USER_POOL_CLIENT_ID_OUTPUT = "UserPoolClientId"
+USER_POOL_ISSUER_OUTPUT = "UserPoolIssuerUrl"
+
 # Reconciliation: a Standard workflow (RECONCILE_WORKFLOW) started by an EventBridge
 # Scheduler schedule. Its functions: construct id -> handler.
 RECONCILE_HANDLERS = {

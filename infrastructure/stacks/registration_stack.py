@@ -1,7 +1,8 @@
-"""The EventRegistration stack: composes the table, the task functions and the workflows.
+"""The EventRegistration stack: composes the table, the task functions, the workflows,
+the API, the user pool, reconciliation and monitoring.
 
-Later constructs (the API, reconciliation, monitoring) slot in here as more members
-built from the attributes this stack exposes.
+Each capability is one construct; the stack only composes them, building each from the
+attributes the others expose.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from constructs import Construct
 
 from infrastructure import names
 from infrastructure.constructs.api import RegistrationApi
+from infrastructure.constructs.identity import Identity
 from infrastructure.constructs.monitoring import Monitoring
 from infrastructure.constructs.reconciliation import Reconciliation
 from infrastructure.constructs.table import RegistrationTable
@@ -42,6 +44,8 @@ class RegistrationStack(Stack):
             state_machines=self.state_machines,
             powertools_layer=self.task_functions.powertools_layer,
         )
+        # The user pool (created, or the one given as context); the API does not use it yet.
+        self.identity = Identity(self, names.IDENTITY_CONSTRUCT_ID)
         self.reconciliation = Reconciliation(
             self,
             "Reconciliation",
