@@ -33,6 +33,13 @@ def _operation(service: str, action: str) -> Any:
     raise KeyError(f"{service} has no operation {action}")
 
 
+def _task_operation(task: Any, boto_service_name: str | None, service_action_name: str | None) -> Any:
+    """The botocore operation a Step Functions service task calls."""
+    return _operation(
+        task._get_boto_service_name(boto_service_name), task._get_boto_service_action(service_action_name)
+    )
+
+
 def _dates_as_numbers(value: Any) -> None:
     """A task's result is JSON, which has no dates: boto3's datetimes become epoch
     milliseconds (the `.sync` results AWS's documentation shows carry `StartDate` so)."""
@@ -61,10 +68,7 @@ def _replacements() -> list[Replacement]:
     ) -> None:
         # moto's own step first: `Input` as JSON text.
         original_parameters(task, parameters, boto_service_name, service_action_name)
-        operation = _operation(
-            task._get_boto_service_name(boto_service_name),
-            task._get_boto_service_action(service_action_name),
-        )
+        operation = _task_operation(task, boto_service_name, service_action_name)
         task._to_boto_request(parameters, operation.input_shape)
 
     def _normalise_response(
@@ -74,10 +78,7 @@ def _replacements() -> list[Replacement]:
         service_action_name: str | None = None,
     ) -> None:
         original_response(task, response, boto_service_name, service_action_name)
-        operation = _operation(
-            task._get_boto_service_name(boto_service_name),
-            task._get_boto_service_action(service_action_name),
-        )
+        operation = _task_operation(task, boto_service_name, service_action_name)
         if operation.output_shape is not None:
             task._from_boto_response(response, operation.output_shape)
         _dates_as_numbers(response)

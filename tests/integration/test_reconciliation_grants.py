@@ -72,7 +72,8 @@ def test_a_run_with_every_repair_uses_exactly_the_reconciliation_grants(
     run = follow_reconcile(local_engine, arn, timeout=60.0)
     assert all(part.succeeded for part in run.parts), [(p.name, p.error, p.cause) for p in run.parts]
     assert set(run.output["repairedEventIds"]) == {counted, grown, orphans}
-    assert (run.output["countRepairs"], run.output["promotions"]) >= (1, 1)
+    assert run.output["countRepairs"] >= 1
+    assert run.output["promotions"] >= 1
     assert run.output["waitlistRepairs"] >= 2
     for event in (counted, grown, orphans):
         assert_consistent(local_store, event)
