@@ -40,6 +40,7 @@ from infrastructure.local.execution_results import (
 from infrastructure.local.execution_retention import forget_finished_executions
 from infrastructure.local.handler_environment import ProcessEnvironment, handler_environment
 from infrastructure.local.history_quota import STANDARD_HISTORY_LIMIT, HistoryQuota
+from infrastructure.local.identity import LocalIdentity
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
 from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
 from infrastructure.local.moto_resources import create_functions, create_role, create_state_machines
@@ -150,6 +151,8 @@ class LocalEngine:
         self._process_environment = ProcessEnvironment()
         self._sfn: Any = None
         self._backend: Any = None
+        # The template's user pool once started (None without one): tokens and their checks.
+        self.identity: LocalIdentity | None = None
         self._started = False
         self._hook_installed = False
         self._quotas_installed = False
@@ -209,6 +212,9 @@ class LocalEngine:
                 role_arn,
                 template_roles=self.authorizer is not None,
             )
+            if self.template.user_pool is not None:
+                pool = self.template.user_pool
+                self.identity = LocalIdentity(pool, self._client("cognito-idp"), self.region)
         except BaseException:
             self.close()
             raise
@@ -241,6 +247,7 @@ class LocalEngine:
         self._started = False
         self._sfn = None
         self._backend = None
+        self.identity = None
 
     def __enter__(self) -> LocalEngine:
         return self.start()

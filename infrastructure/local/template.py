@@ -1,11 +1,11 @@
 """Read the synthesized CloudFormation template into what the local engine needs.
 
 Each resource the engine reproduces (the table, the functions, the state machines, the
-roles with their policies, the API's integrations) becomes a spec of
-:mod:`infrastructure.local.template_specs`, its properties resolved by
-:mod:`infrastructure.local.intrinsic_functions`; anything the engine cannot reproduce
-raises, so a template change fails loudly instead of running a silently different
-workflow.
+roles with their policies, the API's integrations, the user pool with its app client and
+groups) becomes a spec of :mod:`infrastructure.local.template_specs`, its properties
+resolved by :mod:`infrastructure.local.intrinsic_functions`; anything the engine cannot
+reproduce raises, so a template change fails loudly instead of running a silently
+different workflow.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from infrastructure.local.template_specs import (
     RoleSpec,
     StateMachineSpec,
     TableSpec,
+    UserPoolClientSpec,
+    UserPoolGroupSpec,
+    UserPoolSpec,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +43,20 @@ DEFAULT_TEMPLATE_PATH = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
 POLICY_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
 API_METHOD_TYPE = "AWS::ApiGateway::Method"
 API_RESOURCE_TYPE = "AWS::ApiGateway::Resource"
+USER_POOL_TYPE = "AWS::Cognito::UserPool"
+USER_POOL_CLIENT_TYPE = "AWS::Cognito::UserPoolClient"
+USER_POOL_GROUP_TYPE = "AWS::Cognito::UserPoolGroup"
+# The user pool's properties `cognito-idp.create_user_pool` takes under the same name.
+USER_POOL_PROPERTIES = (
+    "Policies",
+    "AdminCreateUserConfig",
+    "UsernameConfiguration",
+    "UsernameAttributes",
+    "AliasAttributes",
+    "AutoVerifiedAttributes",
+    "Schema",
+    "AccountRecoverySetting",
+)
 
 
 def _find_table(resources: Mapping[str, Any], outputs: Mapping[str, Any], table_output: str) -> str:
@@ -237,6 +254,72 @@ def _api_integrations(
     return integrations
 
 
+def _pool_of(
+    logical_id: str, resource: Mapping[str, Any], resolver: Resolver, pools: Mapping[str, Any]
+) -> None:
+    """A client or a group must belong to the template's pool (a `Ref` to it)."""
+    pool = resolver.resolve(resource.get("Properties", {}).get("UserPoolId"))
+    if pool not in pools:
+        raise TemplateError(f"{logical_id}: UserPoolId {pool!r} is not the template's user pool")
+
+
+def _name(props: Mapping[str, Any], key: str, logical_id: str, resolver: Resolver) -> str:
+    name = resolver.resolve(props[key]) if key in props else logical_id
+    if not isinstance(name, str):
+        raise TemplateError(f"{logical_id}.{key} does not resolve to a string")
+    return name
+
+
+def _user_pool_spec(resources: Mapping[str, Any], resolver: Resolver) -> UserPoolSpec | None:
+    """The template's user pool with its app client and groups (None without a pool).
+
+    One pool with one app client is what the engine reproduces: anything else raises."""
+    pools = {lid: r for lid, r in resources.items() if r.get("Type") == USER_POOL_TYPE}
+    of_type = {
+        kind: {lid: r for lid, r in resources.items() if r.get("Type") == kind}
+        for kind in (USER_POOL_CLIENT_TYPE, USER_POOL_GROUP_TYPE)
+    }
+    if not pools:
+        if any(of_type.values()):
+            raise TemplateError("the template has Cognito app clients or groups but no user pool")
+        return None
+    if len(pools) > 1:
+        raise TemplateError(f"expected at most one user pool, found {sorted(pools)}")
+    ((pool_id, pool),) = pools.items()
+    for kind in of_type.values():
+        for lid, resource in kind.items():
+            _pool_of(lid, resource, resolver, pools)
+    clients = list(of_type[USER_POOL_CLIENT_TYPE].items())
+    if len(clients) != 1:
+        raise TemplateError(f"expected one app client of {pool_id}, found {[lid for lid, _ in clients]}")
+    ((client_id, client),) = clients
+    client_props = client.get("Properties", {})
+    groups = []
+    for lid, group in of_type[USER_POOL_GROUP_TYPE].items():
+        props = group.get("Properties", {})
+        groups.append(
+            UserPoolGroupSpec(
+                logical_id=lid,
+                name=_name(props, "GroupName", lid, resolver),
+                description=resolver.resolve(props["Description"]) if "Description" in props else None,
+                precedence=int(resolver.resolve(props["Precedence"])) if "Precedence" in props else None,
+            )
+        )
+    pool_props = pool.get("Properties", {})
+    return UserPoolSpec(
+        logical_id=pool_id,
+        name=_name(pool_props, "UserPoolName", pool_id, resolver),
+        client=UserPoolClientSpec(
+            logical_id=client_id,
+            name=_name(client_props, "ClientName", client_id, resolver),
+            explicit_auth_flows=tuple(resolver.resolve(client_props.get("ExplicitAuthFlows", []))),
+            generate_secret=bool(resolver.resolve(client_props.get("GenerateSecret", False))),
+        ),
+        groups=tuple(sorted(groups, key=lambda g: g.name)),
+        properties=resolver.resolve({k: pool_props[k] for k in USER_POOL_PROPERTIES if k in pool_props}),
+    )
+
+
 def parse_template(
     template: Mapping[str, Any],
     *,
@@ -296,6 +379,7 @@ def parse_template(
         account=account,
         roles=_role_specs(resources, resolver),
         api_integrations=_api_integrations(resources, resolver),
+        user_pool=_user_pool_spec(resources, resolver),
     )
 
 

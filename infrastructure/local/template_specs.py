@@ -113,6 +113,45 @@ class ApiIntegration:
 
 
 @dataclass(frozen=True)
+class UserPoolClientSpec:
+    """An app client of the user pool (``AWS::Cognito::UserPoolClient``)."""
+
+    logical_id: str
+    name: str
+    explicit_auth_flows: tuple[str, ...] = ()
+    generate_secret: bool = False
+
+
+@dataclass(frozen=True)
+class UserPoolGroupSpec:
+    """A group of the user pool (``AWS::Cognito::UserPoolGroup``)."""
+
+    logical_id: str
+    name: str
+    description: str | None = None
+    precedence: int | None = None
+
+
+@dataclass(frozen=True)
+class UserPoolSpec:
+    """The Cognito user pool (``AWS::Cognito::UserPool``) with its app client and groups.
+
+    ``properties``: the pool's resolved properties that ``cognito-idp.create_user_pool``
+    takes under the same names (the password policy, who may create users, ...).
+    """
+
+    logical_id: str
+    name: str
+    client: UserPoolClientSpec
+    groups: tuple[UserPoolGroupSpec, ...] = ()
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group_names(self) -> frozenset[str]:
+        return frozenset(group.name for group in self.groups)
+
+
+@dataclass(frozen=True)
 class LocalTemplate:
     table: TableSpec
     functions: dict[str, FunctionSpec]
@@ -123,6 +162,8 @@ class LocalTemplate:
     account: str
     roles: dict[str, RoleSpec] = field(default_factory=dict)
     api_integrations: dict[tuple[str, str], ApiIntegration] = field(default_factory=dict)
+    # The user pool, when the template creates one (None: no sign-in to reproduce).
+    user_pool: UserPoolSpec | None = None
 
     def role_by_arn(self, arn: str) -> RoleSpec | None:
         for role in self.roles.values():

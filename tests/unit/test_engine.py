@@ -120,6 +120,10 @@ def test_direct_function_arn_resource_errors_are_matched_too(
     assert failed[0]["lambdaFunctionFailedEventDetails"]["error"] == "SampleError"
 
 
+def test_a_template_without_a_user_pool_starts_no_identity(sample_engine: LocalEngine) -> None:
+    assert sample_engine.template.user_pool is None and sample_engine.identity is None
+
+
 def test_retry_matches_the_exception_class_name(sample_engine: LocalEngine) -> None:
     # The first run leaves its parsed program in the pool: the retry below runs on a
     # reused program, whose attempt counters must start afresh.
