@@ -7,6 +7,8 @@ The local stack's executions live in the server process (moto keeps them in memo
     GET  /_ops/executions/{name}[?history=0]   describe (+ normalized history events)
     GET  /_ops/events/{eventId}                counters, waitlist head, last repair and run
     POST /_ops/reconcile  {"eventId"?}         starts the reconcile workflow (202)
+    POST /_ops/token      {"userId", "groups"?} an ID token of the user pool, the user in
+                                               exactly those groups (created on first use)
 
 The server listens on 127.0.0.1 only. Answers are JSON; errors `{"error", "message"}`, and
 an id or name the public API would refuse is a 422 `ValidationError` with its `fields`.
@@ -36,7 +38,7 @@ from infrastructure.ops.events import EventMissing, event_report
 from registration import bounded_json, outcomes
 from registration.data import RegistrationStore
 from registration.errors import ValidationError, invalid_input
-from registration.models import Identifier
+from registration.models import Identifier, UserId
 from registration.validation import field_errors
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ def _error(status: int, code: str, message: str) -> Answer:
 
 
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
 _EXECUTION_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{execution_names.MAX_LENGTH}}}$")
 
 
@@ -131,6 +134,8 @@ class Operations:
                     raise ValueError("eventId must be a string")
                 _check_ids(event_id, None)
                 return 202, self.start_reconcile(event_id)
+            if method == "POST" and parts == ["token"]:
+                return self.token(body)
         except ValidationError as exc:
             return exc.http_status, outcomes.error_body(exc.code, exc.message, exc.fields)
         except EventMissing as exc:
@@ -242,6 +247,32 @@ class Operations:
         execution_input: dict[str, Any] = {"eventIds": [event_id]} if event_id else {}
         arn = self.engine.start_execution(workflow, execution_input, name=name)
         return {"name": name, "workflow": workflow, "executionArn": arn, "input": execution_input}
+
+    # Sign-in ----------------------------------------------------------------------------
+
+    def token(self, body: bytes) -> Answer:
+        """An ID token for `userId` (an id the API takes) in exactly `groups` (the pool's)."""
+        identity = self.engine.identity
+        if identity is None:
+            return _error(
+                404,
+                "UserPoolNotFound",
+                "The template has no Cognito user pool (AWS::Cognito::UserPool): no tokens to issue",
+            )
+        document = bounded_json.loads(body or b"{}")
+        if not isinstance(document, dict):
+            raise ValueError("the body must be a JSON object")
+        user_id, groups = document.get("userId"), document.get("groups", [])
+        if not isinstance(user_id, str):
+            raise ValueError("userId must be a string")
+        try:
+            _USER_ID.validate_python(user_id)
+        except pydantic.ValidationError:
+            raise ValueError(f"userId must be {_USER_ID.json_schema().get('description')}") from None
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise ValueError("groups must be a list of group names")
+        # Unknown groups: a ValueError naming the pool's groups.
+        return 200, {"token": identity.token(user_id, groups)}
 
 
 _OPERATIONS: dict[int, Operations] = {}

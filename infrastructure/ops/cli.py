@@ -5,6 +5,7 @@
     regctl executions show NAME [--full]
     regctl events show EVENT_ID
     regctl reconcile [EVENT_ID] [--timeout SECONDS]
+    regctl token USER_ID [--group organizers] [--group admins]   (local stack only)
 
 Against the local stack (`make run`, http://127.0.0.1:3000; `--url` for another) by
 default, against the deployed stack with `--aws` (region and credentials from the usual
@@ -137,7 +138,31 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--timeout", type=float, default=RECONCILE_TIMEOUT_S, help="stop waiting after this many seconds"
     )
+
+    token = commands.add_parser(
+        "token",
+        help="an ID token of the local user pool (local stack only)",
+        parents=[common],
+        description="Print an ID token of the local stack's user pool for USER_ID, a member of exactly "
+        "the groups given (none without --group); the user is created on first use. "
+        'Use it as `curl -H "Authorization: Bearer $(regctl token ada)" ...`.',
+    )
+    token.add_argument("user_id", metavar="USER_ID")
+    token.add_argument(
+        "--group", "-g", dest="groups", action="append", default=[], help="organizers or admins (repeatable)"
+    )
     return parser
+
+
+def _token(args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "aws", False):
+        raise OpsError("tokens come from the local stack's user pool; on AWS, sign in to the deployed pool")
+    token = LocalBackend(local_url(getattr(args, "url", None))).token(args.user_id, args.groups)
+    if getattr(args, "json", False):
+        _print({"token": token}, out)
+    else:
+        out.write(token + "\n")
+    return 0
 
 
 def _backend(args: argparse.Namespace) -> Backend:
@@ -257,6 +282,8 @@ def _wait_for(
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     args.json = getattr(args, "json", False)
+    if args.command == "token":
+        return _token(args, out)
     backend = _backend(args)
     if args.command == "executions" and args.action == "list":
         if args.limit < 1 or args.limit > 1000:

@@ -69,6 +69,11 @@ class LocalBackend:
     def start_reconcile(self, event_id: str | None) -> dict[str, Any]:
         return dict(self._request("POST", "/reconcile", {"eventId": event_id} if event_id else {}))
 
+    def token(self, user_id: str, groups: list[str]) -> str:
+        """An ID token of the local user pool for the user, in exactly these groups."""
+        document = self._request("POST", "/token", {"userId": user_id, "groups": groups})
+        return str(document["token"])
+
 
 def _message(document: Any, status: int) -> str:
     if isinstance(document, dict) and document.get("message"):

@@ -1,4 +1,5 @@
-"""Sign-in in the local twin: the template's user pool in moto, its tokens and their checks."""
+"""Sign-in in the local twin: the template's user pool in moto, its tokens and their checks,
+the operator endpoint that issues them and `regctl token`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -18,10 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.utilities.utils import load_resource
 
 from infrastructure import names
+from infrastructure.local import operator_endpoints
 from infrastructure.local.engine import LocalEngine
+from infrastructure.local.http_server import LocalServer
 from infrastructure.local.identity import Caller, InvalidToken, LocalIdentity
 from infrastructure.local.intrinsic_functions import TemplateError
 from infrastructure.local.template import parse_template
+from infrastructure.ops.cli import main
 from tests.fixtures.sample_template import (
     SAMPLE_OUTPUTS,
     USER_POOL,
@@ -29,6 +34,9 @@ from tests.fixtures.sample_template import (
     sample_template,
     with_user_pool,
 )
+from tests.fixtures.stub_engine import stub_engine
+
+TOKEN_PATH = f"{names.LOCAL_OPS_PREFIX}/token"
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +244,79 @@ def _sign_in(cognito: Any, pool: str, client: str, user: str, password: str | No
         AuthParameters={"USERNAME": user, "PASSWORD": password},
     )["AuthenticationResult"]
     return result
+
+
+# --- the operator endpoint and regctl --------------------------------------------------------
+
+
+def _post(engine: Any, body: Any) -> tuple[int, Any]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return operator_endpoints.handle(engine, "POST", TOKEN_PATH, "", raw)
+
+
+def test_the_endpoint_issues_a_token(engine: LocalEngine, identity: LocalIdentity) -> None:
+    status, document = _post(engine, {"userId": "ada", "groups": ["admins"]})
+    assert status == 200
+    assert identity.verify(document["token"]) == Caller("ada", frozenset({"admins"}))
+    status, document = _post(engine, {"userId": "ada"})
+    assert status == 200 and identity.verify(document["token"]).groups == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "userId"),
+        ({"userId": 7}, "userId"),
+        ({"userId": ""}, "userId must be 1 to 64"),
+        ({"userId": "a" * 65}, "userId must be 1 to 64"),
+        ({"userId": "ada lovelace"}, "userId must be 1 to 64"),
+        ({"userId": "ada", "groups": "admins"}, "groups"),
+        ({"userId": "ada", "groups": [1]}, "groups"),
+        ({"userId": "ada", "groups": ["root"]}, "unknown groups root"),
+        ([], "JSON object"),
+        (b"{", ""),
+    ],
+)
+def test_the_endpoint_refuses_bad_input(engine: LocalEngine, body: Any, message: str) -> None:
+    status, document = _post(engine, body)
+    assert status == 400 and document["error"] == "BadRequest"
+    assert message in document["message"]
+
+
+def _without_a_pool() -> Any:
+    """What the operator endpoints read of an engine whose template has no user pool (a
+    second engine would share this module's moto, and its table's name)."""
+    engine = stub_engine()
+    engine.identity = None
+    return engine
+
+
+def test_without_a_pool_the_endpoint_says_so() -> None:
+    status, document = _post(_without_a_pool(), {"userId": "ada"})
+    assert status == 404 and document["error"] == "UserPoolNotFound"
+
+
+def _regctl(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_regctl_token_prints_the_token_alone(engine: LocalEngine, identity: LocalIdentity) -> None:
+    with LocalServer(engine, port=0) as server:
+        code, out, err = _regctl("token", "ada", "--group", "organizers", "-g", "admins", "--url", server.url)
+        assert (code, err) == (0, "")
+        assert out.endswith("\n") and out.count("\n") == 1
+        assert identity.verify(out.strip()) == Caller("ada", frozenset({"organizers", "admins"}))
+        code, out, err = _regctl("token", "ada lovelace", "--url", server.url)
+        assert (code, out) == (1, "") and "userId must be" in err
+        code, out, err = _regctl("token", "ada", "--group", "root", "--url", server.url)
+        assert code == 1 and "unknown groups root" in err
+
+
+def test_regctl_token_without_a_pool_or_on_aws() -> None:
+    with LocalServer(_without_a_pool(), port=0) as server:
+        code, out, err = _regctl("token", "ada", "--url", server.url)
+    assert (code, out) == (1, "") and "no Cognito user pool" in err
+    code, out, err = _regctl("token", "ada", "--aws")
+    assert (code, out) == (1, "") and "local stack" in err
