@@ -31,6 +31,8 @@ NOT_REGISTERED = errors.NotRegistered.code
 CONTENTION_LIMIT_EXCEEDED = errors.ContentionLimitExceeded.code
 IDEMPOTENCY_KEY_REUSED = errors.IdempotencyKeyReused.code
 REQUEST_IN_PROGRESS = errors.RequestInProgress.code
+# The caller may not do this (`registration.access`): refused before anything is written.
+FORBIDDEN = errors.Forbidden.code
 # The decision a write was based on no longer holds: decide again (a loop in the graph).
 DECISION_STALE = errors.DecisionStale.code
 # A throttled or failed database call the task could not absorb itself: retried here.
@@ -184,6 +186,8 @@ def catch_decision_stale(task: tasks.LambdaInvoke, decide_again: sfn.IChainable)
 
 
 IDEMPOTENCY_KEY_PATH = "$.idempotencyKey"
+# Who asks, as API Gateway's request template puts it from the verified token.
+CALLER_PATH = "$.caller"
 CLAIM_RESULT_PATH = "$.claim"
 OUTCOME_RESULT_PATH = "$.outcome"
 OUTPUT_PATH = "$.outcome.output"
@@ -197,7 +201,8 @@ ANY_ERROR = "States.ALL"
 # uncaught, so the execution fails with its own name as it would unwrapped; a keyed
 # request's claim then waits for its lease (and a retry after it runs again).
 RECORDED_ERRORS = (
-    # The claim's own refusals come from ClaimRequest, never from the body.
+    # The claim's own refusals come from ClaimRequest, never from the body (a Forbidden
+    # from the body is only possible without a key: ClaimRequest checks first).
     *sorted(set(outcomes.WORKFLOW_ERROR_STATUS) - {IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS}),
     UNEXPECTED_DECISION,
     *(
@@ -232,6 +237,7 @@ def idempotent(
         "eventId": sfn.JsonPath.string_at("$.eventId"),
         "userId": sfn.JsonPath.string_at("$.userId"),
         "requestId": sfn.JsonPath.string_at("$.requestId"),
+        "caller": sfn.JsonPath.object_at(CALLER_PATH),
     }
     failed = sfn.Fail(scope, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
     done = sfn.Succeed(scope, "Done", output_path=OUTPUT_PATH)
@@ -273,7 +279,7 @@ def idempotent(
     )
     claim.add_catch(
         failed,
-        errors=[VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS],
+        errors=[VALIDATION_ERROR, FORBIDDEN, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS],
         result_path=ERROR_RESULT_PATH,
     )
     replay_or_run = (

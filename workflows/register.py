@@ -41,6 +41,7 @@ class RegisterWorkflow(Construct):
                 "eventId": sfn.JsonPath.string_at("$.eventId"),
                 "userId": sfn.JsonPath.string_at("$.userId"),
                 "requestId": sfn.JsonPath.string_at("$.requestId"),
+                "caller": sfn.JsonPath.object_at(common.CALLER_PATH),
                 "operation": OPERATION,
             },
             result_path="$.event",
@@ -48,7 +49,7 @@ class RegisterWorkflow(Construct):
         common.catch_errors(
             validate,
             fails,
-            [common.VALIDATION_ERROR, common.USER_NOT_FOUND, common.EVENT_NOT_FOUND],
+            [common.VALIDATION_ERROR, common.FORBIDDEN, common.USER_NOT_FOUND, common.EVENT_NOT_FOUND],
         )
 
         check_capacity = common.express_task(

@@ -42,11 +42,14 @@ class UnregisterWorkflow(Construct):
                 "eventId": sfn.JsonPath.string_at("$.eventId"),
                 "userId": sfn.JsonPath.string_at("$.userId"),
                 "requestId": sfn.JsonPath.string_at("$.requestId"),
+                "caller": sfn.JsonPath.object_at(common.CALLER_PATH),
                 "operation": OPERATION,
             },
             result_path="$.event",
         )
-        common.catch_errors(validate, fails, [common.VALIDATION_ERROR, common.EVENT_NOT_FOUND])
+        common.catch_errors(
+            validate, fails, [common.VALIDATION_ERROR, common.FORBIDDEN, common.EVENT_NOT_FOUND]
+        )
 
         check_registration = common.express_task(
             self, "CheckRegistration", functions["CheckRegistration"], result_path="$.decision"

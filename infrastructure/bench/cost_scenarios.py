@@ -69,7 +69,12 @@ class CostBench:
         self, workflow: str, event_id: str, user_id: str, expect: dict[str, Any], key: str | None = None
     ) -> Run:
         request_id = uuid.uuid4().hex
-        execution_input = {"eventId": event_id, "userId": user_id, "requestId": request_id}
+        execution_input: dict[str, Any] = {
+            "eventId": event_id,
+            "userId": user_id,
+            "requestId": request_id,
+            "caller": {"userId": user_id, "groups": ""},  # each user acts for themselves
+        }
         if key is not None:
             execution_input["idempotencyKey"] = key
         with self.meter.counting() as records:

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from registration import service
+from registration.access import Caller
 from registration.data import RegistrationStore
 from registration.errors import DecisionStale
 from registration.models import RegisterState, ValidateInput
@@ -161,11 +162,16 @@ def direct_register(store: RegistrationStore, event_id: str) -> Callable[[], Reg
     def make() -> Register:
         def register(user_id: str) -> bool:
             request_id = uuid.uuid4().hex
+            caller = Caller(userId=user_id)  # each user registers themselves
             request = ValidateInput(
-                eventId=event_id, userId=user_id, requestId=request_id, operation="register"
+                eventId=event_id, userId=user_id, requestId=request_id, caller=caller, operation="register"
             )
             state = RegisterState(
-                eventId=event_id, userId=user_id, requestId=request_id, event=service.validate(store, request)
+                eventId=event_id,
+                userId=user_id,
+                requestId=request_id,
+                caller=caller,
+                event=service.validate(store, request),
             )
             while True:
                 decision = service.check_capacity(store, state)  # bounded by MAX_DECISIONS

@@ -91,6 +91,13 @@ LEADING_KEYS: dict[str, list[str]] = {
 }
 
 
+# Reads a task needs beyond its own records: ClaimRequest checks the caller may make the
+# request before it claims the key, which for an organizer acting for someone else
+# means reading who organizes the event (`registration.access`), and nothing more.
+EVENT_READS: dict[str, tuple[str, ...]] = {"ClaimRequest": ("dynamodb:GetItem",)}
+EVENT_LEADING_KEYS = [f"{keys.EVENT_PREFIX}*"]
+
+
 def leading_keys_condition(patterns: list[str]) -> dict[str, Any]:
     return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": patterns}}
 
@@ -155,13 +162,22 @@ class TaskFunctions(Construct):
             resources=[table.table_arn],
             conditions=leading_keys_condition(leading_keys) if leading_keys else None,
         )
+        statements = [grant]
+        if task_name in EVENT_READS:
+            statements.append(
+                iam.PolicyStatement(
+                    actions=list(EVENT_READS[task_name]),
+                    resources=[table.table_arn],
+                    conditions=leading_keys_condition(EVENT_LEADING_KEYS),
+                )
+            )
         return python_function(
             self,
             task_name,
             handler,
             code=code,
             layer=self.powertools_layer,
-            statements=[grant],
+            statements=statements,
             table=table,
             role_description=f"Runs the {task_name} workflow task",
             description=f"Workflow task {task_name} ({handler})",

@@ -54,7 +54,13 @@ def _show(engine: LocalEngine, label: str, result: ExecutionResult) -> None:
 
 def _run(engine: LocalEngine, workflow: str, event_id: str, user_id: str) -> ExecutionResult:
     request_id = uuid.uuid4().hex
-    payload: dict[str, Any] = {"eventId": event_id, "userId": user_id, "requestId": request_id}
+    # Each user acts for themselves, as a signed-in caller of the API would.
+    payload: dict[str, Any] = {
+        "eventId": event_id,
+        "userId": user_id,
+        "requestId": request_id,
+        "caller": {"userId": user_id, "groups": ""},
+    }
     return engine.run(workflow, payload, name=f"{workflow}-{event_id}-{user_id}-{request_id[:8]}")
 
 

@@ -167,6 +167,17 @@ class LocalIdentity:
     def verify(self, token: str) -> Caller:
         """The caller an ID token of this pool's app client names; :class:`InvalidToken`
         for anything else (another pool or client, an access token, expired, forged)."""
+        return self._verified(token)[1]
+
+    def authorizer_claims(self, authorization: str | None) -> dict[str, str]:
+        """What API Gateway's Cognito authorizer hands on for an `Authorization` header:
+        the verified token's claims, every value a string (a list joined with commas),
+        as `$context.authorizer.claims` and a proxy event's
+        `requestContext.authorizer.claims` carry them. :class:`InvalidToken` otherwise."""
+        claims, _ = self._verified(bearer_token(authorization))
+        return {name: _claim_text(value) for name, value in claims.items()}
+
+    def _verified(self, token: str) -> tuple[dict[str, Any], Caller]:
         claims = self._claims(token)
         if claims.get("token_use") != "id":
             raise InvalidToken(f"not an ID token (token_use {claims.get('token_use')!r})")
@@ -176,7 +187,7 @@ class LocalIdentity:
         groups = claims.get("cognito:groups", [])
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise InvalidToken("the token's cognito:groups is not a list of names")
-        return Caller(user_id=user_id, groups=frozenset(groups))
+        return claims, Caller(user_id=user_id, groups=frozenset(groups))
 
     def _claims(self, token: str) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
@@ -205,6 +216,25 @@ class LocalIdentity:
         except jwt.PyJWTError as exc:
             raise InvalidToken(_reason(exc)) from None
         return claims
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization` header: `Bearer <token>` or the bare token, both
+    of which a Cognito authorizer takes."""
+    if not authorization or not authorization.strip():
+        raise InvalidToken("no Authorization header")
+    scheme, _, rest = authorization.strip().partition(" ")
+    if rest and scheme.lower() == "bearer":
+        return rest.strip()
+    if rest:
+        raise InvalidToken(f"the Authorization header is not a bearer token (scheme {scheme!r})")
+    return scheme
+
+
+def _claim_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 def _reason(exc: jwt.PyJWTError) -> str:

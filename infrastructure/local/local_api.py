@@ -11,6 +11,12 @@
   (`integration_timeout`) is answered 504 `IntegrationTimeout`; the execution, or the
   handler's thread, may go on. The API handler also stops at its function's own timeout
   (the template's), which API Gateway answers 502.
+* A method the template guards with the Cognito authorizer (every route but
+  `GET /health`) asks for an ID token of the template's user pool in `Authorization`
+  (`Bearer <token>`), verified as the authorizer does (`infrastructure.local.identity`):
+  without a valid one it is answered 401 `Unauthorized` before anything runs. The
+  verified claims reach the API function as `requestContext.authorizer.claims` and a
+  workflow as the execution input's `caller`, as on AWS.
 * `GET /openapi.json` and `GET /docs` (Swagger UI, served offline) describe the API.
 * It takes on only as much as it can answer in time (`infrastructure.local.admission`):
   workflow routes run 16 at once with 32 more waiting at most 2 s; the API function's
@@ -39,11 +45,13 @@ from infrastructure.local import docs_page, iam, operator_endpoints
 from infrastructure.local.admission import Gate, Gates, remaining
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.execution_results import ExecutionTimeout
+from infrastructure.local.identity import InvalidToken
 from infrastructure.local.lambda_seam import LambdaContext, LocalFunction, ThreadedCall
 from infrastructure.local.proxy_event import ProxyResult, RouteTable, proxy_event, proxy_result
 from infrastructure.local.request_validation import register_request
 from infrastructure.workflow_responses import workflow_headers
-from registration.errors import ValidationError
+from registration.access import GROUPS_CLAIM, UNAUTHORIZED_MESSAGE, USERNAME_CLAIM
+from registration.errors import Unauthorized, ValidationError
 from registration.outcomes import (
     INTEGRATION_TIMEOUT_ERROR,
     INTEGRATION_TIMEOUT_MESSAGE,
@@ -106,6 +114,21 @@ def idempotency_key(headers: Sequence[tuple[str, str]]) -> str | None:
     from registration.idempotency import header_value
 
     return header_value(headers) or None
+
+
+def unauthorized() -> Reply:
+    """The authorizer's refusal (the template's UNAUTHORIZED gateway response)."""
+    reply = Reply.error(Unauthorized.http_status, Unauthorized.code, UNAUTHORIZED_MESSAGE)
+    reply.headers.append(("WWW-Authenticate", "Bearer"))
+    return reply
+
+
+def _authorization(headers: Sequence[tuple[str, str]]) -> str | None:
+    found = None
+    for name, value in headers:
+        if name.lower() == "authorization":
+            found = value
+    return found
 
 
 def route_not_found(method: str, path: str) -> Reply:
@@ -213,6 +236,12 @@ class LocalApi:
         if resolved is None:
             return route_not_found(method, path)
         template, parameters = resolved
+        claims = None
+        integration = self.engine.template.api_integrations.get((method, template.path))
+        if integration is not None and integration.needs_token:
+            claims = self._authenticate(headers)
+            if claims is None:
+                return unauthorized()
         workflow = names.WORKFLOW_ROUTES.get((method, template.path))
         if workflow is not None:
             if not _is_json(headers):
@@ -222,7 +251,13 @@ class LocalApi:
             if denied is not None:
                 return denied
             return self._workflow(
-                workflow, parameters, body, request_id, idempotency_key(headers), deadline=deadline
+                workflow,
+                parameters,
+                body,
+                request_id,
+                idempotency_key(headers),
+                deadline=deadline,
+                claims=claims,
             )
         event = proxy_event(
             method=method,
@@ -236,11 +271,24 @@ class LocalApi:
             source_ip=client,
             account=self.engine.account,
             domain=domain,
+            claims=claims,
         )
         gate: Gate | None = self.gates.reads if method in ("GET", "HEAD") else self.gates.writes
         if template.path in NEVER_SHED_PATHS:
             gate = None  # it still takes its turn at the API function
         return self._lambda(event, request_id, deadline=deadline, gate=gate)
+
+    def _authenticate(self, headers: Sequence[tuple[str, str]]) -> dict[str, str] | None:
+        """The verified claims of the request's ID token, or None (a 401)."""
+        identity = self.engine.identity
+        if identity is None:
+            LOG.error("the template guards routes with a user pool it does not have")
+            return None
+        try:
+            return identity.authorizer_claims(_authorization(headers))
+        except InvalidToken as exc:
+            LOG.info("refused a token: %s", exc.reason)
+            return None
 
     def _integration_denied(self, method: str, path: str, workflow: str) -> Reply | None:
         """API Gateway starts the execution with the integration's role: refuse, as a
@@ -335,6 +383,7 @@ class LocalApi:
         key: str | None = None,
         *,
         deadline: float | None = None,
+        claims: dict[str, str] | None = None,
     ) -> Reply:
         if deadline is None:
             deadline = time.monotonic() + self.integration_timeout
@@ -347,7 +396,15 @@ class LocalApi:
             return Reply.json(exc.http_status, error_body(exc.code, exc.message, exc.fields))
         event_id = parameters["eventId"]
         name = execution_name(workflow, event_id, user_id, request_id)
-        execution_input = {"eventId": event_id, "userId": user_id, "requestId": request_id}
+        # As the request template puts it: from the verified claims only, never the body.
+        claims = claims or {}
+        caller = {"userId": claims.get(USERNAME_CLAIM, ""), "groups": claims.get(GROUPS_CLAIM, "")}
+        execution_input: dict[str, Any] = {
+            "eventId": event_id,
+            "userId": user_id,
+            "requestId": request_id,
+            "caller": caller,
+        }
         if key is not None:
             # The workflow claims the key (and refuses a malformed one), as on AWS.
             execution_input["idempotencyKey"] = key

@@ -94,8 +94,10 @@ def proxy_event(
     source_ip: str = "127.0.0.1",
     account: str = "123456789012",
     domain: str = "localhost",
+    claims: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST API proxy event for one HTTP request."""
+    """An API Gateway REST API proxy event for one HTTP request; `claims` are what a
+    Cognito authorizer verified (`requestContext.authorizer.claims`)."""
     query_single, query_multi = _single_and_multi(parse_qsl(query, keep_blank_values=True))
     header_single, header_multi = _single_and_multi(list(headers))
     text: str | None = None
@@ -106,6 +108,7 @@ def proxy_event(
         except UnicodeDecodeError:
             text, encoded = base64.b64encode(body).decode("ascii"), True
     now = time.time()
+    context_extra: dict[str, Any] = {} if claims is None else {"authorizer": {"claims": dict(claims)}}
     return {
         "resource": resource,
         "path": path,
@@ -134,6 +137,7 @@ def proxy_event(
                 "sourceIp": source_ip,
                 "userAgent": header_single.get("User-Agent") or header_single.get("user-agent"),
             },
+            **context_extra,
         },
         "body": text,
         "isBase64Encoded": encoded,

@@ -250,6 +250,7 @@ def _api_integrations(
             request_templates={
                 k: str(resolver.resolve(v)) for k, v in (integration.get("RequestTemplates") or {}).items()
             },
+            authorization=str(props.get("AuthorizationType", "NONE")),
         )
     return integrations
 

@@ -110,6 +110,15 @@ class ApiIntegration:
     uri: str
     credentials: str | None
     request_templates: dict[str, str]
+    # The method's AuthorizationType: COGNITO_USER_POOLS asks for a user pool's ID token.
+    authorization: str = "NONE"
+
+    @property
+    def needs_token(self) -> bool:
+        return self.authorization == COGNITO_AUTHORIZATION
+
+
+COGNITO_AUTHORIZATION = "COGNITO_USER_POOLS"
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import bounded_json, health, idempotency, outcomes
+from registration import access, bounded_json, health, idempotency, outcomes
 from registration.api_responses import IDEMPOTENCY_ERRORS, error_responses
-from registration.data import get_store
+from registration.data import RegistrationStore, get_store
 from registration.data.pages import MAX_PAGE
 from registration.errors import DomainError, TransientDatabaseError, ValidationError, invalid_input
 from registration.models import (
@@ -49,6 +49,7 @@ from registration.models import (
     UserId,
     UserRegistration,
     WaitlistEntry,
+    scoped_key,
 )
 from registration.observability import logger, tracer
 from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, UNRECORDED_ANSWER_MESSAGE
@@ -94,6 +95,41 @@ def _keyed_answer(status: int) -> Callable[[Any], Completion | None] | None:
     return claim.answer(status) if claim else None
 
 
+def _caller(event: dict[str, Any] | None = None) -> access.Caller:
+    """Who is calling: the claims API Gateway's Cognito authorizer verified (the local
+    server verifies them the same way). `Unauthorized` without any."""
+    raw = app.current_event.raw_event if event is None else event
+    authorizer = (raw.get("requestContext") or {}).get("authorizer") or {}
+    return access.caller_from_claims(authorizer.get("claims") if isinstance(authorizer, dict) else None)
+
+
+def _may_create_user(caller: access.Caller, user_id: str) -> None:
+    access.require_self_or_admin(caller, user_id, f"create user {user_id}")
+
+
+def _may_create_event(caller: access.Caller) -> None:
+    access.require_organizer(caller, "create events")
+
+
+def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
+    """A keyed write's caller, refused (`Unauthorized`, `Forbidden`) before the key is
+    claimed, so that a refused request writes nothing. A body too malformed to say
+    which user it creates is left to the route (a 422, as without a key)."""
+    caller = _caller(event)
+    route = (str(event.get("httpMethod", "")).upper(), str(event.get("resource", "")))
+    if route == ("POST", "/events"):
+        _may_create_event(caller)
+    elif route == ("POST", "/users"):
+        try:
+            body = bounded_json.loads(_body_text(event) or "null")
+        except (ValueError, RecursionError):
+            body = None
+        user_id = body.get("userId") if isinstance(body, dict) else None
+        if isinstance(user_id, str):
+            _may_create_user(caller, user_id)
+    return caller
+
+
 def _require_object_body() -> None:
     """Powertools validates the first element of a list body (a rule meant for form
     fields), so `[{...}]` would pass as `{...}`: refuse anything but an object."""
@@ -116,6 +152,7 @@ def _require_object_body() -> None:
 )
 def create_user(user: NewUser) -> User:
     _require_object_body()
+    _may_create_user(_caller(), user.userId)
     created = get_store().create_user(user, _keyed_answer(201))
     logger.info("user created", extra={"userId": created.userId})
     return created
@@ -129,6 +166,7 @@ def create_user(user: NewUser) -> User:
     responses=_responses(200, "A page of users"),
 )
 def list_users(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[User]:
+    access.require_admin(_caller(), "list users")
     return get_store().list_users(limit, nextToken)
 
 
@@ -140,6 +178,7 @@ def list_users(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page
     responses=_responses(200, "The user", "UserNotFound"),
 )
 def get_user(userId: UserIdPath) -> User:
+    access.require_self_or_admin(_caller(), userId, f"read user {userId}")
     return get_store().get_user(userId)
 
 
@@ -153,6 +192,7 @@ def get_user(userId: UserIdPath) -> User:
 def list_user_registrations(
     userId: UserIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
 ) -> Page[UserRegistration]:
+    access.require_self_or_admin(_caller(), userId, f"read the registrations of user {userId}")
     store = get_store()
     store.get_user(userId)  # 404 for an unknown user, even with nothing to list
     return store.list_user_registrations(userId, limit, nextToken)
@@ -172,7 +212,9 @@ def list_user_registrations(
 )
 def create_event(event: NewEvent) -> Event:
     _require_object_body()
-    created = get_store().create_event(event, _keyed_answer(201))
+    caller = _caller()
+    _may_create_event(caller)
+    created = get_store().create_event(event, _keyed_answer(201), organizer_id=caller.userId)
     logger.info("event created", extra={"eventId": created.eventId, "capacity": created.capacity})
     return created
 
@@ -185,6 +227,7 @@ def create_event(event: NewEvent) -> Event:
     responses=_responses(200, "A page of events"),
 )
 def list_events(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[Event]:
+    _caller()  # any signed-in caller
     return get_store().list_events(limit, nextToken)
 
 
@@ -196,6 +239,7 @@ def list_events(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Pag
     responses=_responses(200, "The event with its registered and waitlist counts", "EventNotFound"),
 )
 def get_event(eventId: EventIdPath) -> Event:
+    _caller()  # any signed-in caller
     return get_store().get_event(eventId).public()
 
 
@@ -209,7 +253,8 @@ def get_event(eventId: EventIdPath) -> Event:
 def list_registrations(
     eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
 ) -> Page[Registration]:
-    return get_store().list_registrations(eventId, limit, nextToken)
+    store = _managed_event(eventId, "list the seats of event")
+    return store.list_registrations(eventId, limit, nextToken)
 
 
 @app.get(
@@ -222,7 +267,22 @@ def list_registrations(
 def list_waitlist(
     eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
 ) -> Page[WaitlistEntry]:
-    return get_store().list_waitlist(eventId, limit, nextToken)
+    store = _managed_event(eventId, "list the waitlist of event")
+    return store.list_waitlist(eventId, limit, nextToken)
+
+
+def _managed_event(event_id: str, action: str) -> RegistrationStore:
+    """The store, once the caller is found to manage the event (its organizer or an
+    admin); a caller who could manage no event is refused before the event is read."""
+    caller = _caller()
+    what = f"{action} {event_id}"
+    store = get_store()
+    if caller.is_admin:
+        return store
+    if not caller.is_organizer:
+        access.require_event_manager(caller, None, what)
+    access.require_event_manager(caller, store.get_event(event_id).organizerId, what)
+    return store
 
 
 # --- operations ------------------------------------------------------------------------
@@ -413,7 +473,8 @@ def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict
         _body_text(event),
     )
     try:
-        stored = idempotency.begin(store, key, fingerprint, request_id)
+        caller = _refuse_before_claim(event)
+        stored = idempotency.begin(store, key, caller.userId, fingerprint, request_id)
     except DomainError as error:
         logger.info("refused", extra={"error": error.code, "reason": error.message})
         return _proxy(error.http_status, error_body(error), outcomes.error_headers(error.code))
@@ -422,6 +483,7 @@ def _idempotent(event: dict[str, Any], context: LambdaContext, key: str) -> dict
         return _proxy(500, {"error": INTERNAL_ERROR, "message": INTERNAL_MESSAGE})
     if stored is not None:
         return _proxy_text(stored.statusCode, stored.body)
+    key = scoped_key(key, caller.userId)  # the claim's record
     claim = idempotency.Claim(key, request_id)
     app.context[CLAIM_CONTEXT] = claim
     try:

@@ -1,4 +1,4 @@
-"""Task: claim the request's `Idempotency-Key`, or answer as the first request did."""
+"""Task: the caller may make this request; claim its `Idempotency-Key`, or answer as the first request did."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import idempotency
+from registration import idempotency, service
 from registration.data import get_store
 from registration.models import ClaimInput
 from registration.observability import logger, metrics, tracer
@@ -18,9 +18,13 @@ from registration.validation import parse_model
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_model(event, ClaimInput)
+    store = get_store()
+    # Before the claim: a refused request claims no key and writes nothing.
+    service.authorize(store, request, request.operation)
     result = idempotency.claim_request(
-        get_store(),
+        store,
         request.idempotencyKey,
+        request.caller.userId,
         request.operation,
         request.eventId,
         request.userId,

@@ -22,7 +22,7 @@ from registration.validation import parse_model
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     failure = parse_model(event, RecordFailureInput)
     response = idempotency.record_failure(
-        get_store(), failure.idempotencyKey, failure.requestId, failure.operation, failure.error
+        get_store(), failure.claim_key, failure.requestId, failure.operation, failure.error
     )
     logger.info("request outcome recorded", extra={"statusCode": response.statusCode})
     return {"statusCode": response.statusCode}

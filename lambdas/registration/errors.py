@@ -125,3 +125,15 @@ class RequestInProgress(DomainError):
     """The first request with this `Idempotency-Key` has not finished yet; retry shortly."""
 
     http_status = 409
+
+
+class Unauthorized(DomainError):
+    """The request names no signed-in caller (API Gateway's authorizer answers most of these)."""
+
+    http_status = 401
+
+
+class Forbidden(DomainError):
+    """A signed-in caller asked for something the ownership rules (`registration.access`) refuse."""
+
+    http_status = 403

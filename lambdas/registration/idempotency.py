@@ -48,6 +48,7 @@ from registration.models import (
     IdempotencyRecord,
     StoredResponse,
     json_text,
+    scoped_key,
 )
 from registration.observability import count, logger
 from registration.validation import field_errors
@@ -72,16 +73,18 @@ def workflow_fingerprint(operation: str, event_id: str, user_id: str) -> str:
 
 
 def begin(
-    store: RegistrationStore, key: str, request_fingerprint: str, request_id: str
+    store: RegistrationStore, key: str, caller_id: str, request_fingerprint: str, request_id: str
 ) -> StoredResponse | None:
-    """Claim `key` for this request: None to go ahead, or the first request's answer.
+    """Claim `key`, as `caller_id` sent it, for this request: None to go ahead, or the
+    first request's answer. The record is the caller's own (`scoped_key`): the same key
+    from another caller is another request.
 
     Raises `IdempotencyKeyReused` or `RequestInProgress` when the key is not this
     request's to run or replay.
     """
     now = int(time.time())
     claim = IdempotencyRecord(
-        key=key,
+        key=scoped_key(key, caller_id),
         fingerprint=request_fingerprint,
         status="IN_PROGRESS",
         requestId=request_id,
@@ -136,11 +139,12 @@ def completion(key: str | None, request_id: str, status: int, document: Any) -> 
 
 
 def stored_answer(store: RegistrationStore, key: str) -> Any:
-    """The body a keyed request's earlier, committed write stored (a retried task's answer)."""
+    """The body a keyed request's earlier, committed write stored (a retried task's
+    answer); `key` is the claim's (`scoped_key`)."""
     record = store.get_request(key)
     if record is None or record.response is None:
         raise RequestInProgress(
-            f"The request with Idempotency-Key {key} has no answer yet; retry in a few seconds"
+            "The request with this Idempotency-Key has no answer yet; retry in a few seconds"
         )
     return record.response.document()
 
@@ -159,9 +163,15 @@ def finish(store: RegistrationStore, key: str, request_id: str, response: Stored
 
 
 def claim_request(
-    store: RegistrationStore, key: str, operation: str, event_id: str, user_id: str, request_id: str
+    store: RegistrationStore,
+    key: str,
+    caller_id: str,
+    operation: str,
+    event_id: str,
+    user_id: str,
+    request_id: str,
 ) -> ClaimResult:
-    stored = begin(store, key, workflow_fingerprint(operation, event_id, user_id), request_id)
+    stored = begin(store, key, caller_id, workflow_fingerprint(operation, event_id, user_id), request_id)
     if stored is None:
         return ClaimResult(replay=False)
     if stored.error is None:

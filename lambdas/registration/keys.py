@@ -30,8 +30,11 @@ def user_pk(user_id: str) -> str:
     return f"USER#{user_id}"
 
 
+EVENT_PREFIX = "EVENT#"
+
+
 def event_pk(event_id: str) -> str:
-    return f"EVENT#{event_id}"
+    return f"{EVENT_PREFIX}{event_id}"
 
 
 def user_key(user_id: str) -> Key:

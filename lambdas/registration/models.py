@@ -8,6 +8,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from registration.access import Caller
+
 MAX_CAPACITY = 1_000_000
 
 _IDENTIFIER = StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -85,6 +87,9 @@ class Event(Record):
     registeredCount: int = 0
     waitlistCount: int = 0
     createdAt: Timestamp
+    organizerId: str | None = Field(
+        default=None, description="The user who created the event (none for events made before sign-in)"
+    )
 
 
 class EventState(Event):
@@ -167,13 +172,15 @@ class UnregisterResult(Record):
 
 
 class WorkflowRequest(BaseModel):
-    """What API Gateway (or an operator) starts a workflow with."""
+    """What API Gateway (or an operator) starts a workflow with: `userId` is the user
+    acted on, `caller` who asks (from the verified token, never from the body)."""
 
     model_config = ConfigDict(extra="ignore")
 
     eventId: EventId
     userId: UserId
     requestId: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    caller: Caller
 
 
 class ValidateInput(WorkflowRequest):
@@ -217,14 +224,21 @@ class RegistrationCheck(Record):
     head: WaitlistHead | None = None
 
 
-class RegisterState(WorkflowRequest):
+class _KeyedState(WorkflowRequest):
     idempotencyKey: str | None = None
+
+    @property
+    def claim_key(self) -> str | None:
+        """The key's record: the key as its caller sent it (see `scoped_key`)."""
+        return None if self.idempotencyKey is None else scoped_key(self.idempotencyKey, self.caller.userId)
+
+
+class RegisterState(_KeyedState):
     event: EventState
     decision: CapacityCheck | None = None
 
 
-class UnregisterState(WorkflowRequest):
-    idempotencyKey: str | None = None
+class UnregisterState(_KeyedState):
     event: EventState
     decision: RegistrationCheck | None = None
 
@@ -240,6 +254,12 @@ IdempotencyKey = Annotated[
     ),
 ]
 IdempotencyStatus = Literal["IN_PROGRESS", "COMPLETED"]
+
+
+def scoped_key(key: str, caller_id: str) -> str:
+    """A key belongs to the caller who sent it: the same key from another caller is
+    another request. A key has no '#', so the two parts never run together."""
+    return f"{key}#{caller_id}"
 
 
 class StoredResponse(Record):
@@ -290,6 +310,10 @@ class ClaimInput(WorkflowRequest):
 
     idempotencyKey: IdempotencyKey
     operation: Literal["register", "unregister"]
+
+    @property
+    def claim_key(self) -> str:
+        return scoped_key(self.idempotencyKey, self.caller.userId)
 
 
 class ClaimResult(Record):

@@ -31,6 +31,7 @@ WORKFLOW_ERROR_STATUS: dict[str, int] = {
     if code
     in {
         "ValidationError",
+        "Forbidden",
         "UserNotFound",
         "EventNotFound",
         "NotRegistered",

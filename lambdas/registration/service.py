@@ -11,7 +11,7 @@ import random
 import time
 from typing import Any, TypeVar
 
-from registration import idempotency, outcomes
+from registration import access, idempotency, outcomes
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.errors import (
@@ -33,6 +33,7 @@ from registration.models import (
     UnregisterResult,
     UnregisterState,
     ValidateInput,
+    WorkflowRequest,
 )
 
 ResultT = TypeVar("ResultT", RegisterResult, UnregisterResult)
@@ -64,16 +65,41 @@ def in_task_budget(remaining_ms: int) -> float:
     return max(0.0, remaining_ms / 1000 * IN_TASK_BUDGET_SHARE)
 
 
+def _action(operation: str, request: WorkflowRequest) -> str:
+    return f"{operation} {request.userId} for event {request.eventId}"
+
+
+def authorize(store: RegistrationStore, request: WorkflowRequest, operation: str) -> None:
+    """The caller may register or unregister `userId` (`registration.access`); the event
+    is read only when that depends on who organizes it."""
+    if not access.acts_for_others(request.caller, request.userId):
+        return
+    event = store.find_event(request.eventId)
+    organizer_id = event.organizerId if event is not None else None
+    access.require_may_act_for(request.caller, request.userId, organizer_id, _action(operation, request))
+
+
 def validate(store: RegistrationStore, request: ValidateInput) -> EventState:
-    """Both ids exist (the user only matters when registering); returns the event as read."""
+    """The caller may do this, and both ids exist (the user only matters when
+    registering); returns the event as read. A refusal comes before any not-found, so it
+    tells nothing about what exists."""
+    user_exists = True
     if request.operation == "register":
         user, event = store.get_user_and_event(request.userId, request.eventId)
-        if event is None:
-            raise EventNotFound(f"Event {request.eventId} does not exist")
-        if user is None:
-            raise UserNotFound(f"User {request.userId} does not exist")
-        return event
-    return store.get_event(request.eventId)
+        user_exists = user is not None
+    else:
+        event = store.find_event(request.eventId)
+    access.require_may_act_for(
+        request.caller,
+        request.userId,
+        event.organizerId if event is not None else None,
+        _action(request.operation, request),
+    )
+    if event is None:
+        raise EventNotFound(f"Event {request.eventId} does not exist")
+    if not user_exists:
+        raise UserNotFound(f"User {request.userId} does not exist")
+    return event
 
 
 def _next_attempt(previous: int | None) -> int:
@@ -138,7 +164,7 @@ def _joins_waitlist(event: EventState) -> bool:
 def _completion(state: RegisterState | UnregisterState, operation: str, result: Any) -> Completion | None:
     """A keyed request's answer, stored on its claim by the write that produces it."""
     return idempotency.completion(
-        state.idempotencyKey,
+        state.claim_key,
         state.requestId,
         outcomes.SUCCESS_STATUS[operation],
         result.model_dump(mode="json"),
@@ -218,9 +244,10 @@ def _earlier_answer(
 ) -> ResultT:
     """The answer of this request's own earlier, committed write (a retried task whose
     first try's answer was lost): the one stored on its claim when it has a key."""
-    if state.idempotencyKey is None:
+    key = state.claim_key
+    if key is None:
         return fallback
-    return model.model_validate(idempotency.stored_answer(store, state.idempotencyKey))
+    return model.model_validate(idempotency.stored_answer(store, key))
 
 
 def check_registration(store: RegistrationStore, state: UnregisterState) -> RegistrationCheck:

@@ -3,6 +3,11 @@
 It speaks to the local server (`http://127.0.0.1:PORT`) or to a deployed stage
 (`https://ID.execute-api.REGION.amazonaws.com/v1/`): the base URL's path prefixes every
 request path.
+
+A client signs its requests with an ID token (`Authorization: Bearer ...`) when it has
+one. `as_caller(user, *groups)` is a client signed in as that user: against a local
+server it asks the server's operator endpoint for the token (`regctl token` does the
+same); against a deployed stage, only the caller whose token `E2E_TOKEN` holds exists.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from urllib.parse import quote, urlsplit
 ERROR_KEYS = {"error", "message"}
 # `make e2e URL=...` sets it: the HTTP tests then run against that API, not a local server.
 BASE_URL_VARIABLE = "E2E_URL"
+# With E2E_URL: an admin's ID token for the deployed user pool (`make e2e` signs one in).
+TOKEN_VARIABLE = "E2E_TOKEN"
+# Who the suites act as when a test does not say: an admin may do anything, so a test of
+# something else is not a test of the ownership rules (tests/http/test_ownership.py is).
+ADMIN_CALLER = "test-admin"
+ADMINS = "admins"
+ORGANIZERS = "organizers"
 # API Gateway's own name for the request id header; the local server sends X-Request-Id.
 REQUEST_ID_HEADERS = ("x-request-id", "x-amzn-requestid")
 # GSI1 (users, events, a user's registrations) is eventually consistent on AWS: how long
@@ -72,7 +84,7 @@ class Answer:
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, *, token: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -82,6 +94,31 @@ class Client:
         self.port = parts.port or (443 if self.secure else 80)
         self.prefix = parts.path.rstrip("/")  # a deployed API's stage, e.g. /v1
         self.timeout = timeout
+        self.token = token
+        self._signed_in: dict[tuple[str, frozenset[str]], Client] = {}
+
+    def as_caller(self, user_id: str, *groups: str) -> Client:
+        """A client signed in as `user_id`, a member of exactly `groups` (cached)."""
+        wanted = (user_id, frozenset(groups))
+        found = self._signed_in.get(wanted)
+        if found is None:
+            found = self._signed_in[wanted] = Client(
+                self.url, self.timeout, token=self.issue_token(user_id, *groups)
+            )
+        return found
+
+    def as_admin(self) -> Client:
+        if base_url() is not None and os.environ.get(TOKEN_VARIABLE):
+            return Client(self.url, self.timeout, token=os.environ[TOKEN_VARIABLE])
+        return self.as_caller(ADMIN_CALLER, ADMINS)
+
+    def issue_token(self, user_id: str, *groups: str) -> str:
+        """An ID token of the local server's user pool (its operator endpoint)."""
+        answer = self.request(
+            "POST", "/_ops/token", {"userId": user_id, "groups": list(groups)}, signed=False
+        )
+        assert answer.status == 200, (answer.status, answer.raw)
+        return str(answer.body["token"])
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.secure:
@@ -96,8 +133,11 @@ class Client:
         *,
         body: bytes | str | None = None,
         headers: dict[str, str] | None = None,
+        signed: bool = True,
     ) -> Answer:
         send_headers = dict(headers or {})
+        if signed and self.token is not None and not any(k.lower() == "authorization" for k in send_headers):
+            send_headers["Authorization"] = f"Bearer {self.token}"
         if json_body is not _MISSING:
             body = json.dumps(json_body)
             send_headers.setdefault("Content-Type", "application/json")

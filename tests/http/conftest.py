@@ -81,5 +81,12 @@ def api_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(api_url: str) -> Client:
+def anonymous(api_url: str) -> Client:
+    """A client that sends no token."""
     return Client(api_url)
+
+
+@pytest.fixture(scope="module")
+def client(anonymous: Client) -> Client:
+    """A client signed in as an admin (see `tests.http.client.ADMIN_CALLER`)."""
+    return anonymous.as_admin()

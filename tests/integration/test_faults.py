@@ -449,6 +449,7 @@ def _run(
         "eventId": twin.event_id,
         "userId": twin.users[scenario.actor],
         "requestId": request_id,
+        "caller": {"userId": twin.users[scenario.actor], "groups": ""},
     }
     if scenario.keyed:
         execution_input["idempotencyKey"] = twin.key

@@ -151,6 +151,7 @@ def test_a_write_retried_after_it_committed_changes_nothing(
             "eventId": event_id,
             "userId": user,
             "requestId": fresh_id("req"),
+            "caller": {"userId": user, "groups": ""},
             "event": snapshot.model_dump(),
             "decision": {
                 "action": "seat" if seat else "waitlist",

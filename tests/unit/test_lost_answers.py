@@ -47,7 +47,12 @@ def _run_losing_the_answer(
     with injector.armed(request_id, [fault]) as (armed,):
         result = engine.run(
             workflow,
-            {"eventId": event_id, "userId": user_id, "requestId": request_id},
+            {
+                "eventId": event_id,
+                "userId": user_id,
+                "requestId": request_id,
+                "caller": {"userId": user_id, "groups": ""},
+            },
             name=f"{workflow}-{request_id}",
         )
     assert armed.fired == 1

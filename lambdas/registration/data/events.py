@@ -22,9 +22,14 @@ from registration.models import Completion, Event, EventState, NewEvent, Page, U
 
 class Events(Transactions, Listings):
     def create_event(
-        self, new: NewEvent, answer: Callable[[Event], Completion | None] | None = None
+        self,
+        new: NewEvent,
+        answer: Callable[[Event], Completion | None] | None = None,
+        *,
+        organizer_id: str | None = None,
     ) -> Event:
-        """`answer` gives the completion of a keyed request, stored with the event in one transaction."""
+        """`answer` gives the completion of a keyed request, stored with the event in one
+        transaction; `organizer_id` is the user who creates it (the API's caller)."""
         event_id = new.eventId or uuid.uuid4().hex
         state = EventState(
             eventId=event_id,
@@ -35,6 +40,7 @@ class Events(Transactions, Listings):
             waitlistCount=0,
             waitlistSeq=0,
             createdAt=now_iso(),
+            organizerId=organizer_id,
         )
         completion = answer(state.public()) if answer else None
         if completion is not None:

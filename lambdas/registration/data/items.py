@@ -18,7 +18,7 @@ def event_item(state: EventState) -> Item:
         "entity": "EVENT",
         "GSI1PK": keys.EVENTS,
         "GSI1SK": keys.event_pk(state.eventId),
-        **state.model_dump(),
+        **state.model_dump(exclude_none=True),
     }
 
 
