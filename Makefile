@@ -139,7 +139,7 @@ e2e: $(STAMP)
 	@test -n "$(URL)" || { \
 		echo "usage: make e2e URL=<base URL>, e.g. the stack's ApiUrl output or http://127.0.0.1:3000 (make run)" >&2; \
 		exit 2; }
-	E2E_URL='$(URL)' $(PY) -m pytest tests/http -q
+	E2E_URL='$(URL)' E2E_TOKEN='$(TOKEN)' $(PY) -m pytest tests/http -q
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from handlers.api import app
+from infrastructure import names
 from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
 from registration.api_responses import IDEMPOTENCY_ERRORS, STATUS_TEXT, error_responses
@@ -43,14 +44,18 @@ TITLE = "Event registration API"
 VERSION = "1.0.0"
 DESCRIPTION = (
     "Users, events with limited seats, registrations and a first-come-first-served waitlist.\n\n"
+    "Every route but `GET /health` needs `Authorization: Bearer <ID token>` of the stack's "
+    "Cognito user pool: 401 `Unauthorized` without a valid one, 403 `Forbidden` for what the "
+    "caller may not do. Users act for themselves; organizers also for anyone on the events "
+    "they created; admins for anyone (docs/security.md has the table).\n\n"
     'JSON in, JSON out. Every error body is `{"error": "<Code>", "message": "<sentence>"}`; '
     "a 422 `ValidationError` also lists the offending `fields`. Lists are paginated with `limit` (1 to 100, "
     "default 25) and the `nextToken` of the previous page: an opaque, signed token that only the "
     "listing that returned it accepts (any other value is a 422 naming `nextToken`).\n\n"
     "`POST /events/{eventId}/register` and `DELETE /events/{eventId}/register/{userId}` run "
     "Step Functions workflows; every other route is served by one Lambda function.\n\n"
-    f"Every POST and DELETE takes an optional `{IDEMPOTENCY_HEADER}` header: a retry with the "
-    f"same key within {RETENTION_SECONDS // 3600} hours gets the first answer (status and body) "
+    f"Every POST and DELETE takes an optional `{IDEMPOTENCY_HEADER}` header, the caller's own: a "
+    f"retry with the same key within {RETENTION_SECONDS // 3600} hours gets the first answer (status and body) "
     "and changes nothing; the same key with a different request is refused (422 "
     "`IdempotencyKeyReused`), and so is a retry while the first request still runs (409 "
     "`RequestInProgress`). A failure of ours (5xx) is not kept: a retry runs the request again.\n\n"
@@ -186,6 +191,40 @@ def _add_transport_refusals(paths: dict[str, Any]) -> None:
                 responses.setdefault(
                     status, {"description": description, "content": _content(_ref(ErrorBody))}
                 )
+            operation["responses"] = dict(sorted(responses.items()))
+
+
+SECURITY_SCHEME = "idToken"
+SECURITY_SCHEME_DOCUMENT = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "JWT",
+    "description": (
+        "An ID token of the stack's Cognito user pool (locally: `regctl token USER_ID`), "
+        "sent as `Authorization: Bearer <token>`. The caller is its `cognito:username`, "
+        "their roles its `cognito:groups` (`organizers`, `admins`); see docs/security.md."
+    ),
+}
+SIGN_IN_REFUSALS = {
+    "401": "`Unauthorized`: no valid ID token (missing, malformed, expired, forged, or not an ID token)",
+    "403": "`Forbidden`: the caller may not do this (the message says what was refused)",
+}
+
+
+def _add_security(document: dict[str, Any], paths: dict[str, Any]) -> None:
+    """Every route but the open ones asks for an ID token, and may answer 401 and 403."""
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = SECURITY_SCHEME_DOCUMENT
+    open_routes = {(method.lower(), path) for method, path in names.OPEN_ROUTES}
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if (method, path) in open_routes:
+                operation["security"] = []
+                continue
+            operation["security"] = [{SECURITY_SCHEME: []}]
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            for status, description in SIGN_IN_REFUSALS.items():
+                responses.setdefault(status, {"description": description, "content": _content(_ref(ErrorBody))})
             operation["responses"] = dict(sorted(responses.items()))
 
 
@@ -335,6 +374,7 @@ def build_document(app: APIGatewayRestResolver) -> dict[str, Any]:
     _drop_impossible_validation_errors(paths)
     _add_idempotency_parameter(paths)
     _add_transport_refusals(paths)
+    _add_security(document, paths)
     _add_retry_after(paths)
     _add_request_id_header(paths)
     document["paths"] = dict(sorted(paths.items()))

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from infrastructure import names
 from infrastructure.bench.bulk_load import load_users
-from infrastructure.bench.load import MemorySampler, children_named, direct_register, http_register, run_load
+from infrastructure.bench.load import (
+    MemorySampler,
+    children_named,
+    direct_register,
+    http_register,
+    issue_token,
+    run_load,
+)
 from infrastructure.bench.local_stack import ServerProcess, dynamodb_client
 from infrastructure.bench.results import Results, Settings
 from registration.data import RegistrationStore
@@ -32,6 +39,7 @@ def measure_latency(
 
     with ServerProcess(endpoint, template, names.LOCAL_TABLE_NAME) as server:
         database = children_named(os.getpid(), "java")
+        token = issue_token(server.url)
         for concurrency in settings.concurrency:
             log(f"latency: through the HTTP API, {concurrency} in flight")
             sampler = MemorySampler(
@@ -40,7 +48,7 @@ def measure_latency(
             with sampler:
                 result = run_load(
                     "orchestrated",
-                    http_register(server.url, event("http", concurrency)),
+                    http_register(server.url, event("http", concurrency), token),
                     users,
                     concurrency=concurrency,
                     seconds=settings.seconds,

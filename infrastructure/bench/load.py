@@ -132,10 +132,35 @@ def run_load(
 # --- the two ways to register ------------------------------------------------------------
 
 
-def http_register(base_url: str, event_id: str) -> Callable[[], Register]:
-    """One keep-alive connection per worker; success is 201."""
+# Who the HTTP load signs in as: an admin registers anyone with no read more than a user
+# registering themselves costs (an organizer acting for someone reads the event first).
+LOAD_CALLER = "bench-admin"
+LOAD_CALLER_GROUPS = ("admins",)
+
+
+def issue_token(
+    base_url: str, user_id: str = LOAD_CALLER, groups: tuple[str, ...] = LOAD_CALLER_GROUPS
+) -> str:
+    """An ID token of the local server's user pool (its operator endpoint, as `regctl token`)."""
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    try:
+        body = json.dumps({"userId": user_id, "groups": list(groups)})
+        connection.request("POST", "/_ops/token", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"the local server issued no token: {response.status} {answer}")
+    return str(answer["token"])
+
+
+def http_register(base_url: str, event_id: str, token: str) -> Callable[[], Register]:
+    """One keep-alive connection per worker, signed in with `token`; success is 201."""
     parts = urlsplit(base_url)
     path = f"/events/{event_id}/register"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
     def make() -> Register:
         connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
@@ -143,7 +168,7 @@ def http_register(base_url: str, event_id: str) -> Callable[[], Register]:
         def register(user_id: str) -> bool:
             body = json.dumps({"userId": user_id})
             try:
-                connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                connection.request("POST", path, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):

@@ -71,6 +71,18 @@ INTEGRATION_TIMEOUT_MESSAGE = (
     "The request did not finish in time; it may still complete, check before retrying"
 )
 
+# Every route but the open ones (`GET /health`) wants a signed-in caller: without a valid
+# ID token in `Authorization` the answer is this 401 (API Gateway's Cognito authorizer on
+# AWS, the local server locally), with `WWW-Authenticate: Bearer`; a token that is
+# valid but not allowed the request is a 403.
+UNAUTHORIZED_STATUS = 401
+UNAUTHORIZED_ERROR = "Unauthorized"
+UNAUTHORIZED_MESSAGE = "Sign in and send the ID token as Authorization: Bearer <token>"
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+FORBIDDEN_STATUS = 403
+FORBIDDEN_ERROR = "Forbidden"
+FORBIDDEN_MESSAGE = "The signed-in caller may not make this request"
+
 
 def error_status(code: str | None) -> int:
     return WORKFLOW_ERROR_STATUS.get(code or "", 500)

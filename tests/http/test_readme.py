@@ -9,6 +9,7 @@ long messages). tests/http/test_cli.py holds the startup banner to what the serv
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -41,8 +42,11 @@ def readme_block(start: str, end: str, fence: str) -> list[str]:
 
 
 def story() -> tuple[str, list[tuple[str, list[str]]]]:
-    """(the first line, which sets the variables; then each command with the lines shown under it)."""
-    prelude, *rest = readme_block("<!-- story:start -->", "<!-- story:end -->", "sh")
+    """(the lines up to the first blank one, which set the variables and sign in; then
+    each command with the lines shown under it)."""
+    lines = readme_block("<!-- story:start -->", "<!-- story:end -->", "sh")
+    blank = lines.index("")
+    prelude, rest = "\n".join(lines[:blank]), lines[blank + 1 :]
     steps: list[tuple[str, list[str]]] = []
     for line in rest:
         if line.startswith("# "):
@@ -78,7 +82,16 @@ def test_the_readme_story_prints_what_the_readme_shows(stack: LocalServer) -> No
     script = [prelude.replace(README_URL, stack.url)]
     for n, (command, _) in enumerate(steps):
         script += [f"echo '{MARK}{n}'", command]
-    done = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True, timeout=300)
+    # `regctl` finds a `make run` stack by itself; this one is on a port of its own.
+    environment = {**os.environ, "REGCTL_URL": stack.url}
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=README.parent,
+        env=environment,
+    )
     assert done.returncode == 0, done.stderr
 
     printed = done.stdout.split(MARK)[1:]
