@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 
-from event_registration_api_client import Client
+from event_registration_api_client import AuthenticatedClient
 from event_registration_api_client.api.events import create_event, get_event
 from event_registration_api_client.api.registrations import list_waitlist, register, unregister
 from event_registration_api_client.api.users import create_user, list_user_registrations
@@ -32,10 +32,11 @@ from event_registration_api_client.models import (
 )
 
 
-def story(base_url: str, ada: str, grace: str, keynote: str) -> list[str]:
-    """Runs the story; returns what it saw, one line a step (the test compares them)."""
+def story(base_url: str, token: str, ada: str, grace: str, keynote: str) -> list[str]:
+    """Runs the story signed in with `token` (an admin's ID token: the generated client
+    sends it as `Authorization: Bearer`); returns what it saw, one line a step."""
     seen: list[str] = []
-    with Client(base_url=base_url, raise_on_unexpected_status=True) as client:
+    with AuthenticatedClient(base_url=base_url, token=token, raise_on_unexpected_status=True) as client:
         for user_id, name in ((ada, "Ada Lovelace"), (grace, "Grace Hopper")):
             user = create_user.sync(client=client, body=NewUser(user_id=user_id, name=name))
             assert isinstance(user, User), user

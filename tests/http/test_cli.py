@@ -59,7 +59,7 @@ def test_serves_stops_on_ctrl_c_and_keeps_data_across_restarts(tmp_path: Path) -
         match = re.search(r"DynamoDB Local at (http://\S+),", first.text)
         assert match, first.text
         database = match.group(1)
-        client = Client(f"http://127.0.0.1:{port}")
+        client = Client(f"http://127.0.0.1:{port}").as_admin()
         assert client.post("/users", {"userId": user_id, "name": "Kept"}).status == 201
         event_id = client.event(capacity=1)
         assert client.register(event_id, user_id).status == 201
@@ -74,7 +74,7 @@ def test_serves_stops_on_ctrl_c_and_keeps_data_across_restarts(tmp_path: Path) -
 
     with running(args) as second:
         second.wait_for(READY)
-        client = Client(f"http://127.0.0.1:{port}")
+        client = Client(f"http://127.0.0.1:{port}").as_admin()
         assert client.get(f"/users/{user_id}").body["name"] == "Kept"
         assert client.get(f"/events/{event_id}").body["registeredCount"] == 1
         second.popen.send_signal(signal.SIGTERM)
@@ -104,7 +104,7 @@ def test_in_memory_needs_no_java(tmp_path: Path) -> None:
     with running(["--in-memory", "--data-dir", str(tmp_path), "--quiet"], env) as process:
         process.wait_for(READY)
         assert "in-memory" in process.text
-        client = Client(f"http://127.0.0.1:{port}")
+        client = Client(f"http://127.0.0.1:{port}").as_admin()
         assert client.post("/users", {"userId": "mem", "name": "In memory"}).status == 201
         process.popen.send_signal(signal.SIGINT)
         assert process.finish() == 0, process.text
@@ -143,7 +143,7 @@ def test_runs_another_synthesized_template_as_given(tmp_path: Path) -> None:
     args = ["--in-memory", "--data-dir", str(tmp_path), "--quiet", "--template", str(variant)]
     with running(args, {"PORT": str(port)}) as process:
         process.wait_for(READY)
-        client = Client(f"http://127.0.0.1:{port}")
+        client = Client(f"http://127.0.0.1:{port}").as_admin()
         user, event = uid("u"), uid("e")
         created = client.post("/users", {"userId": user, "name": "Variant"}).status
         client.post("/events", {"eventId": event, "title": "Variant", "capacity": 1})
@@ -174,7 +174,7 @@ def test_regctl_finds_the_stack_started_from_its_folder_on_any_port(tmp_path: Pa
     data_dir = tmp_path / ".local"  # what `make run` uses, seen from the checkout (here tmp_path)
     with running(["--in-memory", "--port", str(port), "--data-dir", str(data_dir)]) as stack:
         stack.wait_for(READY)
-        event_id = Client(f"http://127.0.0.1:{port}").event(capacity=3)
+        event_id = Client(f"http://127.0.0.1:{port}").as_admin().event(capacity=3)
 
         found = _regctl(["events", "show", event_id], cwd=tmp_path)
         assert found.returncode == 0, found.stdout + found.stderr
@@ -218,7 +218,7 @@ def test_a_database_that_dies_is_restarted_on_its_data_and_the_stack_recovers(tm
     port = free_port()
     with running(["--port", str(port), "--data-dir", str(tmp_path), "--quiet"]) as stack:
         stack.wait_for(READY)
-        client = Client(f"http://127.0.0.1:{port}", timeout=60)
+        client = Client(f"http://127.0.0.1:{port}", timeout=60).as_admin()
         user_id = uid("survivor")
         assert client.post("/users", {"userId": user_id, "name": "Survivor"}).status == 201
 

@@ -50,7 +50,8 @@ class Stack:
         self.data_dir, self.crash_file = data_dir, crash_file
         self.port = free_port()
         self.process: Process | None = None
-        self.client = Client(f"http://127.0.0.1:{self.port}", timeout=60)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = Client(self.url, timeout=60)  # signed in at each start (see start)
         self.restarts: list[float] = []
 
     def start(self) -> None:
@@ -61,6 +62,9 @@ class Stack:
         self.endpoint = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)  # type: ignore[union-attr]
         self.process.wait_for(READY)
         self.restarts.append(time.monotonic() - began)
+        # The local user pool lives in the server's process: a restarted server has a new
+        # one, so its callers sign in again (an AWS pool outlives any crash).
+        self.client = Client(self.url, timeout=60).as_admin()
 
     def crash_at(self, point: str, key: str) -> None:
         self.crash_file.write_text(json.dumps({"point": point, "key": key}))

@@ -97,11 +97,14 @@ def test_the_story_type_checks_against_the_generated_client(generated: Path, tmp
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_readme_story_runs_through_the_generated_client(generated: Path, api_url: str) -> None:
+def test_the_readme_story_runs_through_the_generated_client(
+    generated: Path, api_url: str, client: Client
+) -> None:
     story = importlib.import_module("tests.http.generated_story").story
     ada, grace, keynote = uid("ada"), uid("grace"), uid("keynote")
+    assert client.token is not None
 
-    assert story(api_url, ada, grace, keynote) == [
+    assert story(api_url, client.token, ada, grace, keynote) == [
         f"user {ada}",
         f"user {grace}",
         f"event {keynote} capacity 1",

@@ -21,7 +21,7 @@ from infrastructure.local.engine import LocalEngine
 from registration import idempotency, keys
 from registration.data import RegistrationStore
 from tests.fixtures.table_checks import scan_table
-from tests.http.client import Answer, Client, eventually, uid
+from tests.http.client import ADMIN_CALLER, Answer, Client, eventually, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http")]
 
@@ -279,7 +279,7 @@ def test_a_key_whose_first_request_is_in_progress_is_409(
     for fingerprint, request in cases:
         key = new_key()
         # The first request with this key has claimed it and not finished.
-        assert idempotency.begin(local_store, key, fingerprint, f"first-{key}") is None
+        assert idempotency.begin(local_store, key, ADMIN_CALLER, fingerprint, f"first-{key}") is None
         before = table()
 
         refused = request(key)

@@ -248,14 +248,14 @@ LONG_ID = "x" * 10_000
 def test_operator_ids_are_validated_as_the_public_routes_do(
     server: LocalServer, method: str, path: str, body: Any, field: str
 ) -> None:
-    client = Client(server.url)
+    client = Client(server.url).as_admin()
     answer = client.request(method, path, body) if body is not None else client.request(method, path)
     answer.invalid(field)
     assert LONG_ID not in answer.raw.decode()  # the refusal does not echo the input back
 
 
 def test_operator_bodies_are_parsed_within_bounds(server: LocalServer) -> None:
-    client = Client(server.url)
+    client = Client(server.url).as_admin()
     for raw in ("[" * 1000 + "]" * 1000, '{"eventId": ' + "9" * 5000 + "}"):
         answer = client.post("/_ops/reconcile", body=raw, headers={"Content-Type": "application/json"})
         answer.error(400, "BadRequest")

@@ -53,7 +53,9 @@ def _cell(anonymous: Client, admin: Client, people: dict[str, str], *, registere
     target = uid("ada")
     assert admin.post("/users", {"userId": target, "name": "Ada"}).status == 201
     event_id = uid("e")
-    created = organizer.post("/events", {"eventId": event_id, "title": "T", "capacity": 5, "hasWaitlist": True})
+    created = organizer.post(
+        "/events", {"eventId": event_id, "title": "T", "capacity": 5, "hasWaitlist": True}
+    )
     assert created.status == 201, created.raw
     assert created.body["organizerId"] == people["organizer"]
     if registered:
@@ -194,7 +196,10 @@ def test_a_user_creates_their_own_user_and_no_other(anonymous: Client, client: C
     assert as_newcomer.post("/users", {"userId": newcomer + "-x", "name": "X"}).error(403, "Forbidden")
     assert as_newcomer.post("/users", {"userId": newcomer, "name": "Me"}).status == 201
     organizer = uid("org")
-    assert anonymous.as_caller(organizer, ORGANIZERS).post("/users", {"userId": organizer, "name": "O"}).status == 201
+    assert (
+        anonymous.as_caller(organizer, ORGANIZERS).post("/users", {"userId": organizer, "name": "O"}).status
+        == 201
+    )
     assert client.get(f"/users/{newcomer}-x").status == 404
 
 
@@ -220,7 +225,9 @@ def test_a_refused_request_does_not_spend_its_idempotency_key(anonymous: Client,
     )
     not_theirs.error(403, "Forbidden")
     key = {"Idempotency-Key": uid("key")}
-    refused = anonymous.as_caller(stranger).post(f"/events/{event_id}/register", {"userId": user}, headers=key)
+    refused = anonymous.as_caller(stranger).post(
+        f"/events/{event_id}/register", {"userId": user}, headers=key
+    )
     refused.error(403, "Forbidden")
     done = anonymous.as_caller(user).post(f"/events/{event_id}/register", {"userId": user}, headers=key)
     assert done.status == 201, done.raw

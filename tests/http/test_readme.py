@@ -175,7 +175,7 @@ def test_regctl_executions_show_prints_what_the_readme_shows(stack: LocalServer)
     block = readme_block("### `regctl executions show NAME`", "### `regctl events show EVENT_ID`", "")
     command, excerpt = block[0], block[1:]
     assert command.startswith("$ regctl executions show register-pycon-ada-"), command
-    client = Client(stack.url)
+    client = Client(stack.url).as_admin()
     for user in ("ada", "bob", "cy"):
         assert client.post("/users", {"userId": user, "name": user.title()}).status in (201, 409)
     assert (

@@ -77,7 +77,7 @@ def server(local_engine: LocalEngine) -> Iterator[LocalServer]:
 @pytest.fixture(scope="module")
 def client(server: LocalServer) -> Client:
     # The client waits as long as the server may take to answer (the stretched 29 s).
-    return Client(server.url, timeout=WORKFLOW_TIMEOUT_S + 30)
+    return Client(server.url, timeout=WORKFLOW_TIMEOUT_S + 30).as_admin()
 
 
 @pytest.fixture(scope="module")

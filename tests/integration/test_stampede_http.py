@@ -89,7 +89,7 @@ def _users(store: RegistrationStore, count: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stampede(server: LocalServer, local_engine: LocalEngine) -> Stampede:
-    client = Client(server.url, timeout=ANSWER_LIMIT_S + 30)
+    client = Client(server.url, timeout=ANSWER_LIMIT_S + 30).as_admin()
     store = RegistrationStore(local_engine.table_name, local_engine.dynamodb_client())
     waitlisted = client.event(capacity=SEATS, has_waitlist=True, prefix="stampede-w")
     closed = client.event(capacity=SEATS, has_waitlist=False, prefix="stampede-c")

@@ -17,6 +17,7 @@ import pytest
 
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from registration import errors, service
+from registration.access import Caller
 from registration.data import RegistrationStore, transactions
 from registration.models import NewEvent, NewUser, RegisterResult, RegisterState
 from tests.fixtures.tables import table_definition
@@ -97,7 +98,9 @@ def test_two_tries_of_one_join_that_read_the_tail_again_answer_alike(
     and write; the second writes after the first committed, so with other items (a later
     snapshot and time). It recognises the first try's commit instead of failing."""
     _event_with_one_seat_taken(store, "abc")
-    state = RegisterState(eventId="e", userId="c", requestId="r-c", event=store.get_event("e"))
+    state = RegisterState(
+        eventId="e", userId="c", caller=Caller(userId="c"), requestId="r-c", event=store.get_event("e")
+    )
     state = state.model_copy(update={"decision": service.check_capacity(store, state)})
     store.join_waitlist(store.get_event("e"), "b", "r-b", AT)  # b takes the tail c decided on
 

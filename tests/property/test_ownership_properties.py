@@ -48,7 +48,9 @@ class OwnershipMachine(RuleBasedStateMachine):
         self.organizer_of: dict[str, str] = {}
         self.members: set[tuple[str, str]] = set()  # (event, user), seated or waiting
 
-    def _call(self, caller: str, method: str, path: str, body: Any = None, *, expect: int | None = None) -> Reply:
+    def _call(
+        self, caller: str, method: str, path: str, body: Any = None, *, expect: int | None = None
+    ) -> Reply:
         headers = [("Authorization", f"Bearer {self.tokens[caller]}"), ("Content-Type", "application/json")]
         reply = self.api.handle(
             method=method,
@@ -110,7 +112,9 @@ class OwnershipMachine(RuleBasedStateMachine):
         listed = {item["eventId"] for item in json.loads(reply.body)["items"]}
         assert listed == {event for event, member in self.members if member == user}
 
-    @rule(caller=st.sampled_from(CALLERS), event=events, listing=st.sampled_from(("registrations", "waitlist")))
+    @rule(
+        caller=st.sampled_from(CALLERS), event=events, listing=st.sampled_from(("registrations", "waitlist"))
+    )
     def read_event_lists(self, caller: str, event: str, listing: str) -> None:
         reply = self._call(caller, "GET", f"/events/{event}/{listing}?limit=100")
         allowed = caller == ADMIN or self.organizer_of[event] == caller

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from registration import keys, reconciliation, service
+from registration.access import Caller
 from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser, RegisterState
 from registration.reconciliation_models import EventReconciliation, ReconciliationTotals
@@ -53,7 +54,11 @@ def _fresh_table(tables: RegistrationStore) -> Iterator[RegistrationStore]:
 
 def _register(store: RegistrationStore, event_id: str, user: str) -> None:
     state = RegisterState(
-        eventId=event_id, userId=user, requestId=uuid.uuid4().hex, event=store.get_event(event_id)
+        eventId=event_id,
+        userId=user,
+        caller=Caller(userId=user),
+        requestId=uuid.uuid4().hex,
+        event=store.get_event(event_id),
     )
     decision = service.check_capacity(store, state)
     service.write_registration(store, state.model_copy(update={"decision": decision}))

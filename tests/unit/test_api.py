@@ -18,10 +18,15 @@ from infrastructure.local.request_validation import register_request
 from registration import errors, idempotency, settings
 from registration.data import RegistrationStore
 from registration.errors import ValidationError
+from registration.models import scoped_key
 from registration.observability import logger
 from tests.fixtures.tables import moto_store
 
 ROUTES = RouteTable(names.LAMBDA_ROUTES)
+# What API Gateway's Cognito authorizer hands on for an admin's ID token; the ownership
+# rules themselves are tested in test_access.py and over HTTP in test_ownership.py.
+ADMIN = "test-admin"
+ADMIN_CLAIMS = {"cognito:username": ADMIN, "cognito:groups": "admins", "token_use": "id"}
 
 
 @pytest.fixture
@@ -40,6 +45,7 @@ def call(
     query: str = "",
     headers: dict[str, str] | None = None,
     request_id: str | None = None,
+    claims: dict[str, str] | None = ADMIN_CLAIMS,
 ) -> tuple[int, dict[str, Any]]:
     resolved = ROUTES.resolve(method, path)
     resource, parameters = (resolved[0].path, resolved[1]) if resolved else (path, {})
@@ -55,6 +61,7 @@ def call(
         resource=resource,
         path_parameters=parameters,
         request_id=request_id,
+        claims=claims,
     )
     result = api.handler(event, LambdaContext(LocalFunction("api", names.API_HANDLER), request_id))
     assert "application/json" in json.dumps(result.get("multiValueHeaders") or result.get("headers"))
@@ -76,6 +83,7 @@ def test_every_answer_names_the_request_id(store: RegistrationStore) -> None:
             resource=path if body else "/users/{userId}",
             path_parameters={} if body else {"userId": "nobody"},
             request_id=request_id,
+            claims=ADMIN_CLAIMS,
         )
         result = api.handler(event, LambdaContext(LocalFunction("api", names.API_HANDLER), "lambda-id"))
         headers = result.get("multiValueHeaders") or result.get("headers") or {}
@@ -276,7 +284,7 @@ def test_a_replay_gets_the_first_answer_and_changes_nothing(store: RegistrationS
     first = keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)
     assert first[0] == 201
     users = _users(store)
-    record = store.get_request(key)
+    record = store.get_request(scoped_key(key, ADMIN))
     assert record is not None and record.status == "COMPLETED"
 
     # The same request, spelled differently (key order, spacing): the same request.
@@ -284,7 +292,7 @@ def test_a_replay_gets_the_first_answer_and_changes_nothing(store: RegistrationS
 
     assert again == first
     assert _users(store) == users
-    assert store.get_request(key) == record
+    assert store.get_request(scoped_key(key, ADMIN)) == record
 
 
 def test_a_replayed_event_creation_is_the_same_generated_event(store: RegistrationStore) -> None:
@@ -307,7 +315,7 @@ def test_a_refusal_is_replayed_too(store: RegistrationStore) -> None:
     refused = keyed("POST", "/users", {"userId": "ada", "name": "Again"}, key=key)
     assert (refused[0], refused[1]["error"]) == (409, "UserAlreadyExists")
 
-    record = store.get_request(key)
+    record = store.get_request(scoped_key(key, ADMIN))
     assert record is not None and record.response is not None
     assert (record.response.statusCode, record.response.document()) == refused
 
@@ -336,6 +344,7 @@ def test_a_request_whose_first_is_still_running_gets_409(store: RegistrationStor
     running = idempotency.begin(
         store,
         key,
+        ADMIN,
         idempotency.request_fingerprint("POST", "/users", None, json.dumps(body)),
         "the-first-request",
     )
@@ -347,7 +356,7 @@ def test_a_request_whose_first_is_still_running_gets_409(store: RegistrationStor
     assert _users(store) == []
     # A different request with that key is told it is a different request.
     assert keyed("POST", "/users", {**body, "name": "B"}, key=key)[1]["error"] == "IdempotencyKeyReused"
-    record = store.get_request(key)
+    record = store.get_request(scoped_key(key, ADMIN))
     assert record is not None and (record.status, record.requestId) == ("IN_PROGRESS", "the-first-request")
 
 
@@ -363,7 +372,7 @@ def test_a_failure_of_ours_releases_the_key(
     monkeypatch.setattr(store, "create_user", broken)
     status, answer = keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)
     assert (status, answer["error"]) == (500, "InternalError")
-    assert store.get_request(key) is None
+    assert store.get_request(scoped_key(key, ADMIN)) is None
 
     monkeypatch.setattr(store, "create_user", create_user)
     assert keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)[0] == 201
@@ -401,14 +410,14 @@ def test_get_ignores_the_header(store: RegistrationStore) -> None:
 
     assert (status, user["userId"]) == (200, "ada")
     assert call("GET", "/users", headers={idempotency.HEADER: "k-1"})[0] == 200
-    assert store.get_request("k-1") is None
+    assert store.get_request(scoped_key("k-1", ADMIN)) is None
 
 
 def test_a_body_refused_for_its_media_type_does_not_take_the_key(store: RegistrationStore) -> None:
     key = str(uuid.uuid4())
     headers = {"Content-Type": "text/plain", idempotency.HEADER: key}
     assert call("POST", "/users", raw=b'{"userId": "ada", "name": "Ada"}', headers=headers)[0] == 415
-    assert store.get_request(key) is None
+    assert store.get_request(scoped_key(key, ADMIN)) is None
 
     assert keyed("POST", "/users", {"userId": "ada", "name": "Ada"}, key=key)[0] == 201
 

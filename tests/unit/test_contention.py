@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from registration import service
+from registration.access import Caller
 from registration.data import RegistrationStore
 from registration.errors import DecisionStale
 from registration.models import (
@@ -44,14 +45,20 @@ def _event(store: RegistrationStore, capacity: int, users: str) -> None:
 
 def _register(store: RegistrationStore, user: str, request: str | None = None) -> RegisterResult:
     state = RegisterState(
-        eventId="e", userId=user, requestId=request or f"r-{user}", event=store.get_event("e")
+        eventId="e",
+        userId=user,
+        caller=Caller(userId=user),
+        requestId=request or f"r-{user}",
+        event=store.get_event("e"),
     )
     decided = state.model_copy(update={"decision": service.check_capacity(store, state)})
     return service.write_registration(store, decided)
 
 
 def _stale_register_state(store: RegistrationStore, user: str, request: str) -> RegisterState:
-    state = RegisterState(eventId="e", userId=user, requestId=request, event=store.get_event("e"))
+    state = RegisterState(
+        eventId="e", userId=user, caller=Caller(userId=user), requestId=request, event=store.get_event("e")
+    )
     return state.model_copy(update={"decision": service.check_capacity(store, state)})
 
 
@@ -102,7 +109,9 @@ def test_a_join_whose_seat_came_free_goes_back_to_the_decision(store: Registrati
     _event(store, capacity=1, users="ab")
     _register(store, "a")
     stale = _stale_register_state(store, "b", "r-b")  # waitlist: the only seat is taken
-    state = UnregisterState(eventId="e", userId="a", requestId="r-out", event=store.get_event("e"))
+    state = UnregisterState(
+        eventId="e", userId="a", caller=Caller(userId="a"), requestId="r-out", event=store.get_event("e")
+    )
     decided = state.model_copy(update={"decision": service.check_registration(store, state)})
     service.write_unregistration(store, decided)  # the seat is free, nobody waits
 
@@ -118,7 +127,11 @@ def test_a_promotion_that_lost_the_head_takes_the_next_one(store: RegistrationSt
     states = []
     for leaving in "ab":
         state = UnregisterState(
-            eventId="e", userId=leaving, requestId=f"out-{leaving}", event=store.get_event("e")
+            eventId="e",
+            userId=leaving,
+            caller=Caller(userId=leaving),
+            requestId=f"out-{leaving}",
+            event=store.get_event("e"),
         )
         states.append(state.model_copy(update={"decision": service.check_registration(store, state)}))
     assert {s.decision.head.userId for s in states if s.decision and s.decision.head} == {"x"}

@@ -22,6 +22,7 @@ from tests.fixtures.template_variants import (
     synthesized_template,
     without_grant,
 )
+from tests.fixtures.tokens import bearer
 from tests.fixtures.workflows import Workflows, new_event, new_users
 
 
@@ -40,7 +41,7 @@ def _function_id(template: dict[str, Any], handler: str) -> str:
 
 
 def _get(api: LocalApi, target: str) -> tuple[int, Any]:
-    reply = api.handle(method="GET", target=target, headers=[], body=b"", request_id="r")
+    reply = api.handle(method="GET", target=target, headers=[bearer(api.engine)], body=b"", request_id="r")
     return reply.status, json.loads(reply.body)
 
 
@@ -134,7 +135,7 @@ def test_an_integration_role_that_may_not_start_its_workflow_is_a_500() -> None:
         (alice,) = new_users(store, 1)
         event = new_event(store, capacity=5, waitlist=False)
         api = LocalApi(engine)
-        json_type = [("Content-Type", "application/json")]
+        json_type = [("Content-Type", "application/json"), bearer(engine)]
         register = api.handle(
             method="POST",
             target=f"/events/{event}/register",

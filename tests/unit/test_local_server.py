@@ -222,7 +222,10 @@ def test_workflow_routes_pass_the_idempotency_key_to_the_execution(
     )
 
     assert reply.status in (200, 201), reply.body
-    assert started == [{"eventId": "e1", "userId": "u1", "requestId": "r-1", **expected}]
+    # The stub's template guards no route: no claims, so the caller is empty, as the
+    # request template renders it without an authorizer (the workflow then refuses it).
+    nobody = {"userId": "", "groups": ""}
+    assert started == [{"eventId": "e1", "userId": "u1", "requestId": "r-1", "caller": nobody, **expected}]
 
 
 # --- API Gateway's limits ----------------------------------------------------------------

@@ -65,8 +65,19 @@ def test_workflow_routes_document_their_models() -> None:
     assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/RegisterRequest"
     )
-    assert set(register["responses"]) == {"201", "404", "409", "413", "415", "422", "500", "503"}
-    assert set(unregister["responses"]) == {"200", "404", "409", "415", "422", "500", "503"}
+    assert set(register["responses"]) == {
+        "201",
+        "401",
+        "403",
+        "404",
+        "409",
+        "413",
+        "415",
+        "422",
+        "500",
+        "503",
+    }
+    assert set(unregister["responses"]) == {"200", "401", "403", "404", "409", "415", "422", "500", "503"}
     assert "EventFull" in register["responses"]["409"]["description"]
 
 

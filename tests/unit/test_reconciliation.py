@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from registration import keys, reconciliation, repair_plan, service
+from registration.access import Caller
 from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser, RegisterState
 from registration.reconciliation import Run
@@ -51,7 +52,11 @@ def _register(store: RegistrationStore, event_id: str, *users: str) -> None:
     for user in users:
         store.create_user(NewUser(userId=user, name=f"User {user}"))
         state = RegisterState(
-            eventId=event_id, userId=user, requestId=uuid.uuid4().hex, event=store.get_event(event_id)
+            eventId=event_id,
+            userId=user,
+            caller=Caller(userId=user),
+            requestId=uuid.uuid4().hex,
+            event=store.get_event(event_id),
         )
         decision = service.check_capacity(store, state)
         service.write_registration(store, state.model_copy(update={"decision": decision}))
