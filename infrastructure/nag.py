@@ -24,6 +24,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import IConstruct
 
+from infrastructure import names
+
 # Actions whose IAM resource can only be "*" (they name no resource of their own).
 WILDCARD_ONLY_ACTIONS = frozenset(
     {
@@ -52,10 +54,10 @@ DLQ_REASON = (
     "queue applies to asynchronous invocations. Failures surface as workflow errors "
     "(Catch, Retry, execution history) and HTTP statuses instead."
 )
-AUTH_REASON = (
-    "The registration API's routes are not guarded yet: the stack has its user pool, and "
-    "a Cognito authorizer comes with deciding which route needs which group; stage "
-    "throttling bounds abuse until then."
+OPEN_ROUTE_REASON = (
+    "The unauthenticated health check that load balancers and monitors call: it answers "
+    "whether the service works and reads nothing of users or events; every other method "
+    "has the user pool's Cognito authorizer."
 )
 WAF_REASON = (
     "No WAF web ACL in this stack: stage throttling and request validation are the "
@@ -151,6 +153,15 @@ def _policy_findings(stack: Stack, policy: iam.CfnPolicy) -> list[tuple[str, str
     return sorted(found.items())
 
 
+def _is_open_route(method: apigateway.CfnMethod) -> bool:
+    """Whether `method` is unauthenticated on purpose: one of `names.OPEN_ROUTES`, with no
+    authorization. A method without authorization on any other route stays a finding."""
+    owner = method.node.scope
+    if not isinstance(owner, apigateway.Method) or method.authorization_type != "NONE":
+        return False
+    return (owner.http_method, owner.resource.path) in names.OPEN_ROUTES
+
+
 def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
     """Acknowledges the accepted findings on `stack`; returns what was acknowledged."""
     made: list[Acknowledged] = []
@@ -159,9 +170,9 @@ def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
             _ack(construct, "AwsSolutions-L1", RUNTIME_REASON, made)
             _ack(construct, "Serverless-LambdaLatestVersion", RUNTIME_REASON, made)
             _ack(construct, "Serverless-LambdaDLQ", DLQ_REASON, made)
-        elif isinstance(construct, apigateway.CfnMethod):
-            _ack(construct, "AwsSolutions-APIG4", AUTH_REASON, made)
-            _ack(construct, "AwsSolutions-COG4", AUTH_REASON, made)
+        elif isinstance(construct, apigateway.CfnMethod) and _is_open_route(construct):
+            _ack(construct, "AwsSolutions-APIG4", OPEN_ROUTE_REASON, made)
+            _ack(construct, "AwsSolutions-COG4", OPEN_ROUTE_REASON, made)
         elif isinstance(construct, apigateway.CfnStage):
             _ack(construct, "AwsSolutions-APIG3", WAF_REASON, made)
         elif isinstance(construct, iam.CfnRole) and construct.node.path.endswith("/CloudWatchRole/Resource"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from registration import access
 from registration import settings as function_settings
 
 STACK_NAME = "EventRegistration"
@@ -73,6 +74,18 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/events/{eventId}/waitlist"),
     ("GET", "/health"),
 )
+# Routes anyone may call, signed in or not (load balancers and monitors call the health
+# check). Every other route of the API, present or future, is guarded by the user pool's
+# Cognito authorizer: it wants an ID token in AUTHORIZATION_HEADER.
+OPEN_ROUTES: tuple[tuple[str, str], ...] = (("GET", "/health"),)
+AUTHORIZATION_HEADER = "Authorization"
+AUTHORIZER_CONSTRUCT_ID = "Authorizer"
+# The workflow routes put the signed-in caller, read from the authorizer's claims only,
+# into the execution input under CALLER_INPUT_KEY: `{"userId": <USERNAME_CLAIM>,
+# "groups": <GROUPS_CLAIM>}` ("" when the caller is in no group).
+CALLER_INPUT_KEY = "caller"
+USERNAME_CLAIM = access.USERNAME_CLAIM
+GROUPS_CLAIM = access.GROUPS_CLAIM
 
 # Identity: the Cognito user pool callers sign in to (`constructs/identity.py`). The stack
 # creates one, or uses the pool and app client given as context
@@ -82,8 +95,8 @@ USER_POOL_CONSTRUCT_ID = "UserPool"
 USER_POOL_CLIENT_CONSTRUCT_ID = "UserPoolClient"
 USER_POOL_ID_CONTEXT = "userPoolId"
 USER_POOL_CLIENT_ID_CONTEXT = "userPoolClientId"
-ORGANIZERS_GROUP = "organizers"
-ADMINS_GROUP = "admins"
+ORGANIZERS_GROUP = access.ORGANIZERS
+ADMINS_GROUP = access.ADMINS
 USER_GROUPS = (ORGANIZERS_GROUP, ADMINS_GROUP)
 USER_POOL_ID_OUTPUT = "UserPoolId"
 USER_POOL_CLIENT_ID_OUTPUT = "UserPoolClientId"

@@ -224,7 +224,9 @@ def _add_security(document: dict[str, Any], paths: dict[str, Any]) -> None:
             operation["security"] = [{SECURITY_SCHEME: []}]
             responses: dict[str, Any] = operation.setdefault("responses", {})
             for status, description in SIGN_IN_REFUSALS.items():
-                responses.setdefault(status, {"description": description, "content": _content(_ref(ErrorBody))})
+                responses.setdefault(
+                    status, {"description": description, "content": _content(_ref(ErrorBody))}
+                )
             operation["responses"] = dict(sorted(responses.items()))
 
 

@@ -1,7 +1,11 @@
 """Register workflow: validate, decide (seat, waitlist or full), write transactionally.
 
-Input: `{"eventId": str, "userId": str, "requestId": str}`. Output on success: the
-write task's result. A stale decision (the transaction's conditions no longer held)
+Input: `{"eventId": str, "userId": str, "requestId": str, "caller": {"userId": str,
+"groups": str}}` and, with an `Idempotency-Key`, `"idempotencyKey": str`. `userId` is the
+user registered; `caller` is who asked, from the ID token's claims (`cognito:username`,
+and `cognito:groups` as API Gateway gives it, "" for none), never from the request; the
+API's route sets it (an execution started otherwise may have none). Output on success:
+the write task's result. A stale decision (the transaction's conditions no longer held)
 loops back to `CheckCapacity`; that task bounds the loop (`ContentionLimitExceeded`).
 """
 

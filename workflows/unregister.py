@@ -1,8 +1,12 @@
 """Unregister workflow: validate, decide what to remove, write transactionally.
 
-Input: `{"eventId": str, "userId": str, "requestId": str}`. A registered user's seat
-goes to the head of the waitlist when there is one (`PromoteFromWaitlist`, in the same
-transaction); a waitlisted user leaves the waitlist. A stale decision loops back to
+Input: `{"eventId": str, "userId": str, "requestId": str, "caller": {"userId": str,
+"groups": str}}` and, with an `Idempotency-Key`, `"idempotencyKey": str`. `userId` is the
+user unregistered; `caller` is who asked, from the ID token's claims (`cognito:username`,
+and `cognito:groups` as API Gateway gives it, "" for none), never from the request; the
+API's route sets it (an execution started otherwise may have none). A registered user's
+seat goes to the head of the waitlist when there is one (`PromoteFromWaitlist`, in the
+same transaction); a waitlisted user leaves the waitlist. A stale decision loops back to
 `CheckRegistration`, which bounds the loop (`ContentionLimitExceeded`).
 """
 

@@ -8,6 +8,12 @@ one the local server and the API Lambda use: `api_mappings.py` generates the tem
 
 Every other route is a proxy integration to one Lambda (Powertools'
 `APIGatewayRestResolver`), which validates its own input with the shared models.
+
+Every method but the open routes (`names.OPEN_ROUTES`: `GET /health`) is guarded by one
+Cognito User Pools authorizer over the stack's user pool: a request needs a valid ID
+token of the pool in `Authorization` (else the 401 gateway response). The authorizer is
+the RestApi's default for every method, so a route added later is guarded unless it is
+listed as open; the workflow routes pass the caller's claims on to the execution.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -31,6 +38,7 @@ from infrastructure.constructs.api_mappings import (
     IDEMPOTENCY_HEADER,
     UNAVAILABLE_STATUS,
     api_gateway_schema,
+    gateway_response_headers,
     gateway_response_template,
     gateway_responses,
     path_parameters,
@@ -115,9 +123,18 @@ class RegistrationApi(Construct):
         table: dynamodb.ITable,
         state_machines: Mapping[str, sfn.IStateMachine],
         powertools_layer: lambda_.ILayerVersion,
+        user_pool: cognito.IUserPool,
     ) -> None:
         super().__init__(scope, construct_id)
 
+        # Checks the ID token in `Authorization` (signature, issuer, audience, expiry)
+        # against the pool, created by the stack or given as context.
+        self.authorizer = apigateway.CognitoUserPoolsAuthorizer(
+            self,
+            names.AUTHORIZER_CONSTRUCT_ID,
+            cognito_user_pools=[user_pool],
+            identity_source=apigateway.IdentitySource.header(names.AUTHORIZATION_HEADER),
+        )
         self.access_log_group = logs.LogGroup(self, "AccessLogs", retention=ACCESS_LOG_RETENTION)
         self.rest_api = apigateway.RestApi(
             self,
@@ -129,6 +146,10 @@ class RegistrationApi(Construct):
             # The stage's logging needs API Gateway's CloudWatch role, an account-wide
             # setting (one per region): created here only when asked for.
             cloud_watch_role=cloud_watch_role_wanted(self),
+            # Every method is guarded unless it opts out (`_add_method`, names.OPEN_ROUTES).
+            default_method_options=apigateway.MethodOptions(
+                authorizer=self.authorizer, authorization_type=apigateway.AuthorizationType.COGNITO
+            ),
             deploy_options=apigateway.StageOptions(
                 stage_name=STAGE_NAME,
                 access_log_destination=apigateway.LogGroupLogDestination(self.access_log_group),
@@ -150,11 +171,16 @@ class RegistrationApi(Construct):
         self.function = self._api_function(table, powertools_layer, state_machines)
         lambda_integration = apigateway.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
         for method, path in names.LAMBDA_ROUTES:
-            self.rest_api.root.resource_for_path(path).add_method(method, lambda_integration)
+            self._add_method(method, path, lambda_integration)
 
         self.start_roles: dict[str, iam.Role] = {}
         for (method, path), workflow in names.WORKFLOW_ROUTES.items():
             self._workflow_route(method, path, workflow, state_machines[workflow])
+
+        routes = {*names.LAMBDA_ROUTES, *names.WORKFLOW_ROUTES}
+        unknown = sorted(set(names.OPEN_ROUTES) - routes)
+        if unknown:
+            raise ValueError(f"open routes the API does not serve: {unknown}")
 
         url_output = CfnOutput(
             self,
@@ -163,6 +189,15 @@ class RegistrationApi(Construct):
             description="Base URL of the HTTP API (its stage)",
         )
         url_output.override_logical_id(names.API_URL_OUTPUT)
+
+    def _add_method(
+        self, method: str, path: str, integration: apigateway.Integration, **options: Any
+    ) -> apigateway.Method:
+        """Adds `method` on `path`: guarded by the authorizer (the RestApi's default
+        method options), or open to anyone when (method, path) is in names.OPEN_ROUTES."""
+        if (method, path) in names.OPEN_ROUTES:
+            options["authorization_type"] = apigateway.AuthorizationType.NONE
+        return self.rest_api.root.resource_for_path(path).add_method(method, integration, **options)
 
     # Lambda routes -------------------------------------------------------------------
 
@@ -283,18 +318,20 @@ class RegistrationApi(Construct):
                 validate_request_parameters=True,
             )
             method_options.update(request_models={JSON: model}, request_validator=validator)
-        self.rest_api.root.resource_for_path(path).add_method(method, integration, **method_options)
+        self._add_method(method, path, integration, **method_options)
 
     # Errors API Gateway answers itself ----------------------------------------------
 
     def _add_gateway_responses(self) -> None:
         for response_type, (status, body) in gateway_responses(self._register_schema).items():
+            headers = gateway_response_headers(response_type)
             self.rest_api.add_gateway_response(
                 "".join(part.capitalize() for part in response_type.split("_")),
                 type=apigateway.ResponseType.of(response_type),
                 status_code=str(status) if status is not None else None,
                 templates={JSON: gateway_response_template(body)},
-                response_headers={"Retry-After": "'1'"} if response_type == "THROTTLED" else None,
+                # Header values are mapping expressions: a literal is written in quotes.
+                response_headers={name: f"'{value}'" for name, value in headers.items()} or None,
             )
 
     @property

@@ -2,6 +2,10 @@
 response mapping templates (VTL) of the StartSyncExecution integration, the register
 route's request model, and the gateway responses, in the API's one error shape.
 
+The request template puts the signed-in caller into the execution input (`caller`),
+read from the Cognito authorizer's claims (`$context.authorizer.claims`) and from
+nothing the client sends.
+
 StartSyncExecution answers HTTP 200 whatever became of the execution, so the response
 template reads the execution's `status`, `error` and `cause` and sets the HTTP status
 itself, from the table in `registration.outcomes` the local server and the API Lambda
@@ -17,7 +21,7 @@ from typing import Any
 
 from aws_cdk import aws_apigateway as apigateway
 
-from infrastructure import execution_names
+from infrastructure import execution_names, names
 from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
 from registration.models import RegisterRequest
@@ -40,6 +44,13 @@ UNAVAILABLE_STATUS = outcomes.UNAVAILABLE_STATUS
 UNAVAILABLE_ERROR = outcomes.UNAVAILABLE_ERROR
 UNAVAILABLE_MESSAGE = "The workflow service is unavailable; retry later"
 VALIDATION_ERROR = "ValidationError"
+# A request without a valid ID token (the authorizer refused it), and one refused access.
+UNAUTHORIZED_STATUS = outcomes.UNAUTHORIZED_STATUS
+UNAUTHORIZED_ERROR = outcomes.UNAUTHORIZED_ERROR
+UNAUTHORIZED_MESSAGE = outcomes.UNAUTHORIZED_MESSAGE
+FORBIDDEN_STATUS = outcomes.FORBIDDEN_STATUS
+FORBIDDEN_ERROR = outcomes.FORBIDDEN_ERROR
+FORBIDDEN_MESSAGE = outcomes.FORBIDDEN_MESSAGE
 
 # Velocity cannot call a JSON encoder; `$util.escapeJavaScript` is the nearest thing but
 # it writes a single quote as `\'`, which JSON does not allow: undo that part.
@@ -67,16 +78,34 @@ def execution_name_budget(workflow: str) -> int:
     return execution_names.budget(workflow)
 
 
+# Claim names the template may read (quoted inside it, so never a quote of their own).
+_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_:.-]+$")
+
+
+def _claim(name: str) -> str:
+    """VTL expression: the authorizer's claim `name` as a string, "" when absent.
+
+    AWS documents `$context.authorizer.claims.<name>`; a name with a character other
+    than letters, digits and '_' (`cognito:username`) is read by index, in quotes.
+    """
+    if not _CLAIM_NAME.match(name):
+        raise ValueError(f"claim name {name!r} cannot be read in a template")
+    return f"\"$!context.authorizer.claims['{name}']\""
+
+
 def workflow_request_template(workflow: str, state_machine_arn: str, *, path: str) -> str:
     """The StartSyncExecution request for one workflow route.
 
-    `eventId` and `userId` come from the path when it has them, otherwise from the JSON
-    body. The request id is the execution's correlation id (`requestId` in its input)
-    and the unique part of its name. A non-empty `Idempotency-Key` header becomes
-    `idempotencyKey` in the input (absent otherwise, so the workflow runs unwrapped).
-    Values go into `input` (a JSON document inside a JSON string) escaped twice; the
-    name keeps only characters Step Functions accepts and is trimmed so that it never
-    exceeds 80 characters.
+    `eventId` and `userId` (the user acted on) come from the path when it has them,
+    otherwise from the JSON body. The request id is the execution's correlation id
+    (`requestId` in its input) and the unique part of its name. `caller` is who asked:
+    `{"userId": <cognito:username>, "groups": <cognito:groups>}`, read from the Cognito
+    authorizer's claims only (never the body, the path or a header); `groups` is the
+    claim's text as API Gateway gives it, "" when the caller is in no group. A non-empty
+    `Idempotency-Key` header becomes `idempotencyKey` in the input (absent otherwise, so
+    the workflow runs unwrapped). Values go into `input` (a JSON document inside a JSON
+    string) escaped twice; the name keeps only characters Step Functions accepts and is
+    trimmed so that it never exceeds 80 characters.
     """
     from_path = set(path_parameters(path))
     budget = execution_name_budget(workflow)
@@ -90,6 +119,12 @@ def workflow_request_template(workflow: str, state_machine_arn: str, *, path: st
             f'#set(${field} = "$!{field}Value")',
         ]
     lines.append('#set($requestId = "$context.requestId")')
+    # Who asked: the authorizer's claims, which only a valid ID token of the pool sets.
+    for variable, claim in (("callerUserId", names.USERNAME_CLAIM), ("callerGroups", names.GROUPS_CLAIM)):
+        lines += [
+            f"#set(${variable} = {_claim(claim)})",
+            f"#set(${variable}Input = {_escaped(_escaped('$' + variable))})",
+        ]
     # The Idempotency-Key header, read from the headers only and its name matched
     # case-insensitively, as HTTP wants and as the API function does. Not
     # `$input.params(x)`: it would also take a query-string parameter of that name. Not
@@ -120,7 +155,9 @@ def workflow_request_template(workflow: str, state_machine_arn: str, *, path: st
     execution_input = (
         '{\\"eventId\\": \\"${eventIdInput}\\", '
         '\\"userId\\": \\"${userIdInput}\\", '
-        '\\"requestId\\": \\"${requestIdInput}\\"'
+        '\\"requestId\\": \\"${requestIdInput}\\", '
+        f'\\"{names.CALLER_INPUT_KEY}\\": '
+        '{\\"userId\\": \\"${callerUserIdInput}\\", \\"groups\\": \\"${callerGroupsInput}\\"}'
         '#if($idempotencyKey != ""), \\"idempotencyKey\\": \\"${idempotencyKeyInput}\\"#end}'
     )
     lines += [
@@ -357,6 +394,14 @@ def gateway_responses(register_schema: Mapping[str, Any]) -> dict[str, tuple[int
             422,
             {"error": VALIDATION_ERROR, "message": "The request parameters are invalid", "fields": []},
         ),
+        # The authorizer's refusals: no token, or one the pool did not issue, has expired or
+        # is not an ID token (401); a caller refused access (403).
+        "UNAUTHORIZED": (
+            UNAUTHORIZED_STATUS,
+            {"error": UNAUTHORIZED_ERROR, "message": UNAUTHORIZED_MESSAGE},
+        ),
+        "ACCESS_DENIED": (FORBIDDEN_STATUS, {"error": FORBIDDEN_ERROR, "message": FORBIDDEN_MESSAGE}),
+        # No such route (API Gateway's own name for it speaks of a missing token).
         "MISSING_AUTHENTICATION_TOKEN": (
             404,
             {"error": "RouteNotFound", "message": "No route matches this method and path"},
@@ -374,6 +419,15 @@ def gateway_responses(register_schema: Mapping[str, Any]) -> dict[str, tuple[int
         "DEFAULT_4XX": (None, {"error": "RequestRefused", "message": "$context.error.messageString"}),
         "DEFAULT_5XX": (None, {"error": outcomes.INTERNAL_ERROR, "message": outcomes.INTERNAL_MESSAGE}),
     }
+
+
+def gateway_response_headers(response_type: str) -> dict[str, str]:
+    """Headers, beyond the content type, of the gateway response `response_type`."""
+    if response_type == "UNAUTHORIZED":
+        return dict(outcomes.UNAUTHORIZED_HEADERS)
+    if response_type == "THROTTLED":
+        return {"Retry-After": str(outcomes.RETRY_AFTER_S)}
+    return {}
 
 
 def gateway_response_template(body: Mapping[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 The pool is created here, or an existing one is used when the app is given its ids as
 context (`cdk deploy -c userPoolId=<pool id> -c userPoolClientId=<app client id>`, both
-or neither). Nothing checks tokens yet: the API's routes are not guarded by the pool.
+or neither). The API's Cognito authorizer (`constructs/api.py`) accepts the pool's ID
+tokens on every route but the health check.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from infrastructure.local.lambda_seam import LambdaContext, LocalFunction, Threa
 from infrastructure.local.proxy_event import ProxyResult, RouteTable, proxy_event, proxy_result
 from infrastructure.local.request_validation import register_request
 from infrastructure.workflow_responses import workflow_headers
-from registration.access import GROUPS_CLAIM, UNAUTHORIZED_MESSAGE, USERNAME_CLAIM
+from registration.access import GROUPS_CLAIM, USERNAME_CLAIM
 from registration.errors import Unauthorized, ValidationError
 from registration.outcomes import (
     INTEGRATION_TIMEOUT_ERROR,
@@ -59,6 +59,7 @@ from registration.outcomes import (
     INTERNAL_ERROR,
     INTERNAL_MESSAGE,
     NEVER_SHED_PATHS,
+    UNAUTHORIZED_MESSAGE,
     UNAVAILABLE_ERROR,
     UNAVAILABLE_STATUS,
     error_body,

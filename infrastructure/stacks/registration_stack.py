@@ -37,15 +37,17 @@ class RegistrationStack(Stack):
         functions = self.task_functions.functions
         self.register_workflow = RegisterWorkflow(self, "RegisterWorkflow", functions=functions)
         self.unregister_workflow = UnregisterWorkflow(self, "UnregisterWorkflow", functions=functions)
+        # The user pool (created, or the one given as context) whose ID tokens the API's
+        # authorizer accepts: every route but the health check wants one.
+        self.identity = Identity(self, names.IDENTITY_CONSTRUCT_ID)
         self.api = RegistrationApi(
             self,
             "HttpApi",
             table=self.table,
             state_machines=self.state_machines,
             powertools_layer=self.task_functions.powertools_layer,
+            user_pool=self.identity.user_pool,
         )
-        # The user pool (created, or the one given as context); the API does not use it yet.
-        self.identity = Identity(self, names.IDENTITY_CONSTRUCT_ID)
         self.reconciliation = Reconciliation(
             self,
             "Reconciliation",

@@ -30,13 +30,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from registration.errors import Forbidden, Unauthorized
+from registration.outcomes import UNAUTHORIZED_MESSAGE
 
 ORGANIZERS = "organizers"
 ADMINS = "admins"
 # Claims as API Gateway hands them on: every value a string.
 USERNAME_CLAIM = "cognito:username"
 GROUPS_CLAIM = "cognito:groups"
-UNAUTHORIZED_MESSAGE = "Sign in and send the ID token as Authorization: Bearer <token>"
 # Cognito user names are at most 128 characters.
 CallerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 # API Gateway writes a list claim as one string: "a,b" (REST APIs) or "[a b]" (HTTP APIs).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from registration.errors import ERRORS
+from registration.errors import ERRORS, Forbidden, Unauthorized
 
 REGISTER = "register"
 UNREGISTER = "unregister"
@@ -75,12 +75,12 @@ INTEGRATION_TIMEOUT_MESSAGE = (
 # ID token in `Authorization` the answer is this 401 (API Gateway's Cognito authorizer on
 # AWS, the local server locally), with `WWW-Authenticate: Bearer`; a token that is
 # valid but not allowed the request is a 403.
-UNAUTHORIZED_STATUS = 401
-UNAUTHORIZED_ERROR = "Unauthorized"
+UNAUTHORIZED_STATUS = Unauthorized.http_status
+UNAUTHORIZED_ERROR = Unauthorized.code
 UNAUTHORIZED_MESSAGE = "Sign in and send the ID token as Authorization: Bearer <token>"
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
-FORBIDDEN_STATUS = 403
-FORBIDDEN_ERROR = "Forbidden"
+FORBIDDEN_STATUS = Forbidden.http_status
+FORBIDDEN_ERROR = Forbidden.code
 FORBIDDEN_MESSAGE = "The signed-in caller may not make this request"
 
 

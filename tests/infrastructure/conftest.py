@@ -14,6 +14,10 @@ from infrastructure import names
 
 # A made-up account and region to turn `Fn::GetAtt` Lambda ARNs into literal ARNs.
 FAKE_ARN_PREFIX = f"arn:aws:lambda:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:function:"
+# An existing user pool given as context, in another region than the stack's (whose
+# region is a deploy-time value).
+EXISTING_POOL_ID = "eu-west-1_AbCdEf123"
+EXISTING_CLIENT_ID = "1example23456789abcdefghij"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,25 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesize
     template_path = Path(assembly.get_stack_by_name(stack.stack_name).template_full_path)
     raw = json.loads(template_path.read_text(encoding="utf-8"))
     yield Synthesized(template=Template.from_json(raw), raw=raw, outdir=outdir)
+
+
+@pytest.fixture(scope="session")
+def with_existing_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Any]]:
+    """The whole app synthesized once with `-c userPoolId=... -c userPoolClientId=...`:
+    (the raw template, the stack)."""
+    from infrastructure.app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out.existing-pool")
+    app, stack = build_app(
+        outdir=outdir,
+        context={
+            names.USER_POOL_ID_CONTEXT: EXISTING_POOL_ID,
+            names.USER_POOL_CLIENT_ID_CONTEXT: EXISTING_CLIENT_ID,
+        },
+    )
+    assembly = app.synth()
+    path = Path(assembly.get_stack_by_name(stack.stack_name).template_full_path)
+    yield json.loads(path.read_text(encoding="utf-8")), stack
 
 
 @pytest.fixture(scope="session")

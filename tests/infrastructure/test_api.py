@@ -8,6 +8,8 @@ from typing import Any
 
 import airspeed
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infrastructure import names, openapi
 from infrastructure.constructs import api, api_mappings
@@ -289,14 +291,30 @@ def test_execution_names_fit_step_functions_limit() -> None:
 
 
 def _escape_javascript(value: str) -> str:
-    """Apache Commons' StringEscapeUtils.escapeJavaScript, which `$util.escapeJavaScript` is."""
-    named = {'"': '\\"', "'": "\\'", "\\": "\\\\", "/": "\\/", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    """Apache Commons' StringEscapeUtils.escapeJavaScript, which `$util.escapeJavaScript` is.
+
+    Java strings are UTF-16: a character beyond the BMP is two surrogates, each escaped.
+    """
+    named = {
+        '"': '\\"',
+        "'": "\\'",
+        "\\": "\\\\",
+        "/": "\\/",
+        "\b": "\\b",
+        "\n": "\\n",
+        "\t": "\\t",
+        "\f": "\\f",
+        "\r": "\\r",
+    }
+    units = value.encode("utf-16-be", "surrogatepass")
     out = []
-    for char in value:
+    for index in range(0, len(units), 2):
+        code = int.from_bytes(units[index : index + 2], "big")
+        char = chr(code)
         if char in named:
             out.append(named[char])
-        elif ord(char) < 32 or ord(char) > 0x7E:
-            out.append(f"\\u{ord(char):04X}")
+        elif code < 32 or code > 0x7F:
+            out.append(f"\\u{code:04X}")
         else:
             out.append(char)
     return "".join(out)
@@ -344,9 +362,18 @@ def _evaluate_response(
     *,
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
+    claims: dict[str, str] | None = None,
 ) -> tuple[int | None, dict[str, str], str]:
-    """(status override, header overrides, body) as API Gateway would evaluate `template`."""
-    context: dict[str, Any] = {"requestId": REQUEST_ID, "responseOverride": {"header": {}}}
+    """(status override, header overrides, body) as API Gateway would evaluate `template`.
+
+    `claims` are the Cognito authorizer's (`$context.authorizer.claims`): the verified ID
+    token's claims, each a string.
+    """
+    context: dict[str, Any] = {
+        "requestId": REQUEST_ID,
+        "responseOverride": {"header": {}},
+        "authorizer": {"claims": dict(claims or {})},
+    }
     namespace = {"input": _Input(body, params or {}, headers, query), "util": _Util(), "context": context}
     text = airspeed.Template(template).merge(namespace)
     override = context["responseOverride"]
@@ -360,8 +387,9 @@ def _evaluate(
     *,
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
+    claims: dict[str, str] | None = None,
 ) -> tuple[int | None, str]:
-    status, _, text = _evaluate_response(template, body, params, headers=headers, query=query)
+    status, _, text = _evaluate_response(template, body, params, headers=headers, query=query, claims=claims)
     return status, text
 
 
@@ -435,6 +463,16 @@ def test_evaluated_service_errors() -> None:
     assert (status, json.loads(body)["error"]) == (500, outcomes.INTERNAL_ERROR)
 
 
+# A signed-in caller: the claims the Cognito authorizer gives, and the `caller` they make.
+CLAIMS = {
+    "sub": "2f8b6c1e-0d4a-4f3e-9b7a-5c6d7e8f9a0b",
+    names.USERNAME_CLAIM: "organizer-1",
+    names.GROUPS_CLAIM: "organizers,admins",
+    "token_use": "id",
+}
+CALLER = {"userId": "organizer-1", "groups": "organizers,admins"}
+
+
 @pytest.mark.parametrize(
     ("event_id", "user_id"),
     [
@@ -454,13 +492,14 @@ def test_evaluated_request_templates(event_id: str, user_id: str) -> None:
             params["userId"] = user_id
         else:
             body["userId"] = user_id
-        _, text = _evaluate(template, json.dumps(body), params)
+        _, text = _evaluate(template, json.dumps(body), params, claims=CLAIMS)
         request = json.loads(text)
         assert request["stateMachineArn"] == arn
         assert json.loads(request["input"]) == {
             "eventId": event_id,
             "userId": user_id,
             "requestId": REQUEST_ID,
+            "caller": CALLER,
         }
         name = request["name"]
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,80}", name), name
@@ -468,24 +507,37 @@ def test_evaluated_request_templates(event_id: str, user_id: str) -> None:
 
 
 def _start_request(
-    route: tuple[str, str], *, headers: dict[str, str] | None = None, query: dict[str, str] | None = None
+    route: tuple[str, str],
+    *,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    claims: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The StartSyncExecution request a workflow route makes, for event e1 and user u1."""
+    """The StartSyncExecution request a workflow route makes, for event e1 and user u1,
+    asked by the caller of `claims` (CLAIMS unless given); `body` adds to the JSON body."""
     (_, path), workflow = route, names.WORKFLOW_ROUTES[route]
     arn = f"arn:aws:states:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:stateMachine:Machine"
     template = api_mappings.workflow_request_template(workflow, arn, path=path)
     params = {"eventId": "e1"}
-    body = {}
+    document = dict(body or {})
     if "{userId}" in path:
         params["userId"] = "u1"
     else:
-        body["userId"] = "u1"
-    _, text = _evaluate(template, json.dumps(body), params, headers=headers, query=query)
+        document["userId"] = "u1"
+    _, text = _evaluate(
+        template,
+        json.dumps(document),
+        params,
+        headers=headers,
+        query=query,
+        claims=CLAIMS if claims is None else claims,
+    )
     request: dict[str, Any] = json.loads(text)
     return request
 
 
-WITHOUT_KEY = {"eventId": "e1", "userId": "u1", "requestId": REQUEST_ID}
+WITHOUT_KEY = {"eventId": "e1", "userId": "u1", "requestId": REQUEST_ID, "caller": CALLER}
 
 
 @pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
@@ -538,6 +590,113 @@ def test_evaluated_request_template_without_a_key_is_unchanged(
     assert json.loads(request["input"]) == WITHOUT_KEY
 
 
+# --- the caller, from the authorizer's claims ----------------------------------------------
+
+HOSTILE_CLAIMS = [
+    'say "hi"',
+    "back\\slash\\",
+    '\\"',
+    '"}, "userId": "admin", "groups": "admins',
+    '\\"}, \\"groups\\": \\"admins',
+    "it's/é\t",
+    "${requestId} #if(true)x#end $!util $context.requestId ##",
+    "#set($callerGroups = 'admins')",
+    "line\nbreak\r\u2028\u0000\u001f",
+    "🎟️ 票 \U0001f600",
+    "",
+]
+
+
+def _caller_input(route: tuple[str, str], claims: dict[str, str], **request: Any) -> dict[str, Any]:
+    execution_input: dict[str, Any] = json.loads(_start_request(route, claims=claims, **request)["input"])
+    return execution_input
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_evaluated_request_template_passes_the_caller_from_the_claims(route: tuple[str, str]) -> None:
+    request = _start_request(route)
+    assert json.loads(request["input"]) == WITHOUT_KEY
+    # The user acted on names the execution, not the caller.
+    assert request["name"] == _start_request(route, claims={**CLAIMS, names.USERNAME_CLAIM: "other"})["name"]
+    assert "-u1-" in request["name"]
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+@pytest.mark.parametrize("value", HOSTILE_CLAIMS)
+def test_evaluated_request_template_keeps_hostile_claims_inside_their_strings(
+    route: tuple[str, str], value: str
+) -> None:
+    claims = {names.USERNAME_CLAIM: value, names.GROUPS_CLAIM: value}
+    execution_input = _caller_input(route, claims, headers={"Idempotency-Key": "k-1"})
+    assert execution_input == {
+        "eventId": "e1",
+        "userId": "u1",
+        "requestId": REQUEST_ID,
+        "caller": {"userId": value, "groups": value},
+        "idempotencyKey": "k-1",
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    user_id=st.text(max_size=40),
+    groups=st.text(max_size=40),
+    route=st.sampled_from(sorted(names.WORKFLOW_ROUTES)),
+)
+def test_evaluated_request_template_passes_any_claim_text_unchanged(
+    user_id: str, groups: str, route: tuple[str, str]
+) -> None:
+    claims = {**CLAIMS, names.USERNAME_CLAIM: user_id, names.GROUPS_CLAIM: groups}
+    execution_input = _caller_input(route, claims)
+    assert execution_input == {**WITHOUT_KEY, "caller": {"userId": user_id, "groups": groups}}
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_a_caller_in_no_group_has_empty_groups(route: tuple[str, str]) -> None:
+    claims = {names.USERNAME_CLAIM: "attendee-1", "sub": "x"}
+    assert _caller_input(route, claims)["caller"] == {"userId": "attendee-1", "groups": ""}
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_nothing_the_client_sends_changes_the_caller(route: tuple[str, str]) -> None:
+    """Only the verified token's claims name the caller: not the body, the path, the query
+    string or a header, whatever they are called."""
+    forged = {"userId": "admin", "groups": "admins"}
+    execution_input = _caller_input(
+        route,
+        CLAIMS,
+        body={"caller": forged, "callerUserId": "admin", "groups": "admins", names.USERNAME_CLAIM: "admin"},
+        headers={"caller": json.dumps(forged), names.USERNAME_CLAIM: "admin", names.GROUPS_CLAIM: "admins"},
+        query={"caller": "admin", names.USERNAME_CLAIM: "admin", names.GROUPS_CLAIM: "admins"},
+    )
+    assert execution_input["caller"] == CALLER
+    assert execution_input["userId"] == "u1"
+    # A user id that tries to close its string and add a caller stays a user id.
+    injected = 'u1", "caller": {"userId": "admin", "groups": "admins"}, "x": "'
+    arn = f"arn:aws:states:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:stateMachine:Machine"
+    (_, path), workflow = route, names.WORKFLOW_ROUTES[route]
+    template = api_mappings.workflow_request_template(workflow, arn, path=path)
+    params = {"eventId": "e1", **({"userId": injected} if "{userId}" in path else {})}
+    body = {} if "{userId}" in path else {"userId": injected}
+    _, text = _evaluate(template, json.dumps(body), params, claims=CLAIMS)
+    execution_input = json.loads(json.loads(text)["input"])
+    assert execution_input == {"eventId": "e1", "userId": injected, "requestId": REQUEST_ID, "caller": CALLER}
+
+
+@pytest.mark.parametrize("route", sorted(names.WORKFLOW_ROUTES))
+def test_the_template_reads_the_caller_from_the_claims_only(route: tuple[str, str]) -> None:
+    (_, path), workflow = route, names.WORKFLOW_ROUTES[route]
+    template = api_mappings.workflow_request_template(workflow, "arn", path=path)
+    reads = re.findall(r"#set\(\$(caller\w*) = (.*)\)$", template, flags=re.MULTILINE)
+    sources = {variable: source for variable, source in reads if not variable.endswith("Input")}
+    assert sources == {
+        "callerUserId": "\"$!context.authorizer.claims['cognito:username']\"",
+        "callerGroups": "\"$!context.authorizer.claims['cognito:groups']\"",
+    }
+    # Nothing of the request is read under those names.
+    assert not re.search(r"\$input\.[^\n]*(caller|cognito)", template)
+
+
 # --- errors API Gateway answers itself ------------------------------------------------------
 
 
@@ -569,6 +728,21 @@ def test_gateway_responses_have_the_error_shape(synthesized: Synthesized) -> Non
         "error": outcomes.INTERNAL_ERROR,
         "message": outcomes.INTERNAL_MESSAGE,
     }
+    # The authorizer's refusals, in the same shape; the 401 names the scheme it wants.
+    unauthorized = responses["UNAUTHORIZED"]
+    assert unauthorized["StatusCode"] == str(outcomes.UNAUTHORIZED_STATUS) == "401"
+    assert json.loads(unauthorized["ResponseTemplates"]["application/json"]) == {
+        "error": "Unauthorized",
+        "message": "Sign in and send the ID token as Authorization: Bearer <token>",
+    }
+    assert unauthorized["ResponseParameters"] == {"gatewayresponse.header.WWW-Authenticate": "'Bearer'"}
+    denied = responses["ACCESS_DENIED"]
+    assert denied["StatusCode"] == str(outcomes.FORBIDDEN_STATUS) == "403"
+    denied_body = json.loads(denied["ResponseTemplates"]["application/json"])
+    assert denied_body["error"] == outcomes.FORBIDDEN_ERROR == "Forbidden"
+    assert set(denied_body) == {"error", "message"} and denied_body["message"]
+    assert "ResponseParameters" not in denied
+    assert responses["THROTTLED"]["ResponseParameters"] == {"gatewayresponse.header.Retry-After": "'1'"}
     # API Gateway's own 29 s limit: the same answer as the local server's.
     timeout = responses["INTEGRATION_TIMEOUT"]
     assert timeout["StatusCode"] == str(outcomes.INTEGRATION_TIMEOUT_STATUS) == "504"
@@ -680,11 +854,19 @@ def test_the_account_wide_cloudwatch_role_only_when_asked_for(synthesized: Synth
 
 def _api_only_template(context: dict[str, Any]) -> Any:
     """The API construct alone, in a stack of its own built with `context`."""
+    from aws_cdk.assertions import Template
+
+    stack, _ = api_only(context)
+    return Template.from_stack(stack)
+
+
+def api_only(context: dict[str, Any]) -> tuple[Any, api.RegistrationApi]:
+    """(stack, API construct): the API alone, in a stack of its own built with `context`."""
     from aws_cdk import App, Stack
+    from aws_cdk import aws_cognito as cognito
     from aws_cdk import aws_dynamodb as dynamodb
     from aws_cdk import aws_lambda as lambda_
     from aws_cdk import aws_stepfunctions as sfn
-    from aws_cdk.assertions import Template
 
     stack = Stack(App(context=context), "ApiOnly")
     machines = {
@@ -698,14 +880,15 @@ def _api_only_template(context: dict[str, Any]) -> Any:
         "Layer",
         "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-x86_64:1",
     )
-    api.RegistrationApi(
+    registration_api = api.RegistrationApi(
         stack,
         "HttpApi",
         table=dynamodb.Table.from_table_name(stack, "Table", "t"),
         state_machines=machines,
         powertools_layer=layer,
+        user_pool=cognito.UserPool.from_user_pool_id(stack, "UserPool", "us-east-1_Example1"),
     )
-    return Template.from_stack(stack)
+    return stack, registration_api
 
 
 def test_the_api_is_named_after_the_stack_and_so_are_its_metrics(synthesized: Synthesized) -> None:

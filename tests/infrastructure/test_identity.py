@@ -3,25 +3,19 @@ existing one given as context instead."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infrastructure import names
 from infrastructure.constructs import identity
-from tests.infrastructure.conftest import Synthesized
+from tests.infrastructure.conftest import EXISTING_CLIENT_ID, EXISTING_POOL_ID, Synthesized
 
 pytestmark = pytest.mark.infrastructure
 
 USER_POOL = "AWS::Cognito::UserPool"
 CLIENT = "AWS::Cognito::UserPoolClient"
 GROUP = "AWS::Cognito::UserPoolGroup"
-# An existing pool in another region than the stack's (whose region is a deploy-time value).
-EXISTING_POOL_ID = "eu-west-1_AbCdEf123"
-EXISTING_CLIENT_ID = "1example23456789abcdefghij"
 
 
 def pool_id(synthesized: Synthesized) -> str:
@@ -123,12 +117,6 @@ def test_the_outputs_give_the_ids_and_the_issuer(synthesized: Synthesized) -> No
     }
 
 
-def test_no_route_is_guarded_yet(synthesized: Synthesized) -> None:
-    assert not synthesized.resources("AWS::ApiGateway::Authorizer")
-    for logical_id, method in synthesized.resources("AWS::ApiGateway::Method").items():
-        assert method["Properties"]["AuthorizationType"] == "NONE", logical_id
-
-
 def test_the_local_stack_reads_the_template_with_its_pool(synthesized: Synthesized) -> None:
     from infrastructure.local.template import parse_template
 
@@ -137,24 +125,6 @@ def test_the_local_stack_reads_the_template_with_its_pool(synthesized: Synthesiz
 
 
 # --- an existing pool, given as context -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def with_existing_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Any]]:
-    """The whole app synthesized once with `-c userPoolId=... -c userPoolClientId=...`."""
-    from infrastructure.app import build_app
-
-    outdir = tmp_path_factory.mktemp("cdk.out.existing-pool")
-    app, stack = build_app(
-        outdir=outdir,
-        context={
-            names.USER_POOL_ID_CONTEXT: EXISTING_POOL_ID,
-            names.USER_POOL_CLIENT_ID_CONTEXT: EXISTING_CLIENT_ID,
-        },
-    )
-    assembly = app.synth()
-    path = Path(assembly.get_stack_by_name(stack.stack_name).template_full_path)
-    yield json.loads(path.read_text(encoding="utf-8")), stack
 
 
 def test_with_context_no_pool_client_or_group_is_created(

@@ -7,7 +7,8 @@
   checks live in test_template.py and test_api.py).
 * cfn-lint passes on the template; asl-validator passes on every state machine's ASL.
 
-The nag figures go to `.local/reliability-nag.json` for docs/reliability.md.
+The nag figures go to `.local/reliability-nag.json` for docs/reliability.md, whose cdk-nag
+table must be this run's.
 """
 
 from __future__ import annotations
@@ -108,16 +109,10 @@ def _finding_lines(violations: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-# --- cdk-nag ---------------------------------------------------------------------------
-
-
-def test_cdk_nag_finds_nothing_unacknowledged(nag_run: NagRun, figures: dict[str, Any]) -> None:
-    assert nag_run.reported
-    assert _finding_lines(nag_run.violations) == []
-    assert nag_run.error is None
-
+def _nag_figures(nag_run: NagRun) -> dict[str, Any]:
+    """What docs/reliability.md shows of a nag run: the acknowledgements by rule and reason."""
     grouped = Counter((a.rule.split("[")[0], a.reason) for a in nag_run.acknowledged)
-    figures["cdkNag"] = {
+    return {
         "packs": list(NAG_PACKS),
         "unacknowledgedFindings": 0,
         "acknowledgements": len(nag_run.acknowledged),
@@ -127,6 +122,32 @@ def test_cdk_nag_finds_nothing_unacknowledged(nag_run: NagRun, figures: dict[str
         ],
         "cfnLintIgnored": CFN_LINT_IGNORED,
     }
+
+
+# --- cdk-nag ---------------------------------------------------------------------------
+
+
+def test_cdk_nag_finds_nothing_unacknowledged(nag_run: NagRun, figures: dict[str, Any]) -> None:
+    assert nag_run.reported
+    assert _finding_lines(nag_run.violations) == []
+    assert nag_run.error is None
+
+    figures["cdkNag"] = _nag_figures(nag_run)
+
+
+def test_the_reliability_document_lists_these_acknowledgements(nag_run: NagRun) -> None:
+    """docs/reliability.md's cdk-nag table (written by `make reliability`) is this run's."""
+    from tests import reliability
+
+    expected = [
+        line
+        for line in reliability._nag({"cdkNag": _nag_figures(nag_run)})
+        if line.startswith(("cdk-nag packs", "| "))
+    ]
+    document = reliability.DOCUMENT.read_text(encoding="utf-8")
+    section = document.split("## Security baseline", 1)[1].split("\n## ", 1)[0]
+    written = [line for line in section.splitlines() if line.startswith(("cdk-nag packs", "| "))]
+    assert written == expected, "docs/reliability.md is out of date: run `make reliability`"
 
 
 def test_every_acknowledgement_has_a_reason(nag_run: NagRun) -> None:

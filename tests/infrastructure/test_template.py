@@ -52,10 +52,15 @@ WORKFLOW_FUNCTIONS = {
 # The wrapper's task that records how a failed execution ended, and where it goes when
 # the record cannot be written (an answer that is not stored is not given out).
 RECORD_TASKS = {"RecordFailure": "AnswerNotRecorded"}
-# Items whose partition key starts with `IDEMPOTENCY#` and nothing else (IAM's
-# `dynamodb:LeadingKeys`): the only condition any table grant carries.
+# Items whose partition key starts with `IDEMPOTENCY#` (or `EVENT#`) and nothing else
+# (IAM's `dynamodb:LeadingKeys`): the only conditions a table grant carries.
 IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
-CONFINED_TASKS = {"ClaimRequest": IDEMPOTENCY_ONLY, "RecordOutcome": IDEMPOTENCY_ONLY}
+# ClaimRequest reads the event, whose organizer may act for others, before it claims a
+# key; it writes idempotency records only.
+CONFINED_TASKS = {
+    "ClaimRequest": {"IDEMPOTENCY#*": None, "EVENT#*": {"dynamodb:GetItem"}},
+    "RecordOutcome": {"IDEMPOTENCY#*": None},
+}
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -295,7 +300,14 @@ def test_function_role_is_least_privilege(
         (service,) = services
         if service == "dynamodb":
             assert resources == [table_arn], statement  # the table only, no index
-            assert statement.get("Condition") == CONFINED_TASKS.get(task), statement
+            confined = CONFINED_TASKS.get(task)
+            if confined is None:
+                assert "Condition" not in statement, statement
+            else:
+                (prefix,) = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+                assert prefix in confined, statement
+                allowed = confined[prefix]
+                assert allowed is None or actions <= allowed, statement
             dynamodb_actions |= actions
         elif service == "logs":
             assert actions == {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -467,6 +479,7 @@ WRAPPER_EDGES = {
     ("ClaimRequest", "ValidationError", "Failed"),
     ("ClaimRequest", "IdempotencyKeyReused", "Failed"),
     ("ClaimRequest", "RequestInProgress", "Failed"),
+    ("ClaimRequest", "Forbidden", "Failed"),
     ("ReplayOrRun", "$.claim.replay BooleanEquals false", "Run"),
     ("ReplayOrRun", "$.claim.succeeded BooleanEquals true", "ReplayedSuccess"),
     ("ReplayOrRun", "default", "ReplayedFailure"),
@@ -537,6 +550,7 @@ def test_idempotency_wrapper_contract(
         "eventId.$": "$.eventId",
         "userId.$": "$.userId",
         "requestId.$": "$.requestId",
+        "caller.$": "$.caller",
     }
     claim = states["ClaimRequest"]
     assert function_id_from_arn(claim["Resource"]) == function_ids["ClaimRequest"]
@@ -560,6 +574,7 @@ def test_validate_parameters(synthesized: Synthesized, state_machine_ids: dict[s
             "eventId.$": "$.eventId",
             "userId.$": "$.userId",
             "requestId.$": "$.requestId",
+            "caller.$": "$.caller",
             "operation": workflow,
         }
         assert validate["ResultPath"] == "$.event"
@@ -572,6 +587,7 @@ def test_register_workflow_contract(synthesized: Synthesized, state_machine_ids:
     assert edges(definition) == {
         ("Validate", "next", "CheckCapacity"),
         ("Validate", "ValidationError", "ValidationError"),
+        ("Validate", "Forbidden", "Forbidden"),
         ("Validate", "UserNotFound", "UserNotFound"),
         ("Validate", "EventNotFound", "EventNotFound"),
         ("CheckCapacity", "next", "SeatOrWaitlist"),
@@ -615,6 +631,7 @@ def test_unregister_workflow_contract(
     assert edges(definition) == {
         ("Validate", "next", "CheckRegistration"),
         ("Validate", "ValidationError", "ValidationError"),
+        ("Validate", "Forbidden", "Forbidden"),
         ("Validate", "EventNotFound", "EventNotFound"),
         ("CheckRegistration", "next", "WhatToRemove"),
         ("CheckRegistration", "ContentionLimitExceeded", "ContentionLimitExceeded"),
