@@ -26,9 +26,10 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from infrastructure.local.dynamodb_local import free_port
 from registration import keys
+from registration.models import scoped_key
 from tests.fixtures import figures
 from tests.fixtures.processes import READY, Process
-from tests.http.client import Answer, Client, uid
+from tests.http.client import ADMIN_CALLER, Answer, Client, uid
 
 pytestmark = [
     pytest.mark.integration,
@@ -106,7 +107,8 @@ class Stack:
         dynamodb, name = self.table()
         item = dynamodb.get_item(
             TableName=name,
-            Key={k: {"S": v} for k, v in keys.idempotency_key(key).items()},
+            # The client is signed in as the admin: the record is the key scoped to them.
+            Key={k: {"S": v} for k, v in keys.idempotency_key(scoped_key(key, ADMIN_CALLER)).items()},
             ConsistentRead=True,
         )["Item"]
         return {k: _DESER.deserialize(v) for k, v in item.items()}
@@ -116,7 +118,8 @@ class Stack:
         dynamodb, name = self.table()
         dynamodb.update_item(
             TableName=name,
-            Key={k: {"S": v} for k, v in keys.idempotency_key(key).items()},
+            # The client is signed in as the admin: the record is the key scoped to them.
+            Key={k: {"S": v} for k, v in keys.idempotency_key(scoped_key(key, ADMIN_CALLER)).items()},
             UpdateExpression="SET leaseExpiresAt = :past",
             ExpressionAttributeValues={":past": {"N": "0"}},
         )
@@ -302,6 +305,7 @@ def test_a_crash_at_any_point_leaves_one_effect_and_its_answer(
         scenario.request(client, ids)
     assert stack.killed(), "the server died of SIGKILL at the point"
     stack.start()
+    client = stack.client  # signed in again: the restarted server has a new user pool
 
     committed = point in COMMITTED
     then = scenario.then(client, ids) if scenario.then else None

@@ -1,7 +1,7 @@
 """Who may do what, cell by cell: every route x every kind of caller, over HTTP.
 
-The expected statuses are the table of the sign-in requirement, written out here by
-hand (not derived from the code's rules): the user acted on themselves, another user,
+The expected statuses are the table of the sign-in requirement, written out by hand
+in `tests.fixtures.ownership_table` (not derived from the code's rules): the user acted on themselves, another user,
 the event's organizer, another event's organizer and an admin, plus no token, a forged
 one and an expired one. Every cell runs on its own event and its own target user, made
 through the API by the people allowed to make them, so no cell depends on another; a
@@ -16,12 +16,10 @@ from dataclasses import dataclass
 import pytest
 
 from tests.fixtures import tokens
+from tests.fixtures.ownership_table import CALLERS, EXPECTED
 from tests.http.client import ADMINS, ORGANIZERS, Answer, Client, uid
 
 pytestmark = pytest.mark.local_only("signs in any user through the local pool")
-
-CALLERS = ("none", "forged", "expired", "self", "other", "organizer", "other_organizer", "admin")
-SIGNED_IN = CALLERS[3:]
 
 
 @dataclass
@@ -75,12 +73,6 @@ def _cell(anonymous: Client, admin: Client, people: dict[str, str], *, registere
     return Cell(anonymous, admin, organizer, target, event_id, callers)
 
 
-def _statuses(**by_caller: int) -> dict[str, int]:
-    """401 for the three without a valid token, then the given status per signed-in caller."""
-    assert set(by_caller) == set(SIGNED_IN)
-    return {"none": 401, "forged": 401, "expired": 401, **by_caller}
-
-
 Request = Callable[[Cell, Client], Answer]
 
 # (name, request, expected status per caller, whether the cell needs the target registered)
@@ -88,68 +80,67 @@ MATRIX: list[tuple[str, Request, dict[str, int], bool]] = [
     (
         "POST /users",
         lambda c, k: k.post("/users", {"userId": c.target + "-new", "name": "New"}),
-        # "self" is the target's own token: creating another id is refused, see below.
-        _statuses(self=403, other=403, organizer=403, other_organizer=403, admin=201),
+        EXPECTED["POST /users"],
         False,
     ),
     (
-        "GET /users/{id}",
+        "GET /users/{userId}",
         lambda c, k: k.get(f"/users/{c.target}"),
-        _statuses(self=200, other=403, organizer=403, other_organizer=403, admin=200),
+        EXPECTED["GET /users/{userId}"],
         False,
     ),
     (
-        "GET /users/{id}/registrations",
+        "GET /users/{userId}/registrations",
         lambda c, k: k.get(f"/users/{c.target}/registrations"),
-        _statuses(self=200, other=403, organizer=403, other_organizer=403, admin=200),
+        EXPECTED["GET /users/{userId}/registrations"],
         False,
     ),
     (
         "GET /users",
         lambda c, k: k.get("/users?limit=1"),
-        _statuses(self=403, other=403, organizer=403, other_organizer=403, admin=200),
+        EXPECTED["GET /users"],
         False,
     ),
     (
         "POST /events",
         lambda c, k: k.post("/events", {"title": "New", "capacity": 1}),
-        _statuses(self=403, other=403, organizer=201, other_organizer=201, admin=201),
+        EXPECTED["POST /events"],
         False,
     ),
     (
         "GET /events",
         lambda c, k: k.get("/events?limit=1"),
-        _statuses(self=200, other=200, organizer=200, other_organizer=200, admin=200),
+        EXPECTED["GET /events"],
         False,
     ),
     (
-        "GET /events/{id}",
+        "GET /events/{eventId}",
         lambda c, k: k.get(f"/events/{c.event_id}"),
-        _statuses(self=200, other=200, organizer=200, other_organizer=200, admin=200),
+        EXPECTED["GET /events/{eventId}"],
         False,
     ),
     (
-        "POST /events/{id}/register",
+        "POST /events/{eventId}/register",
         lambda c, k: k.register(c.event_id, c.target),
-        _statuses(self=201, other=403, organizer=201, other_organizer=403, admin=201),
+        EXPECTED["POST /events/{eventId}/register"],
         False,
     ),
     (
-        "DELETE /events/{id}/register/{userId}",
+        "DELETE /events/{eventId}/register/{userId}",
         lambda c, k: k.unregister(c.event_id, c.target),
-        _statuses(self=200, other=403, organizer=200, other_organizer=403, admin=200),
+        EXPECTED["DELETE /events/{eventId}/register/{userId}"],
         True,
     ),
     (
-        "GET /events/{id}/registrations",
+        "GET /events/{eventId}/registrations",
         lambda c, k: k.get(f"/events/{c.event_id}/registrations"),
-        _statuses(self=403, other=403, organizer=200, other_organizer=403, admin=200),
+        EXPECTED["GET /events/{eventId}/registrations"],
         False,
     ),
     (
-        "GET /events/{id}/waitlist",
+        "GET /events/{eventId}/waitlist",
         lambda c, k: k.get(f"/events/{c.event_id}/waitlist"),
-        _statuses(self=403, other=403, organizer=200, other_organizer=403, admin=200),
+        EXPECTED["GET /events/{eventId}/waitlist"],
         False,
     ),
 ]

@@ -6,7 +6,6 @@ import json
 import re
 from typing import Any
 
-import airspeed
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +14,7 @@ from infrastructure import names, openapi
 from infrastructure.constructs import api, api_mappings
 from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
+from tests.fixtures.mapping_templates import REQUEST_ID, evaluate, evaluate_response
 from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.test_template import (
     IDEMPOTENCY_ONLY,
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.infrastructure
 
 METHOD = "AWS::ApiGateway::Method"
 START_SYNC_URI = "arn:${AWS::Partition}:apigateway:${AWS::Region}:states:action/StartSyncExecution"
-REQUEST_ID = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
 CODE_STATUS = re.compile(r'\$code == "([^"]+)"\)\n#set\(\$context\.responseOverride\.status = (\d+)\)')
 
 
@@ -286,113 +285,6 @@ def test_execution_names_fit_step_functions_limit() -> None:
 
 
 # --- response mapping (evaluated) ----------------------------------------------------------
-# API Gateway runs Velocity with `$util`, `$input` and `$context`; airspeed (a Python port of
-# Velocity, with the Java string methods API Gateway templates use) evaluates the same text.
-
-
-def _escape_javascript(value: str) -> str:
-    """Apache Commons' StringEscapeUtils.escapeJavaScript, which `$util.escapeJavaScript` is.
-
-    Java strings are UTF-16: a character beyond the BMP is two surrogates, each escaped.
-    """
-    named = {
-        '"': '\\"',
-        "'": "\\'",
-        "\\": "\\\\",
-        "/": "\\/",
-        "\b": "\\b",
-        "\n": "\\n",
-        "\t": "\\t",
-        "\f": "\\f",
-        "\r": "\\r",
-    }
-    units = value.encode("utf-16-be", "surrogatepass")
-    out = []
-    for index in range(0, len(units), 2):
-        code = int.from_bytes(units[index : index + 2], "big")
-        char = chr(code)
-        if char in named:
-            out.append(named[char])
-        elif code < 32 or code > 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-class _Util:
-    def escapeJavaScript(self, value: Any) -> str:
-        return _escape_javascript(str(value))
-
-    def parseJson(self, value: str) -> Any:
-        return json.loads(value)
-
-
-class _Input:
-    """`$input`: `params(x)` searches the path, the query string, then the headers (as API
-    Gateway documents it); `params()` is the map of all three."""
-
-    def __init__(
-        self,
-        body: str,
-        params: dict[str, str],
-        headers: dict[str, str] | None = None,
-        query: dict[str, str] | None = None,
-    ) -> None:
-        self._body = body
-        self._params = {"path": params, "querystring": query or {}, "header": headers or {}}
-
-    def path(self, expression: str) -> Any:
-        document = json.loads(self._body) if self._body else {}
-        return document if expression == "$" else document.get(expression[2:])
-
-    def params(self, name: str | None = None) -> Any:
-        if name is None:
-            return self._params
-        for kind in ("path", "querystring", "header"):
-            if name in self._params[kind]:
-                return self._params[kind][name]
-        return ""
-
-
-def _evaluate_response(
-    template: str,
-    body: str,
-    params: dict[str, str] | None = None,
-    *,
-    headers: dict[str, str] | None = None,
-    query: dict[str, str] | None = None,
-    claims: dict[str, str] | None = None,
-) -> tuple[int | None, dict[str, str], str]:
-    """(status override, header overrides, body) as API Gateway would evaluate `template`.
-
-    `claims` are the Cognito authorizer's (`$context.authorizer.claims`): the verified ID
-    token's claims, each a string.
-    """
-    context: dict[str, Any] = {
-        "requestId": REQUEST_ID,
-        "responseOverride": {"header": {}},
-        "authorizer": {"claims": dict(claims or {})},
-    }
-    namespace = {"input": _Input(body, params or {}, headers, query), "util": _Util(), "context": context}
-    text = airspeed.Template(template).merge(namespace)
-    override = context["responseOverride"]
-    return override.get("status"), override["header"], text
-
-
-def _evaluate(
-    template: str,
-    body: str,
-    params: dict[str, str] | None = None,
-    *,
-    headers: dict[str, str] | None = None,
-    query: dict[str, str] | None = None,
-    claims: dict[str, str] | None = None,
-) -> tuple[int | None, str]:
-    status, _, text = _evaluate_response(template, body, params, headers=headers, query=query, claims=claims)
-    return status, text
-
-
 def _execution_results() -> list[tuple[str, str | None, str | None]]:
     cases: list[tuple[str, str | None, str | None]] = []
     for code in [
@@ -413,7 +305,7 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
     template = api_mappings.workflow_response_template(workflow)
     output = {"eventId": "e1", "userId": "u1", "status": "waitlisted", "position": 2}
     result = json.dumps({"status": "SUCCEEDED", "output": json.dumps(output)})
-    status, body = _evaluate(template, result)
+    status, body = evaluate(template, result)
     assert (status, json.loads(body)) == (outcomes.SUCCESS_STATUS[workflow], output)
     for execution_status, code, cause in _execution_results():
         result_document: dict[str, Any] = {"status": execution_status}
@@ -421,7 +313,7 @@ def test_evaluated_template_agrees_with_outcomes(workflow: str) -> None:
             result_document["error"] = code
         if cause is not None:
             result_document["cause"] = cause
-        status, headers, body = _evaluate_response(template, json.dumps(result_document))
+        status, headers, body = evaluate_response(template, json.dumps(result_document))
         expected = outcomes.workflow_response(workflow, execution_status, None, code, cause)
         assert (status, json.loads(body)) == expected, (execution_status, code, cause)
         expected_headers = {**workflow_headers(execution_status, code), "X-Request-Id": REQUEST_ID}
@@ -433,7 +325,7 @@ def test_a_timed_out_execution_is_a_503_with_retry_after(workflow: str) -> None:
     """StartSyncExecution answers HTTP 200 with status TIMED_OUT: the mapping makes it a
     definite, retryable answer, never the 500 of an unknown failure."""
     template = api_mappings.workflow_response_template(workflow)
-    status, headers, body = _evaluate_response(template, json.dumps({"status": "TIMED_OUT"}))
+    status, headers, body = evaluate_response(template, json.dumps({"status": "TIMED_OUT"}))
     assert status == 503
     assert int(headers["Retry-After"]) >= 1
     assert json.loads(body)["error"] == "ExecutionTimedOut"
@@ -443,11 +335,11 @@ def test_a_timed_out_execution_is_a_503_with_retry_after(workflow: str) -> None:
 def test_a_request_whose_first_still_runs_is_a_409_with_retry_after(workflow: str) -> None:
     template = api_mappings.workflow_response_template(workflow)
     failed = {"status": "FAILED", "error": "RequestInProgress", "cause": "The first request is still running"}
-    status, headers, body = _evaluate_response(template, json.dumps(failed))
+    status, headers, body = evaluate_response(template, json.dumps(failed))
     assert (status, json.loads(body)["error"]) == (409, "RequestInProgress")
     assert int(headers["Retry-After"]) >= 1
     refused = {**failed, "error": "AlreadyRegistered"}
-    assert _evaluate_response(template, json.dumps(refused))[1] == {
+    assert evaluate_response(template, json.dumps(refused))[1] == {
         "X-Request-Id": REQUEST_ID
     }  # final: no retry
 
@@ -457,9 +349,9 @@ def test_evaluated_service_errors() -> None:
         "__type": "com.amazonaws.swf.service.v2.model#ThrottlingException",
         "message": "Rate exceeded",
     }
-    status, body = _evaluate(api_mappings.service_error_template(), json.dumps(throttled))
+    status, body = evaluate(api_mappings.service_error_template(), json.dumps(throttled))
     assert (status, json.loads(body)["error"]) == (429, api_mappings.THROTTLED_ERROR)
-    status, body = _evaluate(api_mappings.service_error_template(), json.dumps({"__type": "InvalidName"}))
+    status, body = evaluate(api_mappings.service_error_template(), json.dumps({"__type": "InvalidName"}))
     assert (status, json.loads(body)["error"]) == (500, outcomes.INTERNAL_ERROR)
 
 
@@ -492,7 +384,7 @@ def test_evaluated_request_templates(event_id: str, user_id: str) -> None:
             params["userId"] = user_id
         else:
             body["userId"] = user_id
-        _, text = _evaluate(template, json.dumps(body), params, claims=CLAIMS)
+        _, text = evaluate(template, json.dumps(body), params, claims=CLAIMS)
         request = json.loads(text)
         assert request["stateMachineArn"] == arn
         assert json.loads(request["input"]) == {
@@ -525,7 +417,7 @@ def _start_request(
         params["userId"] = "u1"
     else:
         document["userId"] = "u1"
-    _, text = _evaluate(
+    _, text = evaluate(
         template,
         json.dumps(document),
         params,
@@ -678,7 +570,7 @@ def test_nothing_the_client_sends_changes_the_caller(route: tuple[str, str]) -> 
     template = api_mappings.workflow_request_template(workflow, arn, path=path)
     params = {"eventId": "e1", **({"userId": injected} if "{userId}" in path else {})}
     body = {} if "{userId}" in path else {"userId": injected}
-    _, text = _evaluate(template, json.dumps(body), params, claims=CLAIMS)
+    _, text = evaluate(template, json.dumps(body), params, claims=CLAIMS)
     execution_input = json.loads(json.loads(text)["input"])
     assert execution_input == {"eventId": "e1", "userId": injected, "requestId": REQUEST_ID, "caller": CALLER}
 

@@ -34,7 +34,7 @@ from infrastructure.local.execution_results import ExecutionResult
 from registration import keys, outcomes
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
-from registration.models import NewEvent, NewUser
+from registration.models import NewEvent, NewUser, scoped_key
 from tests.fixtures.faults import KINDS, TASK, Fault, FaultInjector
 from workflows.common import EXPRESS_RETRY_MAX_ATTEMPTS
 
@@ -209,6 +209,8 @@ FAILED_UNCHANGED = "failed, table unchanged"
 FAILED_COMMITTED = "failed, write committed whole"  # the answer of a committed write was lost
 # Failed before the request changed anything, after its claim was written (or with a
 # refusal that could not be recorded): a retry waits for the lease, then runs it again.
+# Every request is sent by one caller allowed to act for anyone, so a key is one record.
+CALLER = {"userId": "fault-operator", "groups": "admins"}
 FAILED_CLAIM_LEFT = "failed, request not run, claim left to its lease"
 DIVERGED = "diverged"  # anything else: a bug
 
@@ -402,7 +404,7 @@ def _dump(store: RegistrationStore, twin: Twin) -> list[dict[str, Any]]:
             raw.append(item)
     record = client.get_item(
         TableName=table,
-        Key={"PK": {"S": f"{keys.IDEMPOTENCY_PREFIX}{twin.key}"}, "SK": {"S": keys.REQUEST}},
+        Key={k: {"S": v} for k, v in keys.idempotency_key(scoped_key(twin.key, CALLER["userId"])).items()},
         ConsistentRead=True,
     ).get("Item")
     if record:
@@ -449,7 +451,7 @@ def _run(
         "eventId": twin.event_id,
         "userId": twin.users[scenario.actor],
         "requestId": request_id,
-        "caller": {"userId": twin.users[scenario.actor], "groups": ""},
+        "caller": CALLER,
     }
     if scenario.keyed:
         execution_input["idempotencyKey"] = twin.key
@@ -547,7 +549,7 @@ def test_fault(
     ]
     redecided = failures.count("DecisionStale")
     answered_as_clean = run.answer == clean.answer
-    claim = local_store.get_request(twin.key) if scenario.keyed else None
+    claim = local_store.get_request(scoped_key(twin.key, CALLER["userId"])) if scenario.keyed else None
     claim_left = claim is not None and claim.status == "IN_PROGRESS"
     if answered_as_clean and run.after == clean.after:
         outcome = ABSORBED
