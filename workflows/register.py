@@ -4,7 +4,8 @@ Input: `{"eventId": str, "userId": str, "requestId": str, "caller": {"userId": s
 "groups": str}}` and, with an `Idempotency-Key`, `"idempotencyKey": str`. `userId` is the
 user registered; `caller` is who asked, from the ID token's claims (`cognito:username`,
 and `cognito:groups` as API Gateway gives it, "" for none), never from the request; the
-API's route sets it (an execution started otherwise may have none). Output on success:
+API's route always sets it, and an execution started without it fails at its first state
+(the path `$.caller` does not resolve) before anything is read or written. Output on success:
 the write task's result. A stale decision (the transaction's conditions no longer held)
 loops back to `CheckCapacity`; that task bounds the loop (`ContentionLimitExceeded`).
 """

@@ -4,7 +4,8 @@ Input: `{"eventId": str, "userId": str, "requestId": str, "caller": {"userId": s
 "groups": str}}` and, with an `Idempotency-Key`, `"idempotencyKey": str`. `userId` is the
 user unregistered; `caller` is who asked, from the ID token's claims (`cognito:username`,
 and `cognito:groups` as API Gateway gives it, "" for none), never from the request; the
-API's route sets it (an execution started otherwise may have none). A registered user's
+API's route always sets it, and an execution started without it fails at its first state
+(the path `$.caller` does not resolve) before anything is read or written. A registered user's
 seat goes to the head of the waitlist when there is one (`PromoteFromWaitlist`, in the
 same transaction); a waitlisted user leaves the waitlist. A stale decision loops back to
 `CheckRegistration`, which bounds the loop (`ContentionLimitExceeded`).

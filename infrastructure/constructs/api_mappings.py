@@ -44,13 +44,6 @@ UNAVAILABLE_STATUS = outcomes.UNAVAILABLE_STATUS
 UNAVAILABLE_ERROR = outcomes.UNAVAILABLE_ERROR
 UNAVAILABLE_MESSAGE = "The workflow service is unavailable; retry later"
 VALIDATION_ERROR = "ValidationError"
-# A request without a valid ID token (the authorizer refused it), and one refused access.
-UNAUTHORIZED_STATUS = outcomes.UNAUTHORIZED_STATUS
-UNAUTHORIZED_ERROR = outcomes.UNAUTHORIZED_ERROR
-UNAUTHORIZED_MESSAGE = outcomes.UNAUTHORIZED_MESSAGE
-FORBIDDEN_STATUS = outcomes.FORBIDDEN_STATUS
-FORBIDDEN_ERROR = outcomes.FORBIDDEN_ERROR
-FORBIDDEN_MESSAGE = outcomes.FORBIDDEN_MESSAGE
 
 # Velocity cannot call a JSON encoder; `$util.escapeJavaScript` is the nearest thing but
 # it writes a single quote as `\'`, which JSON does not allow: undo that part.
@@ -397,10 +390,13 @@ def gateway_responses(register_schema: Mapping[str, Any]) -> dict[str, tuple[int
         # The authorizer's refusals: no token, or one the pool did not issue, has expired or
         # is not an ID token (401); a caller refused access (403).
         "UNAUTHORIZED": (
-            UNAUTHORIZED_STATUS,
-            {"error": UNAUTHORIZED_ERROR, "message": UNAUTHORIZED_MESSAGE},
+            outcomes.UNAUTHORIZED_STATUS,
+            {"error": outcomes.UNAUTHORIZED_ERROR, "message": outcomes.UNAUTHORIZED_MESSAGE},
         ),
-        "ACCESS_DENIED": (FORBIDDEN_STATUS, {"error": FORBIDDEN_ERROR, "message": FORBIDDEN_MESSAGE}),
+        "ACCESS_DENIED": (
+            outcomes.FORBIDDEN_STATUS,
+            {"error": outcomes.FORBIDDEN_ERROR, "message": outcomes.FORBIDDEN_MESSAGE},
+        ),
         # No such route (API Gateway's own name for it speaks of a missing token).
         "MISSING_AUTHENTICATION_TOKEN": (
             404,

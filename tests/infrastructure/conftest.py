@@ -18,6 +18,19 @@ FAKE_ARN_PREFIX = f"arn:aws:lambda:{names.LOCAL_REGION}:{names.LOCAL_ACCOUNT}:fu
 # region is a deploy-time value).
 EXISTING_POOL_ID = "eu-west-1_AbCdEf123"
 EXISTING_CLIENT_ID = "1example23456789abcdefghij"
+# Its ARN as the stack resolves it.
+EXISTING_POOL_ARN = {
+    "Fn::Join": [
+        "",
+        [
+            "arn:",
+            {"Ref": "AWS::Partition"},
+            ":cognito-idp:eu-west-1:",
+            {"Ref": "AWS::AccountId"},
+            f":userpool/{EXISTING_POOL_ID}",
+        ],
+    ]
+}
 
 
 @dataclass(frozen=True)

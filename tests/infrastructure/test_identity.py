@@ -9,7 +9,7 @@ import pytest
 
 from infrastructure import names
 from infrastructure.constructs import identity
-from tests.infrastructure.conftest import EXISTING_CLIENT_ID, EXISTING_POOL_ID, Synthesized
+from tests.infrastructure.conftest import EXISTING_CLIENT_ID, EXISTING_POOL_ARN, EXISTING_POOL_ID, Synthesized
 
 pytestmark = pytest.mark.infrastructure
 
@@ -160,18 +160,7 @@ def test_with_context_the_construct_exposes_the_given_pool(
     assert stack.resolve(stack.identity.user_pool.user_pool_id) == EXISTING_POOL_ID
     assert stack.resolve(stack.identity.user_pool_client.user_pool_client_id) == EXISTING_CLIENT_ID
     arn = stack.resolve(stack.identity.user_pool.user_pool_arn)
-    assert arn == {
-        "Fn::Join": [
-            "",
-            [
-                "arn:",
-                {"Ref": "AWS::Partition"},
-                ":cognito-idp:eu-west-1:",
-                {"Ref": "AWS::AccountId"},
-                f":userpool/{EXISTING_POOL_ID}",
-            ],
-        ]
-    }
+    assert arn == EXISTING_POOL_ARN
 
 
 @pytest.mark.parametrize(
