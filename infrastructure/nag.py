@@ -18,9 +18,12 @@ from typing import Any
 from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_pipes as pipes
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import IConstruct
 
@@ -95,6 +98,11 @@ PLUS_TIER_REASON = (
     "credentials) is billed per active user, out of place for a development pool; a real "
     "deployment brings its own pool as context, on the plan it chooses."
 )
+DEAD_LETTER_QUEUE_REASON = (
+    "A dead-letter queue itself: the pipe's or an EventBridge rule target's (cdk-nag "
+    "recognises only a queue's redrive target as one). What lands here is kept 14 days "
+    "and alarmed; a dead-letter queue of its own would only move it once more."
+)
 
 
 @dataclass(frozen=True)
@@ -162,9 +170,38 @@ def _is_open_route(method: apigateway.CfnMethod) -> bool:
     return (owner.http_method, owner.resource.path) in names.OPEN_ROUTES
 
 
+def _dead_letter_arns(value: Any) -> Iterator[Any]:
+    """Every `deadLetterConfig.arn` in a resolved property (any depth)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "deadLetterConfig" and isinstance(inner, dict) and "arn" in inner:
+                yield inner["arn"]
+            else:
+                yield from _dead_letter_arns(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _dead_letter_arns(inner)
+
+
+def _dead_letter_queues(stack: Stack) -> set[str]:
+    """Logical ids of the queues a pipe's source or a rule's target dead-letters to."""
+    configs: list[Any] = []
+    for construct in stack.node.find_all():
+        if isinstance(construct, pipes.CfnPipe):
+            configs.append(stack.resolve(construct.source_parameters))
+        elif isinstance(construct, events.CfnRule):
+            configs.append(stack.resolve(construct.targets))
+    return {
+        str(arn["Fn::GetAtt"][0])
+        for arn in _dead_letter_arns(configs)
+        if isinstance(arn, dict) and "Fn::GetAtt" in arn and arn["Fn::GetAtt"][1] == "Arn"
+    }
+
+
 def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
     """Acknowledges the accepted findings on `stack`; returns what was acknowledged."""
     made: list[Acknowledged] = []
+    dead_letter_queues = _dead_letter_queues(stack)
     for construct in stack.node.find_all():
         if isinstance(construct, lambda_.CfnFunction):
             _ack(construct, "AwsSolutions-L1", RUNTIME_REASON, made)
@@ -187,6 +224,9 @@ def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
         elif isinstance(construct, cognito.CfnUserPool):
             _ack(construct, "AwsSolutions-COG2", MFA_REASON, made)
             _ack(construct, "AwsSolutions-COG8", PLUS_TIER_REASON, made)
+        elif isinstance(construct, sqs.CfnQueue) and stack.get_logical_id(construct) in dead_letter_queues:
+            _ack(construct, "AwsSolutions-SQS3", DEAD_LETTER_QUEUE_REASON, made)
+            _ack(construct, "Serverless-SQSRedrivePolicy", DEAD_LETTER_QUEUE_REASON, made)
         elif isinstance(construct, secretsmanager.CfnSecret):
             _ack(construct, "AwsSolutions-SMG4", PAGE_TOKEN_SECRET_REASON, made)
         elif (

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from registration import access
+from typing import Any
+
+from registration import access, domain_events
 from registration import settings as function_settings
 
 STACK_NAME = "EventRegistration"
@@ -129,3 +131,42 @@ RECONCILIATION_REPAIRS_METRIC = "ReconciliationRepairs"
 # `Idempotency-Key` did (workflows/common.py), which `regctl executions show` marks.
 REPLAYED_SUCCESS_STATE = "ReplayedSuccess"
 REPLAYED_FAILURE_STATE = "ReplayedFailure"
+
+# Domain events (`constructs/domain_events.py`, `registration.domain_events`): an
+# EventBridge pipe reads the table's stream, keeps exactly the INSERTs whose new image
+# carries a domain event, and puts each on the project's bus (`<stack name>-<suffix>`)
+# with the item's event text as the detail and its type as `detail-type`; a rule on the
+# bus copies every event to a log group operators follow (`regctl events tail --aws`).
+# The twin runs the same filter and templates, read from the synthesized template.
+DOMAIN_EVENTS_CONSTRUCT_ID = "DomainEvents"
+EVENT_BUS_CONSTRUCT_ID = "EventBus"
+EVENT_PIPE_CONSTRUCT_ID = "Pipe"
+EVENT_PIPE_ROLE_CONSTRUCT_ID = "PipeRole"
+EVENT_PIPE_DLQ_CONSTRUCT_ID = "PipeDeadLetterQueue"
+EVENT_LOG_RULE_CONSTRUCT_ID = "LogRule"
+EVENT_LOG_RULE_DLQ_CONSTRUCT_ID = "LogRuleDeadLetterQueue"
+EVENT_LOG_GROUP_CONSTRUCT_ID = "LogGroup"
+EVENT_LOG_POLICY_CONSTRUCT_ID = "LogGroupPolicy"
+EVENT_PIPE_DLQ_ALARM_CONSTRUCT_ID = "PipeDeadLetterAlarm"
+EVENT_LOG_RULE_DLQ_ALARM_CONSTRUCT_ID = "LogRuleDeadLetterAlarm"
+EVENT_BUS_SUFFIX = "domain-events"
+# EventBridge's console lists only log groups under this prefix as a rule's targets.
+EVENT_LOG_GROUP_PREFIX = "/aws/events/"
+EVENT_SOURCE = domain_events.EVENT_SOURCE
+EVENT_TYPES = domain_events.EVENT_TYPES
+EVENT_BUS_NAME_OUTPUT = "EventBusName"
+EVENT_BUS_ARN_OUTPUT = "EventBusArn"
+EVENT_LOG_GROUP_OUTPUT = "DomainEventsLogGroupName"
+# The pipe's one filter: the stream records that are domain events (an INSERT whose new
+# image has the event's text; a MODIFY or a REMOVE never is one).
+DOMAIN_EVENT_FILTER: dict[str, Any] = {
+    "eventName": ["INSERT"],
+    "dynamodb": {"NewImage": {domain_events.DETAIL_ATTRIBUTE: {"S": [{"exists": True}]}}},
+}
+# The event's detail is the item's text whole (a string placeholder that is the whole
+# template inserts the string's content, unquoted); its detail-type is a dynamic path
+# into the stream record (read before the input template applies).
+DOMAIN_EVENT_INPUT_TEMPLATE = f"<$.dynamodb.NewImage.{domain_events.DETAIL_ATTRIBUTE}.S>"
+DOMAIN_EVENT_DETAIL_TYPE_PATH = f"$.dynamodb.NewImage.{domain_events.TYPE_ATTRIBUTE}.S"
+# The rule that copies the bus's events to the log group.
+DOMAIN_EVENT_LOG_PATTERN: dict[str, Any] = {"source": [EVENT_SOURCE]}

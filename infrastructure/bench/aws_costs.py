@@ -44,6 +44,10 @@ DYNAMODB_GSI = Source(
     "DynamoDB Developer Guide: global secondary indexes, provisioned throughput considerations",
     "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html",
 )
+EVENTBRIDGE_PRICING = Source(
+    "Amazon EventBridge pricing (event buses, Pipes)", "https://aws.amazon.com/eventbridge/pricing/"
+)
+CLOUDWATCH_PRICING = Source("Amazon CloudWatch pricing (Logs)", "https://aws.amazon.com/cloudwatch/pricing/")
 SFN_QUOTAS = Source(
     "Step Functions Developer Guide: service quotas",
     "https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html",
@@ -75,6 +79,21 @@ LAMBDA_DURATION_STEP_MS = 1
 DYNAMODB_PER_WRITE_UNIT = 0.625 / 1_000_000
 DYNAMODB_PER_READ_UNIT = 0.125 / 1_000_000
 
+# Domain events. EventBridge Pipes: per request after filtering (a record the filter
+# drops is free), each 64 KB chunk of a payload one request. The event bus: custom events
+# put, each 64 KB chunk one event (the pipe's PutEvents to the bus are those). The bus's
+# rule to the log group is free; CloudWatch Logs bills ingestion and storage (Standard
+# class). DynamoDB Streams reads by a pipe are not billed per event (the pipe polls each
+# shard whether or not anything changed), so they are not in the per-event figure.
+PIPES_PER_REQUEST = 0.40 / 1_000_000
+EVENTBRIDGE_PER_EVENT = 1.00 / 1_000_000
+PAYLOAD_CHUNK_BYTES = 64 * 1024
+LOGS_PER_GB_INGESTED = 0.50
+LOGS_PER_GB_MONTH_STORED = 0.03
+# The log group keeps a month (constructs/domain_events.py); stored data is compressed,
+# which the storage figure ignores (an upper bound).
+LOG_RETENTION_MONTHS = 1
+
 # --- quotas ---------------------------------------------------------------------------
 
 PARTITION_WRITE_UNITS_PER_S = 1000
@@ -96,6 +115,9 @@ PRICE_SOURCES: list[tuple[str, str, Source]] = [
     ("Lambda duration (x86_64)", "$0.0000166667 per GB-second, 1 ms steps", LAMBDA_PRICING),
     ("DynamoDB on-demand writes", "$0.625 per million write request units", DYNAMODB_PRICING),
     ("DynamoDB on-demand reads", "$0.125 per million read request units", DYNAMODB_PRICING),
+    ("EventBridge Pipes", "$0.40 per million requests after filtering, 64 KB chunks", EVENTBRIDGE_PRICING),
+    ("EventBridge custom events", "$1.00 per million events put, 64 KB chunks", EVENTBRIDGE_PRICING),
+    ("CloudWatch Logs", "$0.50 per GB ingested, $0.03 per GB-month stored", CLOUDWATCH_PRICING),
 ]
 QUOTA_SOURCES: list[tuple[str, str, Source]] = [
     (
@@ -215,3 +237,28 @@ def event_ceilings(
     if executions:
         out.append(EventCeiling(EXPRESS_START_RATE_PER_S / executions, "Express StartExecution rate quota"))
     return out
+
+
+@dataclass(frozen=True)
+class EventCostPerMillion:
+    """A million domain events from the table's stream to the bus and its log group."""
+
+    pipes: float
+    event_bus: float
+    logs: float
+
+    @property
+    def total(self) -> float:
+        return self.pipes + self.event_bus + self.logs
+
+
+def event_cost_per_million(detail_bytes: float, logged_bytes: float) -> EventCostPerMillion:
+    """`detail_bytes`: the payload the pipe puts; `logged_bytes`: the event as logged."""
+    million = 1_000_000
+    chunks = max(1, math.ceil(detail_bytes / PAYLOAD_CHUNK_BYTES))
+    gigabytes = logged_bytes * million / 1024**3
+    return EventCostPerMillion(
+        pipes=chunks * PIPES_PER_REQUEST * million,
+        event_bus=chunks * EVENTBRIDGE_PER_EVENT * million,
+        logs=gigabytes * (LOGS_PER_GB_INGESTED + LOGS_PER_GB_MONTH_STORED * LOG_RETENTION_MONTHS),
+    )

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +22,33 @@ from infrastructure.bench.load import (
 )
 from infrastructure.bench.local_stack import ServerProcess, dynamodb_client
 from infrastructure.bench.results import Results, Settings
+from infrastructure.ops.local_backend import LocalBackend
 from registration.data import RegistrationStore
 from registration.models import MAX_CAPACITY, NewEvent
+
+
+def measure_event_delivery(
+    url: str, token: str, event_id: str, users: list[str], count: int, results: Results
+) -> None:
+    """One registration at a time: from its answer (after its commit) to its domain event
+    reaching a consumer that follows the bus (as `regctl events tail` does)."""
+    backend = LocalBackend(url)
+    register = http_register(url, event_id, token)()
+    _, cursor = backend.domain_events(None, event_id, wait=0)
+    for user in users[:count]:
+        if not register(user):
+            raise RuntimeError(f"the registration of {user} for the event-delivery figure failed")
+        answered = time.monotonic()
+        while True:
+            events, cursor = backend.domain_events(cursor, event_id, wait=10)
+            if not events:
+                raise RuntimeError(f"no domain event for {user} within 10 s")
+            mine = [e for e in events if e["detail"].get("userId") == user]
+            if mine:
+                results.event_delivery_ms.append((time.monotonic() - answered) * 1000)
+                results.event_detail_bytes = len(json.dumps(mine[0]["detail"], separators=(",", ":")))
+                results.event_logged_bytes = len(json.dumps(mine[0], separators=(",", ":")))
+                break
 
 
 def measure_latency(
@@ -58,6 +85,10 @@ def measure_latency(
             if concurrency == max(settings.concurrency):
                 results.memory_peaks = dict(sampler.peaks)
                 results.memory_peak_total = sampler.peak_total
+        log(f"latency: {settings.events_measured} registrations' domain events to a consumer of the bus")
+        measure_event_delivery(
+            server.url, token, event("events", 1), users, settings.events_measured, results
+        )
     for concurrency in settings.concurrency:
         log(f"latency: the data layer called directly, {concurrency} in flight")
         results.loads.append(

@@ -6,12 +6,13 @@ section is `report_aws.py`, the plots `report_plots.py`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from infrastructure.bench import report_aws
+from infrastructure.bench import aws_costs, report_aws
 from infrastructure.bench.load import LoadResult
-from infrastructure.bench.report_format import mib, num, table, verdict
+from infrastructure.bench.report_format import mib, money, num, table, verdict
 from infrastructure.bench.report_plots import COST_PLOT, LATENCY_PLOT, PLOTS_DIR, plot_costs, plot_latency
 from infrastructure.bench.results import (
     COMMAND,
@@ -247,6 +248,58 @@ def _method(results: Results) -> list[str]:
     ]
 
 
+def _domain_events(results: Results) -> list[str]:
+    times = sorted(results.event_delivery_ms)
+    if not times:
+        return []
+    per_event = aws_costs.event_cost_per_million(results.event_detail_bytes, results.event_logged_bytes)
+    registration = report_aws.costs_per_million(results)["register_seat"].total
+    p99 = times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)]
+    return [
+        "## 4. Domain events",
+        "",
+        f"{len(times)} registrations one after another through the local HTTP API, each timed from "
+        "its answer (sent after its commit) to its `registration.registered` reaching a consumer "
+        "that follows the local bus (as `regctl events tail` does): the twin's pipe polls the "
+        "table's stream, filters, transforms and appends to the bus.",
+        "",
+        *table(
+            ["", "median", "p99", "slowest"],
+            [
+                [
+                    "answer to event at a consumer (ms)",
+                    num(times[len(times) // 2], 0),
+                    num(p99, 0),
+                    num(times[-1], 0),
+                ]
+            ],
+            "lrrr",
+        ),
+        "",
+        f"On AWS, at the prices listed in section 3, a million domain events of "
+        f"{results.event_detail_bytes:,} bytes ({results.event_logged_bytes:,} bytes as logged) cost:",
+        "",
+        *table(
+            ["EventBridge Pipes", "event bus", "CloudWatch Logs (ingested, a month stored)", "total"],
+            [
+                [
+                    money(per_event.pipes),
+                    money(per_event.event_bus),
+                    money(per_event.logs),
+                    f"**{money(per_event.total)}**",
+                ]
+            ],
+            "rrrr",
+        ),
+        "",
+        f"Beside a million registrations into a seat ({money(registration)}, section 3), their "
+        f"million `registration.registered` events add {money(per_event.total)}. What carrying the "
+        "event costs in the table is already in section 1: the seat, membership and event items "
+        "carry it, and an unregistration puts one short-lived change item.",
+        "",
+    ]
+
+
 def _load(loads: Sequence[LoadResult], mode: str, concurrency: int) -> LoadResult | None:
     return next((r for r in loads if r.mode == mode and r.concurrency == concurrency), None)
 
@@ -258,6 +311,7 @@ def render(results: Results) -> str:
         *_costs(results),
         *_latency(results),
         *report_aws.section(results),
+        *_domain_events(results),
         *_method(results),
     ]
     return "\n".join(lines).rstrip() + "\n"

@@ -37,6 +37,8 @@ class Settings:
     repeats: int
     user_pool: int
     small: bool
+    # Registrations whose domain events are timed to the bus's consumer, one at a time.
+    events_measured: int = 100
 
     @classmethod
     def full(cls) -> Settings:
@@ -51,7 +53,15 @@ class Settings:
 
     @classmethod
     def reduced(cls) -> Settings:
-        return cls(sizes=(10, 100), concurrency=(2,), seconds=1.5, repeats=2, user_pool=600, small=True)
+        return cls(
+            sizes=(10, 100),
+            concurrency=(2,),
+            seconds=1.5,
+            repeats=2,
+            user_pool=600,
+            small=True,
+            events_measured=20,
+        )
 
 
 @dataclass
@@ -85,6 +95,11 @@ class Results:
     load_average: float | None = None
     load_seconds: float = 0.0
     elapsed_seconds: float = 0.0
+    # Domain events: ms from each registration's answer to its event reaching a consumer
+    # of the local bus; the sizes (bytes) of the detail and of the event as logged.
+    event_delivery_ms: list[float] = field(default_factory=list)
+    event_detail_bytes: int = 0
+    event_logged_bytes: int = 0
 
     def median_durations(self, operation: str) -> tuple[float, float]:
         """The median run's (execution ms, Lambda ms) over every size and repeat of an operation."""

@@ -14,6 +14,9 @@ What is alarmed, and why this way:
   the reconciliation tasks).
 * Reconciliation: its construct already alarms on failed runs and on any repair
   (`ReconciliationRepairs`); those alarms get the same actions and are on the dashboard.
+* Domain events: their construct alarms on any message in the pipe's dead-letter queue
+  (stream records the bus refused) and in the log rule's (events not logged); those
+  alarms too come in as `existing_alarms`.
 * API Gateway 5XX; DynamoDB throttled requests and system errors of the operations
   the functions use.
 """

@@ -19,7 +19,8 @@ class RegistrationTable(Construct):
     """Single-table design: `PK`/`SK` plus `GSI1` for user-to-registrations listings.
 
     Decisions read the base table (strongly consistent) or rely on transaction
-    conditions; GSI1 is eventually consistent and serves listings only.
+    conditions; GSI1 is eventually consistent and serves listings only. Its stream
+    (new and old images) carries the domain events out (`domain_events`).
     """
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
@@ -36,6 +37,9 @@ class RegistrationTable(Construct):
                 point_in_time_recovery_enabled=True
             ),
             time_to_live_attribute=TTL_ATTRIBUTE,
+            # The domain events' pipe reads it (`constructs/domain_events.py`); both images so
+            # a consumer of the stream can also tell what a change replaced.
+            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
             removal_policy=RemovalPolicy.RETAIN,
         )
         self.table.add_global_secondary_index(

@@ -44,6 +44,7 @@ from infrastructure.local.identity import LocalIdentity
 from infrastructure.local.lambda_seam import LambdaSeam, LocalFunction
 from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
 from infrastructure.local.moto_resources import create_functions, create_role, create_state_machines
+from infrastructure.local.pipes import LocalPipes
 from infrastructure.local.program_pool import ProgramPool
 from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.table_setup import create_table, recreate_table
@@ -88,6 +89,7 @@ class LocalEngine:
         express_max_duration_s: float = EXPRESS_MAX_DURATION_S,
         time_scale: float = 1.0,
         history_limit: int | None = STANDARD_HISTORY_LIMIT,
+        events_dir: Path | None = None,
     ) -> None:
         source: str | None = None
         if isinstance(template, LocalTemplate):
@@ -153,6 +155,11 @@ class LocalEngine:
         self._backend: Any = None
         # The template's user pool once started (None without one): tokens and their checks.
         self.identity: LocalIdentity | None = None
+        # The template's event buses and pipes once started (None without any); the buses'
+        # logs live in `events_dir` (memory without one). Pipes poll only once started
+        # (`pipes.start()`); `pipes.drain()` reads what is committed, now.
+        self.events_dir = events_dir
+        self.pipes: LocalPipes | None = None
         self._started = False
         self._hook_installed = False
         self._quotas_installed = False
@@ -212,6 +219,15 @@ class LocalEngine:
                 role_arn,
                 template_roles=self.authorizer is not None,
             )
+            if self.template.pipes or self.template.event_buses:
+                self.pipes = LocalPipes(
+                    self.template,
+                    dynamodb=self.dynamodb_client(),
+                    streams=self._streams_client(),
+                    table_name=self.table_name,
+                    authorizer=self.authorizer,
+                    directory=self.events_dir,
+                )
             if self.template.user_pool is not None:
                 pool = self.template.user_pool
                 self.identity = LocalIdentity(pool, self._client("cognito-idp"), self.region)
@@ -225,6 +241,8 @@ class LocalEngine:
         if self._started:
             with contextlib.suppress(Exception):
                 self._drain(drain_timeout)
+        if self.pipes is not None:
+            self.pipes.stop()
         if self.seam is not None:
             self.seam.stop()
         if self.authorizer is not None:
@@ -292,6 +310,16 @@ class LocalEngine:
             )
         return self._client("dynamodb")
 
+    def _streams_client(self) -> Any:
+        """A client for the table's stream, in the same database."""
+        if self.dynamodb_endpoint:
+            return self._client("dynamodbstreams", endpoint_url=self.dynamodb_endpoint)
+        # botocore sends a call naming a stream ARN to the account's own endpoint
+        # (`<account>.streams-ddb...`), which moto does not answer: name the regional one.
+        return self._client(
+            "dynamodbstreams", endpoint_url=f"https://streams.dynamodb.{self.region}.amazonaws.com"
+        )
+
     def table(self) -> Any:
         """A boto3 ``Table`` resource for the engine's table."""
         kwargs: dict[str, Any] = {
@@ -306,6 +334,8 @@ class LocalEngine:
     def reset_table(self) -> None:
         """Delete and recreate the table (test isolation)."""
         recreate_table(self.dynamodb_client(), self.template.table, self.table_name)
+        if self.pipes is not None:
+            self.pipes.forget_stream()  # the new table has a new stream
 
     # Workflows ----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from infrastructure.local.local_api import (
     internal_error,
     route_not_found,
 )
+from infrastructure.local.pipes import LocalPipes
 from registration.outcomes import (
     REQUEST_ID_HEADER,
     UNAVAILABLE_ERROR,
@@ -403,6 +404,7 @@ class LocalServer:
         self.connection_limits = connection_limits
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
+        self._pipes: LocalPipes | None = None
 
     @property
     def url(self) -> str:
@@ -418,6 +420,10 @@ class LocalServer:
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="local-api", daemon=True)
         self._thread.start()
+        # The stack's pipes run while it serves, as they run beside a deployed API.
+        self._pipes = getattr(self.engine, "pipes", None)
+        if self._pipes is not None:
+            self._pipes.start()
         return self
 
     def stop(self, drain_timeout: float = 10.0) -> None:
@@ -425,6 +431,8 @@ class LocalServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        if self._pipes is not None:
+            self._pipes.stop()
         httpd.shutdown()
         httpd.wait_idle(drain_timeout)
         httpd.server_close()

@@ -20,6 +20,9 @@ TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable")
 FUNCTION_TYPE = "AWS::Lambda::Function"
 STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 ROLE_TYPE = "AWS::IAM::Role"
+EVENT_BUS_TYPE = "AWS::Events::EventBus"
+QUEUE_TYPE = "AWS::SQS::Queue"
+PIPE_TYPE = "AWS::Pipes::Pipe"
 
 
 class TemplateError(ValueError):
@@ -97,6 +100,21 @@ class Resolver:
     def role_arn(self, logical_id: str) -> str:
         return f"arn:aws:iam::{self.account}:role/{self._explicit_name(logical_id, 'RoleName', 64)}"
 
+    def event_bus_name(self, logical_id: str) -> str:
+        return self._explicit_name(logical_id, "Name", 256)
+
+    def event_bus_arn(self, logical_id: str) -> str:
+        return f"arn:aws:events:{self.region}:{self.account}:event-bus/{self.event_bus_name(logical_id)}"
+
+    def queue_name(self, logical_id: str) -> str:
+        return self._explicit_name(logical_id, "QueueName", 80)
+
+    def queue_arn(self, logical_id: str) -> str:
+        return f"arn:aws:sqs:{self.region}:{self.account}:{self.queue_name(logical_id)}"
+
+    def queue_url(self, logical_id: str) -> str:
+        return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.queue_name(logical_id)}"
+
     def table_arn(self) -> str:
         return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{self.table_name}"
 
@@ -112,6 +130,10 @@ class Resolver:
             return self.function_name(name)
         if resource_type == STATE_MACHINE_TYPE:
             return self.state_machine_arn(name)
+        if resource_type == EVENT_BUS_TYPE:
+            return self.event_bus_name(name)
+        if resource_type == QUEUE_TYPE:
+            return self.queue_url(name)
         # Roles, log groups, ...: their physical id only labels things locally.
         return name
 
@@ -143,6 +165,16 @@ class Resolver:
             return self.state_machine_name(logical_id)
         if resource_type == ROLE_TYPE and attribute == "Arn":
             return self.role_arn(logical_id)
+        if resource_type == EVENT_BUS_TYPE and attribute == "Arn":
+            return self.event_bus_arn(logical_id)
+        if resource_type == EVENT_BUS_TYPE and attribute == "Name":
+            return self.event_bus_name(logical_id)
+        if resource_type == QUEUE_TYPE and attribute == "Arn":
+            return self.queue_arn(logical_id)
+        if resource_type == QUEUE_TYPE and attribute == "QueueName":
+            return self.queue_name(logical_id)
+        if resource_type == QUEUE_TYPE and attribute == "QueueUrl":
+            return self.queue_url(logical_id)
         if resource_type == "AWS::Logs::LogGroup" and attribute == "Arn":
             return f"arn:aws:logs:{self.region}:{self.account}:log-group:{logical_id}:*"
         raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} ({resource_type}) is not supported locally")

@@ -136,6 +136,8 @@ class Operations:
                 return 202, self.start_reconcile(event_id)
             if method == "POST" and parts == ["token"]:
                 return self.token(body)
+            if method == "GET" and parts == ["domain-events"]:
+                return self.domain_events(params)
         except ValidationError as exc:
             return exc.http_status, outcomes.error_body(exc.code, exc.message, exc.fields)
         except EventMissing as exc:
@@ -145,6 +147,9 @@ class Operations:
         except ValueError as exc:
             return _error(400, "BadRequest", str(exc))
         return _error(404, "RouteNotFound", f"No operator route {method} {path}")
+
+    def domain_events(self, params: Mapping[str, str]) -> Answer:
+        return domain_events_answer(self.engine, params)
 
     # Executions -----------------------------------------------------------------------
 
@@ -277,6 +282,41 @@ class Operations:
 
 _OPERATIONS: dict[int, Operations] = {}
 _OPERATIONS_LOCK = threading.Lock()
+
+
+# The longest a `GET /_ops/domain-events` waits for the next event (a tail's long poll).
+MAX_EVENTS_WAIT_S = 20.0
+
+
+def _bounded(params: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    try:
+        value = float(params.get(name, default))
+    except ValueError:
+        raise ValueError(f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def domain_events_answer(engine: LocalEngine, params: Mapping[str, str]) -> Answer:
+    """The bus's events after offset `after` (`eventId`: only that event's), waiting up to
+    `wait` seconds for one; `next` is the offset to ask after next time."""
+    if engine.pipes is None:
+        return _error(404, "NoEventBus", "the template has no event bus")
+    bus = engine.pipes.bus
+    after = int(_bounded(params, "after", bus.last_offset if params.get("from") == "now" else 0, 0, 2**53))
+    wait = _bounded(params, "wait", 0.0, 0.0, MAX_EVENTS_WAIT_S)
+    limit = int(_bounded(params, "limit", 100, 1, 1000))
+    event_id = params.get("eventId") or None
+    _check_ids(event_id, None)
+    deadline = time.monotonic() + wait
+    while True:
+        entries = bus.read(after, limit=limit, timeout=max(0.0, deadline - time.monotonic()))
+        if entries:
+            after = entries[-1].offset
+        found = [e.body for e in entries if event_id is None or e.body["detail"].get("eventId") == event_id]
+        if found or not entries or time.monotonic() >= deadline:
+            return 200, {"events": found, "next": after}
 
 
 def operations_for(engine: LocalEngine) -> Operations:

@@ -185,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dynamodb_endpoint=endpoint,
                 environment={"POWERTOOLS_LOG_LEVEL": log_level},
                 time_scale=args.time_scale,
+                # The bus's log is kept with the database (it is the pipe's checkpoint).
+                events_dir=data_dir / "events" if endpoint else None,
             )
             engine.start()
         except (EngineError, TemplateError) as exc:
@@ -215,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if schedule.enabled
             else "  Reconcile on demand only (regctl reconcile)"
         )
+        if engine.pipes is not None:
+            kept = f"log in {_shown(data_dir / 'events')}" if endpoint else "kept in memory"
+            _say(f"  Events    bus {engine.pipes.bus.name}, {kept} (regctl events tail)")
         _say(f"  Operator  regctl (endpoints under {server.url}{names.LOCAL_OPS_PREFIX})")
         _say(
             "  History   workflow runs are kept until the server stops (the tables are kept)"

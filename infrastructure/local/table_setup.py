@@ -27,6 +27,7 @@ def create_table(client: Any, spec: TableSpec, table_name: str) -> None:
         existing = None
     if existing is not None:
         check_existing_table(existing, spec, table_name)
+        _enable_stream(client, existing, spec, table_name)
         return
     client.create_table(**spec.create_table_kwargs(table_name))
     deadline = time.monotonic() + ACTIVE_TIMEOUT_S
@@ -39,6 +40,19 @@ def create_table(client: Any, spec: TableSpec, table_name: str) -> None:
             TableName=table_name,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
         )
+
+
+def _enable_stream(client: Any, existing: Mapping[str, Any], spec: TableSpec, table_name: str) -> None:
+    """A table kept from before the template had its stream gets it (data stays)."""
+    wanted = (spec.stream_specification or {}).get("StreamViewType")
+    found = existing.get("StreamSpecification") or {}
+    if not wanted or (found.get("StreamEnabled") and found.get("StreamViewType") == wanted):
+        return
+    if found.get("StreamEnabled"):
+        client.update_table(TableName=table_name, StreamSpecification={"StreamEnabled": False})
+    client.update_table(
+        TableName=table_name, StreamSpecification={"StreamEnabled": True, "StreamViewType": wanted}
+    )
 
 
 def check_existing_table(existing: Mapping[str, Any], spec: TableSpec, table_name: str) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 
 from infrastructure import names
 from infrastructure.local.intrinsic_functions import (
+    EVENT_BUS_TYPE,
     FUNCTION_TYPE,
+    PIPE_TYPE,
     ROLE_TYPE,
     STATE_MACHINE_TYPE,
     TABLE_TYPES,
@@ -29,6 +31,7 @@ from infrastructure.local.template_specs import (
     ApiIntegration,
     FunctionSpec,
     LocalTemplate,
+    PipeSpec,
     RoleSpec,
     StateMachineSpec,
     TableSpec,
@@ -321,6 +324,45 @@ def _user_pool_spec(resources: Mapping[str, Any], resolver: Resolver) -> UserPoo
     )
 
 
+def _pipe_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, PipeSpec]:
+    """The pipes from the table's stream; a pipe from anything else is not reproduced locally."""
+    pipes: dict[str, PipeSpec] = {}
+    stream_arn = resolver.get_att(next(iter(_tables(resources))), "StreamArn") if _tables(resources) else None
+    for lid, resource in resources.items():
+        if resource.get("Type") != PIPE_TYPE:
+            continue
+        props = resolver.resolve(resource.get("Properties", {}))
+        if props.get("Source") != stream_arn:
+            raise TemplateError(
+                f"{lid}: only a pipe from the table's stream runs locally, not {props.get('Source')!r}"
+            )
+        source = props.get("SourceParameters", {})
+        stream = source.get("DynamoDBStreamParameters", {})
+        target = props.get("TargetParameters", {})
+        bus = target.get("EventBridgeEventBusParameters", {})
+        filters = source.get("FilterCriteria", {}).get("Filters", [])
+        pipes[lid] = PipeSpec(
+            logical_id=lid,
+            name=str(props.get("Name") or lid),
+            role_arn=str(props["RoleArn"]),
+            source_arn=str(props["Source"]),
+            target_arn=str(props["Target"]),
+            patterns=tuple(json.loads(f["Pattern"]) for f in filters if "Pattern" in f),
+            input_template=target.get("InputTemplate"),
+            detail_type=bus.get("DetailType"),
+            event_source=bus.get("Source"),
+            batch_size=int(stream.get("BatchSize", 100)),
+            starting_position=str(stream.get("StartingPosition", "LATEST")),
+            maximum_retry_attempts=int(stream.get("MaximumRetryAttempts", -1)),
+            dead_letter_arn=stream.get("DeadLetterConfig", {}).get("Arn"),
+        )
+    return pipes
+
+
+def _tables(resources: Mapping[str, Any]) -> list[str]:
+    return [lid for lid, r in resources.items() if r.get("Type") in TABLE_TYPES]
+
+
 def parse_template(
     template: Mapping[str, Any],
     *,
@@ -381,6 +423,12 @@ def parse_template(
         roles=_role_specs(resources, resolver),
         api_integrations=_api_integrations(resources, resolver),
         user_pool=_user_pool_spec(resources, resolver),
+        event_buses={
+            lid: resolver.event_bus_name(lid)
+            for lid, r in resources.items()
+            if r.get("Type") == EVENT_BUS_TYPE
+        },
+        pipes=_pipe_specs(resources, resolver),
     )
 
 

@@ -161,6 +161,32 @@ class UserPoolSpec:
 
 
 @dataclass(frozen=True)
+class PipeSpec:
+    """An EventBridge pipe (``AWS::Pipes::Pipe``) from the table's stream to an event bus.
+
+    ``source_arn`` and ``target_arn`` are the template's names of the stream and the bus
+    (what the pipe's role policy grants on); ``patterns`` its filter criteria (a record
+    passes when one matches, or when there are none); ``input_template`` shapes the
+    event's detail; ``detail_type`` and ``event_source`` are the bus parameters, either
+    text or a dynamic JSON path (``$.``...) into the record.
+    """
+
+    logical_id: str
+    name: str
+    role_arn: str
+    source_arn: str
+    target_arn: str
+    patterns: tuple[dict[str, Any], ...] = ()
+    input_template: str | None = None
+    detail_type: str | None = None
+    event_source: str | None = None
+    batch_size: int = 100
+    starting_position: str = "LATEST"
+    maximum_retry_attempts: int = -1
+    dead_letter_arn: str | None = None
+
+
+@dataclass(frozen=True)
 class LocalTemplate:
     table: TableSpec
     functions: dict[str, FunctionSpec]
@@ -173,6 +199,9 @@ class LocalTemplate:
     api_integrations: dict[tuple[str, str], ApiIntegration] = field(default_factory=dict)
     # The user pool, when the template creates one (None: no sign-in to reproduce).
     user_pool: UserPoolSpec | None = None
+    # The event buses (logical id -> name) and the pipes that feed them.
+    event_buses: dict[str, str] = field(default_factory=dict)
+    pipes: dict[str, PipeSpec] = field(default_factory=dict)
 
     def role_by_arn(self, arn: str) -> RoleSpec | None:
         for role in self.roles.values():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ DEFAULT_LOOKBACK = dt.timedelta(hours=24)
 SHOW_LOOKBACK = dt.timedelta(days=7)
 # The most log records one command reads (a guard against scanning a huge window).
 MAX_LOG_RECORDS = 50_000
+# CloudWatch Logs has no long poll: a tail asks again this often.
+LOG_POLL_S = 2.0
 # Matches the records that start or end an Express execution (other records are ignored
 # client-side too, so a service that ignores the pattern still gives the right answer).
 EXPRESS_LIST_PATTERN = (
@@ -405,6 +408,46 @@ class AwsBackend:
         except (ClientError, BotoCoreError) as exc:
             raise OpsError(f"reading the table {self.table_name}: {exc}") from None
 
+    def domain_events(
+        self, cursor: str | None, event_id: str | None, wait: float
+    ) -> tuple[list[dict[str, Any]], str]:
+        """From the log group the bus's rule copies every event to. The cursor is the
+        newest log time read and the ids read at that time (the group keeps no offsets)."""
+        log_group = self.outputs.get(names.EVENT_LOG_GROUP_OUTPUT)
+        if not log_group:
+            raise OpsError(f"The stack {self.stack_name} has no domain events log group: deploy this version")
+        if cursor is None:
+            since, seen = _ms(_now()), []
+        else:
+            state = json.loads(cursor)
+            since, seen = int(state["since"]), list(state["seen"])
+        deadline = time.monotonic() + wait
+        while True:
+            found: list[dict[str, Any]] = []
+            kwargs: dict[str, Any] = {"logGroupName": log_group, "startTime": since}
+            if event_id:
+                kwargs["filterPattern"] = domain_events_filter(event_id)
+            while True:
+                page = self._call("logs", "filter_log_events", **kwargs)
+                for record in page.get("events", []):
+                    event = _loads(record.get("message"))
+                    if not isinstance(event, dict) or event.get("id") in seen:
+                        continue
+                    stamp = int(record.get("timestamp", since))
+                    if stamp > since:
+                        since, seen = stamp, []
+                    seen.append(str(event.get("id")))
+                    found.append(event)
+                if not page.get("nextToken") or len(found) >= MAX_LOG_RECORDS:
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+            if found or time.monotonic() >= deadline:
+                return found, json.dumps({"since": since, "seen": seen})
+            time.sleep(min(LOG_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def oldest_cursor(self) -> str:
+        return json.dumps({"since": 0, "seen": []})
+
     def start_reconcile(self, event_id: str | None) -> dict[str, Any]:
         if event_id is not None and self._store().find_event(event_id) is None:
             raise NotFound(f"Event {event_id} does not exist")
@@ -424,6 +467,11 @@ class AwsBackend:
             "executionArn": response["executionArn"],
             "input": execution_input,
         }
+
+
+def domain_events_filter(event_id: str | None) -> str:
+    """The log group's filter pattern for one event's domain events (all without one)."""
+    return f'{{ $.detail.eventId = "{event_id}" }}' if event_id else ""
 
 
 def _loads(text: Any) -> Any:

@@ -32,3 +32,14 @@ class Backend(Protocol):
     def start_reconcile(self, event_id: str | None) -> dict[str, Any]:
         """Starts the reconcile workflow; `{"name", "executionArn", ...}`."""
         ...
+
+    def domain_events(
+        self, cursor: str | None, event_id: str | None, wait: float
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Domain events (as the bus delivers them) after `cursor`, None meaning from now
+        on, only `event_id`'s when given, waiting up to `wait` seconds; and the next cursor."""
+        ...
+
+    def oldest_cursor(self) -> str:
+        """The cursor before the oldest domain event kept."""
+        ...

@@ -4,6 +4,7 @@
                            [--since T] [--until T] [--limit N]
     regctl executions show NAME [--full]
     regctl events show EVENT_ID
+    regctl events tail [--event EVENT_ID] [--all] [--count N]
     regctl reconcile [EVENT_ID] [--timeout SECONDS]
     regctl token USER_ID [--group organizers] [--group admins]   (local stack only)
 
@@ -118,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         "--since", type=time_arg, help="--aws: search Express logs from then (default the last 7 days)"
     )
 
-    events = commands.add_parser("events", help="an event's counters and waitlist", parents=[common])
+    events = commands.add_parser(
+        "events", help="an event's counters and waitlist; the domain events", parents=[common]
+    )
     event_commands = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     event_show = event_commands.add_parser(
         "show",
@@ -127,6 +130,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Capacity, count, waitlist length and head, last repair and reconciliation run.",
     )
     event_show.add_argument("event_id", metavar="EVENT_ID")
+    event_tail = event_commands.add_parser(
+        "tail",
+        help="follow the domain events as they are committed",
+        parents=[common],
+        description="Print each domain event from now on (one line each; JSON lines with --json), "
+        "until interrupted or --count events were printed.",
+    )
+    event_tail.add_argument("--event", dest="event_id", metavar="EVENT_ID", help="only this event's")
+    event_tail.add_argument(
+        "--all", dest="from_start", action="store_true", help="start at the oldest event kept, not now"
+    )
+    event_tail.add_argument("--count", type=int, help="stop after this many events")
 
     reconcile = commands.add_parser(
         "reconcile",
@@ -162,6 +177,25 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
         _print({"token": token}, out)
     else:
         out.write(token + "\n")
+    return 0
+
+
+# How long one ask for the next domain events waits (the local stack answers at once
+# when one is committed; it allows at most 20 s).
+TAIL_WAIT_S = 10.0
+
+
+def _tail(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    if args.count is not None and args.count < 1:
+        raise OpsError("--count must be at least 1")
+    cursor: str | None = backend.oldest_cursor() if args.from_start else None
+    printed = 0
+    while args.count is None or printed < args.count:
+        events, cursor = backend.domain_events(cursor, args.event_id, TAIL_WAIT_S)
+        for event in events[: None if args.count is None else args.count - printed]:
+            out.write((json.dumps(event) if args.json else render.domain_event_line(event)) + "\n")
+            out.flush()
+            printed += 1
     return 0
 
 
@@ -306,6 +340,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "executions" and args.action == "show":
         _show(backend, args, out)
         return 0
+    if args.command == "events" and args.action == "tail":
+        return _tail(backend, args, out)
     if args.command == "events":
         report = backend.event(args.event_id)
         if args.json:

@@ -69,6 +69,21 @@ class LocalBackend:
     def start_reconcile(self, event_id: str | None) -> dict[str, Any]:
         return dict(self._request("POST", "/reconcile", {"eventId": event_id} if event_id else {}))
 
+    def domain_events(
+        self, cursor: str | None, event_id: str | None, wait: float
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The bus's events after `cursor` (None: from now on), waiting up to `wait` seconds
+        for one; and the cursor to ask after next."""
+        params: dict[str, Any] = {"wait": f"{wait:g}"}
+        params.update({"after": cursor} if cursor is not None else {"from": "now"})
+        if event_id:
+            params["eventId"] = event_id
+        document = self._request("GET", f"/domain-events?{urlencode(params)}")
+        return list(document["events"]), str(document["next"])
+
+    def oldest_cursor(self) -> str:
+        return "0"
+
     def token(self, user_id: str, groups: list[str]) -> str:
         """An ID token of the local user pool for the user, in exactly these groups."""
         document = self._request("POST", "/token", {"userId": user_id, "groups": groups})

@@ -201,3 +201,17 @@ def reconcile_report(report: Mapping[str, Any]) -> str:
             for a in result.get("actions") or []
         ]
     return "\n".join(lines)
+
+
+def domain_event_line(event: Mapping[str, Any]) -> str:
+    """One domain event on one line: when, what, which event and user, and the rest."""
+    detail = event.get("detail") or {}
+    known = ("id", "type", "eventId", "userId", "occurredAt", "requestId")
+    rest = " ".join(f"{k}={v}" for k, v in sorted(detail.items()) if k not in known)
+    parts = [
+        str(detail.get("occurredAt", event.get("time", ""))),
+        str(event.get("detail-type", detail.get("type", ""))),
+        f"event={detail.get('eventId', '-')}",
+        f"user={detail.get('userId', '-')}",
+    ]
+    return " ".join(parts + ([rest] if rest else []) + [f"request={detail.get('requestId', '-')}"])

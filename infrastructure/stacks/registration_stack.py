@@ -1,5 +1,5 @@
 """The EventRegistration stack: composes the table, the task functions, the workflows,
-the API, the user pool, reconciliation and monitoring.
+the API, the user pool, reconciliation, the domain events and monitoring.
 
 Each capability is one construct; the stack only composes them, building each from the
 attributes the others expose.
@@ -18,6 +18,7 @@ from constructs import Construct
 
 from infrastructure import names
 from infrastructure.constructs.api import RegistrationApi
+from infrastructure.constructs.domain_events import DomainEvents
 from infrastructure.constructs.identity import Identity
 from infrastructure.constructs.monitoring import Monitoring
 from infrastructure.constructs.reconciliation import Reconciliation
@@ -55,6 +56,9 @@ class RegistrationStack(Stack):
             powertools_layer=self.task_functions.powertools_layer,
         )
 
+        # The table's stream, filtered to its domain events, onto the project's bus.
+        self.domain_events = DomainEvents(self, names.DOMAIN_EVENTS_CONSTRUCT_ID, table=self.table)
+
         self.page_token_secret = self._page_token_secret(
             [self.api.function, self.reconciliation.functions["ListEventsPage"]]
         )
@@ -79,7 +83,11 @@ class RegistrationStack(Stack):
             error_alarmed_functions=[names.API_FUNCTION_ID, *self.reconciliation.functions],
             table=self.table,
             rest_api=self.api.rest_api,
-            existing_alarms=[self.reconciliation.failures_alarm, self.reconciliation.repairs_alarm],
+            existing_alarms=[
+                self.reconciliation.failures_alarm,
+                self.reconciliation.repairs_alarm,
+                *self.domain_events.alarms,
+            ],
         )
 
         CfnOutput(
@@ -100,6 +108,24 @@ class RegistrationStack(Stack):
             names.WORKFLOW_OUTPUTS[names.RECONCILE_WORKFLOW],
             value=self.reconciliation.state_machine.state_machine_arn,
             description="ARN of the reconcile Standard state machine (scheduled; start it by hand too)",
+        )
+        CfnOutput(
+            self,
+            names.EVENT_BUS_NAME_OUTPUT,
+            value=self.domain_events.bus.event_bus_name,
+            description="EventBridge bus the domain events are put on",
+        )
+        CfnOutput(
+            self,
+            names.EVENT_BUS_ARN_OUTPUT,
+            value=self.domain_events.bus.event_bus_arn,
+            description="ARN of the domain events' bus (rules of other consumers go on it)",
+        )
+        CfnOutput(
+            self,
+            names.EVENT_LOG_GROUP_OUTPUT,
+            value=self.domain_events.log_group.log_group_name,
+            description="Log group every domain event is copied to (regctl events tail --aws)",
         )
 
     @property

@@ -103,6 +103,13 @@ def _caller(event: dict[str, Any] | None = None) -> access.Caller:
     return access.caller_from_claims(authorizer.get("claims") if isinstance(authorizer, dict) else None)
 
 
+def _request_id() -> str:
+    """API Gateway's id of this request (the Lambda invocation's where there is none)."""
+    raw = app.current_event.raw_event
+    found = (raw.get("requestContext") or {}).get("requestId")
+    return str(found or app.lambda_context.aws_request_id)
+
+
 def _may_create_user(caller: access.Caller, user_id: str) -> None:
     access.require_self_or_admin(caller, user_id, f"create user {user_id}")
 
@@ -214,7 +221,9 @@ def create_event(event: NewEvent) -> Event:
     _require_object_body()
     caller = _caller()
     _may_create_event(caller)
-    created = get_store().create_event(event, _keyed_answer(201), organizer_id=caller.userId)
+    created = get_store().create_event(
+        event, _keyed_answer(201), organizer_id=caller.userId, request_id=_request_id()
+    )
     logger.info("event created", extra={"eventId": created.eventId, "capacity": created.capacity})
     return created
 

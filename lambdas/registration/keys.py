@@ -106,3 +106,23 @@ REQUEST = "REQUEST"
 
 def idempotency_key(key: str) -> Key:
     return {"PK": f"{IDEMPOTENCY_PREFIX}{key}", "SK": REQUEST}
+
+
+# --- domain events -----------------------------------------------------------------------
+#
+# | item                              | PK              | SK                |
+# |-----------------------------------|-----------------|-------------------|
+# | change (a seat or place given up) | EVENT#{eventId} | CHANGE#{changeId} |
+#
+# A change that only deletes items (a user leaving a seat or the waitlist) puts one of
+# these to carry its domain event into the table's stream (`registration.domain_events`);
+# every other change's event travels on the item it puts. The change's id is a digest of
+# its request, so one request can record one change only once. They expire
+# (`expiresAt`) after CHANGE_RETENTION_S, as the stream keeps a record for a day.
+
+CHANGE_PREFIX = "CHANGE#"
+CHANGE_RETENTION_S = 24 * 3600
+
+
+def change_key(event_id: str, change_id: str) -> Key:
+    return {"PK": event_pk(event_id), "SK": f"{CHANGE_PREFIX}{change_id}"}

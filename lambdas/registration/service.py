@@ -298,7 +298,10 @@ def leave_waitlist(
         raise ValueError("a leave_waitlist decision carries the slot's sequence")
     left = UnregisterResult(eventId=state.eventId, userId=state.userId, status="left_waitlist")
     completion = _completion(state, outcomes.UNREGISTER, left)
-    if not store.leave_waitlist(state.eventId, state.userId, decision.seq, state.requestId, completion):
+    left_at = decision.decidedAt
+    if not store.leave_waitlist(
+        state.eventId, state.userId, decision.seq, state.requestId, left_at, completion
+    ):
         return _earlier_answer(store, state, UnregisterResult, left)
     return left
 
@@ -306,7 +309,8 @@ def leave_waitlist(
 def unregister(store: RegistrationStore, state: UnregisterState) -> UnregisterResult:
     freed = UnregisterResult(eventId=state.eventId, userId=state.userId, status="unregistered")
     completion = _completion(state, outcomes.UNREGISTER, freed)
-    if not store.release_seat(state.eventId, state.userId, state.requestId, completion):
+    decided_at = state.decision.decidedAt if state.decision else now_iso()
+    if not store.release_seat(state.eventId, state.userId, state.requestId, decided_at, completion):
         return _earlier_answer(store, state, UnregisterResult, freed)
     return freed
 

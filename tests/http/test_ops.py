@@ -15,9 +15,10 @@ from infrastructure.local.engine import LocalEngine
 from infrastructure.local.http_server import LocalServer
 from infrastructure.local.operator_endpoints import ReconcileSchedule
 from infrastructure.ops.cli import main
+from infrastructure.ops.local_backend import LocalBackend
 from registration.data import RegistrationStore
 from tests.fixtures import drift
-from tests.http.client import Client
+from tests.http.client import ADMIN_CALLER, Client
 
 pytestmark = [
     pytest.mark.integration,
@@ -300,3 +301,34 @@ def test_a_disabled_schedule_starts_nothing(local_engine: LocalEngine) -> None:
     assert not schedule.enabled
     schedule.stop()
     assert schedule.runs == 0
+
+
+def test_events_tail_follows_one_events_changes_as_they_commit(server: LocalServer, client: Client) -> None:
+    """`regctl events tail`: the server runs its pipe as `make run` does; the tail prints
+    each of the event's domain events once, in commit order, and stops after --count."""
+    ada, bob = client.user("ada"), client.user("bob")
+    event = client.event(capacity=1, has_waitlist=True, prefix="tail")
+    assert client.register(event, ada).status == 201
+    assert client.register(event, bob).status == 201
+    code, out, err = regctl(server, "events", "tail", "--event", event, "--all", "--count", "3", "--json")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(e["detail-type"], e["detail"].get("userId")) for e in lines] == [
+        ("event.created", ADMIN_CALLER),
+        ("registration.registered", ada),
+        ("registration.waitlisted", bob),
+    ]
+    assert {e["source"] for e in lines} == {"event-registration"}
+    # From now on: a tail that starts after these sees only what commits later.
+    backend = LocalBackend(server.url)
+    nothing, cursor = backend.domain_events(None, event, wait=0)
+    assert nothing == []
+    assert client.unregister(event, ada).status == 200
+    handed_over, cursor = backend.domain_events(cursor, event, wait=10)
+    if len(handed_over) < 2:  # the two records of one commit may come in two reads
+        more, cursor = backend.domain_events(cursor, event, wait=10)
+        handed_over += more
+    assert sorted((e["detail-type"], e["detail"]["userId"]) for e in handed_over) == [
+        ("registration.promoted", bob),
+        ("registration.unregistered", ada),
+    ]

@@ -28,6 +28,7 @@ ROOTS = {
 # What the data layer may know: the domain and the functions' settings; everything else
 # of `registration` is above it.
 BELOW_THE_DATA = {
+    "registration.domain_events",
     "registration.keys",
     "registration.errors",
     "registration.models",

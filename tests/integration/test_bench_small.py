@@ -138,3 +138,16 @@ def test_plots_are_written_and_the_report_names_no_local_paths(report: tuple[str
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
     assert str(REPO_ROOT) not in text
     assert str(folder) not in text
+
+
+@pytest.mark.integration
+def test_domain_event_delivery_and_cost(report: tuple[str, Path]) -> None:
+    text, _ = report
+    rows = _tables(text)["4. Domain events"]
+    (delivery,) = [r for r in rows if r[0].startswith("answer to event")]
+    median, p99, slowest = (float(cell.replace(",", "")) for cell in delivery[1:])
+    assert 0 < median <= p99 <= slowest
+    (cost,) = [r for r in rows if r[0].startswith("$")]
+    assert all(NUMBER.match(cell.strip("*")) for cell in cost), cost
+    for url in ("https://aws.amazon.com/eventbridge/pricing/", "https://aws.amazon.com/cloudwatch/pricing/"):
+        assert url in text

@@ -31,7 +31,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from infrastructure import names
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.execution_results import ExecutionResult
-from registration import keys, outcomes
+from registration import domain_events, keys, outcomes
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.models import NewEvent, NewUser, scoped_key
@@ -414,7 +414,31 @@ def _dump(store: RegistrationStore, twin: Twin) -> list[dict[str, Any]]:
     return sorted(normalised, key=lambda i: (i["PK"], i["SK"]))
 
 
+def _normalise_change(text: str, twin: Twin) -> dict[str, Any]:
+    """A carried domain event: its id is a digest of the twin's ids, its time the clock's;
+    an event created through the data layer has a request id of its own."""
+    event = json.loads(text)
+    known = {real for real, _ in twin.replacements()}
+    return {
+        k: "<digest>"
+        if k == "id"
+        else "<time>"
+        if k == "occurredAt"
+        else "<own request>"
+        if k == "requestId" and v not in known
+        else _normalise(v, twin)
+        for k, v in event.items()
+    }
+
+
 def _normalise(value: Any, twin: Twin) -> Any:
+    if isinstance(value, str) and value.startswith(keys.CHANGE_PREFIX):
+        return f"{keys.CHANGE_PREFIX}<digest>"
+    if isinstance(value, dict) and domain_events.DETAIL_ATTRIBUTE in value:
+        value = {
+            **value,
+            domain_events.DETAIL_ATTRIBUTE: _normalise_change(value[domain_events.DETAIL_ATTRIBUTE], twin),
+        }
     if isinstance(value, str):
         for real, placeholder in twin.replacements():
             value = value.replace(real, placeholder)

@@ -1,7 +1,9 @@
 """Random sequences of create/register/unregister through the workflows, against a plain model.
 
 After every step: requirement 6 (counts equal the registered users and never exceed
-capacity; the waitlist is in arrival order) and each user's registrations as listed.
+capacity; the waitlist is in arrival order), each user's registrations as listed, and the
+domain events on the bus (through the synthesized pipe): exactly one per change the model
+made, in the order the changes were made, each naming the request that made it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from infrastructure.local.engine import LocalEngine
 from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
-from tests.fixtures.workflows import Workflows
+from tests.fixtures.workflows import Outcome, Workflows
+
+# What a domain event says, as compared: (type, eventId, userId, requestId, data...).
+Change = dict[str, object]
 
 
 @dataclass
@@ -41,6 +46,17 @@ class RegistrationMachine(RuleBasedStateMachine):
         self.engine.reset_table()
         self.model: dict[str, ModelEvent] = {}
         self.known_users: set[str] = set()
+        assert self.engine.pipes is not None
+        self.pipes = self.engine.pipes
+        self.pipes.drain()
+        self.bus_offset = self.pipes.bus.last_offset
+        # The changes the model made, one group per request (a hand-over makes two).
+        self.changes: list[list[Change]] = []
+        self.seen: list[Change] = []
+
+    def _changed(self, outcome: Outcome | None, *changes: Change) -> None:
+        request = {"requestId": outcome.request_id} if outcome is not None else {}
+        self.changes.append([{**change, **request} for change in changes])
 
     @rule(target=users)
     def create_user(self) -> str:
@@ -60,6 +76,7 @@ class RegistrationMachine(RuleBasedStateMachine):
             )
         )
         self.model[event.eventId] = ModelEvent(capacity, has_waitlist)
+        self._changed(None, {"type": "event.created", "eventId": event.eventId})
         return event.eventId
 
     @rule(user=users, event=events)
@@ -75,8 +92,18 @@ class RegistrationMachine(RuleBasedStateMachine):
                 outcome
             )
             m.registered.add(user)
+            self._changed(outcome, {"type": "registration.registered", "eventId": event, "userId": user})
         elif m.has_waitlist:
             m.waitlist.append(user)
+            self._changed(
+                outcome,
+                {
+                    "type": "registration.waitlisted",
+                    "eventId": event,
+                    "userId": user,
+                    "position": len(m.waitlist),
+                },
+            )
             assert outcome.ok and outcome.output == {
                 "eventId": event,
                 "userId": user,
@@ -93,8 +120,22 @@ class RegistrationMachine(RuleBasedStateMachine):
         if user in m.registered:
             m.registered.discard(user)
             promoted = m.waitlist.pop(0) if m.waitlist else None
+            left: Change = {"type": "registration.unregistered", "eventId": event, "userId": user}
             if promoted:
                 m.registered.add(promoted)
+                self._changed(
+                    outcome,
+                    left,
+                    {
+                        "type": "registration.promoted",
+                        "eventId": event,
+                        "userId": promoted,
+                        "fromPosition": 1,
+                        "reason": "unregistration",
+                    },
+                )
+            else:
+                self._changed(outcome, left)
             assert outcome.ok and outcome.output == {
                 "eventId": event,
                 "userId": user,
@@ -103,6 +144,7 @@ class RegistrationMachine(RuleBasedStateMachine):
             }, outcome
         elif user in m.waitlist:
             m.waitlist.remove(user)
+            self._changed(outcome, {"type": "registration.left_waitlist", "eventId": event, "userId": user})
             assert outcome.ok and outcome.output is not None, outcome
             assert outcome.output["status"] == "left_waitlist", outcome
         else:
@@ -124,6 +166,27 @@ class RegistrationMachine(RuleBasedStateMachine):
             assert event.waitlistCount == len(waitlist)
             # Fairness: nobody waits while a seat is free.
             assert not waitlist or event.registeredCount == event.capacity
+
+    def teardown(self) -> None:
+        """The whole example's event log against its changes, once (a drain per step
+        would double the test's time and prove nothing more: order is the log's)."""
+        self.the_event_log_is_the_sequence_of_changes()
+
+    def the_event_log_is_the_sequence_of_changes(self) -> None:
+        self.pipes.drain()
+        for entry in self.pipes.bus.read(self.bus_offset, limit=10_000):
+            self.bus_offset = entry.offset
+            detail = entry.body["detail"]
+            assert entry.body["detail-type"] == detail["type"]
+            self.seen.append({k: v for k, v in detail.items() if k not in ("id", "occurredAt")})
+        observed = iter(self.seen)
+        for group in self.changes:
+            got = [next(observed, None) for _ in group]
+            if "requestId" not in group[0]:  # made through the data layer, under an id of its own
+                got = [g and {k: v for k, v in g.items() if k != "requestId"} for g in got]
+            # One request's changes are one commit, whose records' order is not defined.
+            assert sorted(got, key=str) == sorted(group, key=str), (group, got)
+        assert next(observed, None) is None, "an event that no change made"
 
     @invariant()
     def user_registrations_match(self) -> None:

@@ -112,6 +112,10 @@ def test_the_payload_limit_is_the_engines_to_lower() -> None:
         assert _start_error(engine, _padded(1001))["Code"] == "ValidationException"
 
 
+# Long enough that a loaded machine's slow run is not mistaken for a retry.
+RETRY_INTERVAL_S = 10
+
+
 def test_states_all_neither_catches_nor_retries_data_limit_exceeded() -> None:
     """AWS: States.ALL does not match the terminal States.DataLimitExceeded; its own name does."""
 
@@ -123,7 +127,7 @@ def test_states_all_neither_catches_nor_retries_data_limit_exceeded() -> None:
             "End": True,
         }
         if retry:
-            run["Retry"] = [{"ErrorEquals": errors, "MaxAttempts": 2, "IntervalSeconds": 1}]
+            run["Retry"] = [{"ErrorEquals": errors, "MaxAttempts": 2, "IntervalSeconds": RETRY_INTERVAL_S}]
         caught = {"Type": "Pass", "Result": {"caught": True}, "End": True}
         return {"StartAt": "Run", "States": {"Run": run, "Caught": caught}}
 
@@ -136,7 +140,7 @@ def test_states_all_neither_catches_nor_retries_data_limit_exceeded() -> None:
         named = engine.run(SAMPLE_WORKFLOW, too_big)
 
     assert (wildcard.status, wildcard.error) == ("FAILED", "States.DataLimitExceeded")
-    assert unretried < 1  # the retrier's 1 s interval never elapsed
+    assert unretried < RETRY_INTERVAL_S  # the retrier's interval never elapsed
     assert (named.status, named.output) == ("SUCCEEDED", {"caught": True})
 
 

@@ -149,7 +149,7 @@ def test_leave_waitlist_keeps_order(store: RegistrationStore) -> None:
         store.join_waitlist(store.get_event("e"), u, f"r{n}", AT)
     membership = store.get_membership("e", "b")
     assert membership is not None and membership.seq == 2
-    store.leave_waitlist("e", "b", 2, "r-leave")
+    store.leave_waitlist("e", "b", 2, "r-leave", AT)
     assert [(w.userId, w.position) for w in store.list_waitlist("e").items] == [("a", 1), ("c", 2), ("d", 3)]
     assert store.get_event("e").waitlistCount == 3
     assert store.list_user_registrations("d").items[0].position == 3
@@ -160,7 +160,7 @@ def test_release_seat_only_while_nobody_waits(store: RegistrationStore) -> None:
     store.take_seat("e", "a", "r1", AT)
     store.join_waitlist(store.get_event("e"), "b", "r2", AT)
     with pytest.raises(errors.DecisionStale):
-        store.release_seat("e", "a", "r-out")
+        store.release_seat("e", "a", "r-out", AT)
     assert store.get_event("e").registeredCount == 1
 
 
@@ -378,13 +378,20 @@ def test_the_token_changes_exactly_when_what_the_transaction_sends_changes() -> 
     store.take_seat("e", "a", "r1", AT)  # a retry sending the same transaction
     store.take_seat("e", "a", "r1", LATER)  # a retry that was decided again: another seat item
     store.take_seat("e", "b", "r1", AT)
-    store.release_seat("e", "a", "r2")
-    store.release_seat("e", "a", "r3")  # the same items, from another request
+    store.release_seat("e", "a", "r2", AT)
+    store.release_seat("e", "a", "r3", AT)  # the same release, from another request
     tokens = [call["ClientRequestToken"] for call in client.sent]
     assert all(1 <= len(token) <= 36 for token in tokens)  # DynamoDB's bounds
     assert tokens[0] == tokens[1]
     assert len(set(tokens)) == len(tokens) - 1
-    assert client.sent[4]["TransactItems"] == client.sent[5]["TransactItems"]
+    # What the two releases send differs only in the item that records the change, which
+    # names its request; the token's scope would keep them apart even without it.
+    differing = [
+        (a, b)
+        for a, b in zip(client.sent[4]["TransactItems"], client.sent[5]["TransactItems"], strict=True)
+        if a != b
+    ]
+    assert [a["Put"]["Item"]["entity"] for a, _ in differing] == [{"S": "CHANGE"}]
 
     # Every part of what DynamoDB compares counts: any one key or value changed, in any
     # action, gives another token; the same parameters in another key order do not.
@@ -436,6 +443,6 @@ def test_the_same_transaction_from_another_request_is_applied_again(store: Regis
     _seed(store, capacity=1)
     for n in range(2):
         store.take_seat("e", "a", f"join-{n}", AT)
-        assert store.release_seat("e", "a", f"leave-{n}") is True
+        assert store.release_seat("e", "a", f"leave-{n}", AT) is True
         assert store.get_membership("e", "a") is None
         assert store.get_event("e").registeredCount == 0

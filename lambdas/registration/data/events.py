@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from registration import keys
+from registration import domain_events, keys
 from registration.data.dynamo import error_code, now_iso, serialize
 from registration.data.items import event_item
 from registration.data.pages import (
@@ -27,9 +27,11 @@ class Events(Transactions, Listings):
         answer: Callable[[Event], Completion | None] | None = None,
         *,
         organizer_id: str | None = None,
+        request_id: str | None = None,
     ) -> Event:
         """`answer` gives the completion of a keyed request, stored with the event in one
-        transaction; `organizer_id` is the user who creates it (the API's caller)."""
+        transaction; `organizer_id` is the user who creates it (the API's caller), and
+        `request_id` the request (its `event.created` names both)."""
         event_id = new.eventId or uuid.uuid4().hex
         state = EventState(
             eventId=event_id,
@@ -43,16 +45,22 @@ class Events(Transactions, Listings):
             organizerId=organizer_id,
         )
         completion = answer(state.public()) if answer else None
+        created = domain_events.domain_event(
+            domain_events.EVENT_CREATED,
+            event_id,
+            completion.requestId if completion else request_id or uuid.uuid4().hex,
+            state.createdAt,
+            organizer_id,
+        )
+        item = event_item(state, created)
         if completion is not None:
-            self._create(
-                event_item(state), completion, EventAlreadyExists(f"Event {event_id} already exists")
-            )
+            self._create(item, completion, EventAlreadyExists(f"Event {event_id} already exists"))
             return state.public()
         try:
             self._call(
                 "put_item",
                 TableName=self.table_name,
-                Item=serialize(event_item(state)),
+                Item=serialize(item),
                 ConditionExpression="attribute_not_exists(PK)",
             )
         except ClientError as exc:

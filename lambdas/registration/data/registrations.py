@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from registration import keys
+from registration import domain_events, keys
 from registration.data.dynamo import Item
-from registration.data.items import seat_item, waitlist_items
+from registration.data.items import change_item, seat_item, waitlist_items
 from registration.data.transactions import Transactions, TxItem, counters_condition, is_request
 from registration.errors import AlreadyRegistered, AlreadyWaitlisted, DecisionStale, DomainError
 from registration.models import Completion, EventState, WaitlistHead
@@ -43,7 +43,15 @@ class Registrations(Transactions):
                 TxItem(
                     {
                         "Put": {
-                            "Item": seat_item(event_id, user_id, request_id, at),
+                            "Item": seat_item(
+                                event_id,
+                                user_id,
+                                request_id,
+                                at,
+                                domain_events.domain_event(
+                                    domain_events.REGISTERED, event_id, request_id, at, user_id
+                                ),
+                            ),
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
@@ -67,7 +75,10 @@ class Registrations(Transactions):
         the new place is exactly `waitlistCount + 1` of that snapshot.
         """
         event_id, seq = event.eventId, event.waitlistSeq + 1
-        membership, slot = waitlist_items(event_id, user_id, seq, request_id, at)
+        joined = domain_events.domain_event(
+            domain_events.WAITLISTED, event_id, request_id, at, user_id, position=event.waitlistCount + 1
+        )
+        membership, slot = waitlist_items(event_id, user_id, seq, request_id, at, joined)
         mine = is_request(request_id)
         return self._transact(
             [
@@ -133,9 +144,10 @@ class Registrations(Transactions):
         )
 
     def release_seat(
-        self, event_id: str, user_id: str, request_id: str, completion: Completion | None = None
+        self, event_id: str, user_id: str, request_id: str, at: str, completion: Completion | None = None
     ) -> bool:
         """Frees the user's seat; only while nobody waits (otherwise the seat is handed over)."""
+        left = domain_events.domain_event(domain_events.UNREGISTERED, event_id, request_id, at, user_id)
         return self._transact(
             [
                 TxItem(
@@ -156,15 +168,23 @@ class Registrations(Transactions):
                         }
                     }
                 ),
+                _change(left),
             ],
             request_id,
             completion,
         )
 
     def leave_waitlist(
-        self, event_id: str, user_id: str, seq: int, request_id: str, completion: Completion | None = None
+        self,
+        event_id: str,
+        user_id: str,
+        seq: int,
+        request_id: str,
+        at: str,
+        completion: Completion | None = None,
     ) -> bool:
         """Removes the user's slot; everyone else keeps their order."""
+        left = domain_events.domain_event(domain_events.LEFT_WAITLIST, event_id, request_id, at, user_id)
         return self._transact(
             [
                 TxItem(
@@ -186,6 +206,7 @@ class Registrations(Transactions):
                     }
                 ),
                 _one_waiter_fewer(event_id),
+                _change(left),
             ],
             request_id,
             completion,
@@ -206,6 +227,7 @@ class Registrations(Transactions):
         The head's new seat carries the request id: a retry of a hand-over that had
         committed (its answer lost) recognises it there and answers as the first try did.
         """
+        left = domain_events.domain_event(domain_events.UNREGISTERED, event_id, request_id, at, user_id)
         return self._transact(
             [
                 TxItem(
@@ -216,7 +238,15 @@ class Registrations(Transactions):
                         }
                     }
                 ),
-                *self._promotion_items(event_id, head, request_id, at, recognise_own_commit=True),
+                _change(left),
+                *self._promotion_items(
+                    event_id,
+                    head,
+                    request_id,
+                    at,
+                    domain_events.BY_UNREGISTRATION,
+                    recognise_own_commit=True,
+                ),
                 _one_waiter_fewer(event_id),
             ],
             request_id,
@@ -249,12 +279,17 @@ class Registrations(Transactions):
         head: WaitlistHead,
         request_id: str,
         at: str,
+        reason: domain_events.PromotionReason,
         *,
         recognise_own_commit: bool = False,
     ) -> list[TxItem]:
         """Removes the head's slot and membership and gives the head a seat carrying
-        `request_id` (recognised as this request's own earlier commit when asked)."""
+        `request_id` (recognised as this request's own earlier commit when asked) and its
+        `registration.promoted` (from the head of the waitlist, for `reason`)."""
         mine = is_request(request_id)
+        promoted = domain_events.domain_event(
+            domain_events.PROMOTED, event_id, request_id, at, head.userId, fromPosition=1, reason=reason
+        )
 
         def seat_taken(old: Item | None) -> DomainError | None:
             if recognise_own_commit and mine(old):
@@ -284,7 +319,7 @@ class Registrations(Transactions):
                 {
                     "Put": {
                         "Item": {
-                            **seat_item(event_id, head.userId, request_id, at),
+                            **seat_item(event_id, head.userId, request_id, at, promoted),
                             "promotedFromSeq": head.seq,
                         },
                         "ConditionExpression": "attribute_not_exists(PK)",
@@ -293,6 +328,16 @@ class Registrations(Transactions):
                 seat_taken,
             ),
         ]
+
+
+def _change(change: domain_events.DomainEvent) -> TxItem:
+    """Puts the item that carries a deleting change's domain event. Only this request puts
+    it (its key holds the change's id), so finding it means this request committed."""
+    mine = is_request(change.requestId)
+    return TxItem(
+        {"Put": {"Item": change_item(change), "ConditionExpression": "attribute_not_exists(PK)"}},
+        lambda old: None if mine(old) else DecisionStale("The change was recorded by another request"),
+    )
 
 
 def _one_waiter_fewer(event_id: str) -> TxItem:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registration import keys
+from registration import domain_events, keys
 from registration.data.dynamo import Item, plain_deep, serialize
 from registration.data.items import waitlist_items
 from registration.data.pages import check_limit
@@ -105,7 +105,7 @@ class Repairs(Registrations):
         )
         return self._transact(
             [
-                *self._promotion_items(event_id, head, request_id, at),
+                *self._promotion_items(event_id, head, request_id, at, domain_events.BY_RECONCILIATION),
                 self._fill_seat_update(event_id, seen),
                 TxItem(record_update(event_id, record, before=seen, after=after)),
             ],
