@@ -74,6 +74,9 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/events/{eventId}"),
     ("GET", "/events/{eventId}/registrations"),
     ("GET", "/events/{eventId}/waitlist"),
+    ("POST", "/webhooks"),
+    ("GET", "/webhooks"),
+    ("DELETE", "/webhooks/{webhookId}"),
     ("GET", "/health"),
 )
 # Routes anyone may call, signed in or not (load balancers and monitors call the health

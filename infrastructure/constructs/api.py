@@ -51,7 +51,7 @@ from infrastructure.constructs.api_mappings import (
     workflow_response_template,
 )
 from infrastructure.constructs.table import GSI1_NAME
-from registration import outcomes
+from registration import keys, outcomes
 
 JSON = "application/json"
 STAGE_NAME = "v1"
@@ -69,6 +69,9 @@ ACCESS_LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 API_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchGetItem")
 API_IDEMPOTENCY_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 API_INDEX_ACTIONS = ("dynamodb:Query",)
+# `DELETE /webhooks/{id}` removes a subscription: the one delete the API makes outside
+# the idempotency records, confined to the subscriptions' keys.
+WEBHOOK_LEADING_KEYS = [f"{keys.WEBHOOK_PREFIX}*"]
 
 # --- access log -------------------------------------------------------------------------
 
@@ -223,6 +226,11 @@ class RegistrationApi(Construct):
                     actions=list(API_IDEMPOTENCY_ACTIONS),
                     resources=[table.table_arn],
                     conditions=task_functions.leading_keys_condition(task_functions.IDEMPOTENCY_LEADING_KEYS),
+                ),
+                iam.PolicyStatement(
+                    actions=["dynamodb:DeleteItem"],
+                    resources=[table.table_arn],
+                    conditions=task_functions.leading_keys_condition(WEBHOOK_LEADING_KEYS),
                 ),
                 iam.PolicyStatement(
                     actions=list(API_INDEX_ACTIONS), resources=[f"{table.table_arn}/index/{GSI1_NAME}"]

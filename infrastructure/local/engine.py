@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,8 @@ from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.table_setup import create_table, recreate_table
 from infrastructure.local.template import DEFAULT_TEMPLATE_PATH, load_template, parse_template
 from infrastructure.local.template_specs import LocalTemplate, StateMachineSpec
+from infrastructure.local.webhook_delivery import LOCAL_RETRY_SCHEDULE_S, WEBHOOK_STATE_FILE, WebhookDelivery
+from registration.data import RegistrationStore
 
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig
@@ -90,6 +92,7 @@ class LocalEngine:
         time_scale: float = 1.0,
         history_limit: int | None = STANDARD_HISTORY_LIMIT,
         events_dir: Path | None = None,
+        webhook_retry_schedule: Sequence[float] = LOCAL_RETRY_SCHEDULE_S,
     ) -> None:
         source: str | None = None
         if isinstance(template, LocalTemplate):
@@ -160,6 +163,9 @@ class LocalEngine:
         # (`pipes.start()`); `pipes.drain()` reads what is committed, now.
         self.events_dir = events_dir
         self.pipes: LocalPipes | None = None
+        # Webhook deliveries from the bus (their state beside the bus's log).
+        self.webhook_retry_schedule = tuple(webhook_retry_schedule)
+        self.webhooks: WebhookDelivery | None = None
         self._started = False
         self._hook_installed = False
         self._quotas_installed = False
@@ -228,6 +234,14 @@ class LocalEngine:
                     authorizer=self.authorizer,
                     directory=self.events_dir,
                 )
+                store = RegistrationStore(self.table_name, self.dynamodb_client())
+                self.webhooks = WebhookDelivery(
+                    self.pipes.bus,
+                    store.all_webhooks,
+                    store.find_webhook,
+                    path=self.events_dir / WEBHOOK_STATE_FILE if self.events_dir is not None else None,
+                    schedule=self.webhook_retry_schedule,
+                )
             if self.template.user_pool is not None:
                 pool = self.template.user_pool
                 self.identity = LocalIdentity(pool, self._client("cognito-idp"), self.region)
@@ -241,6 +255,8 @@ class LocalEngine:
         if self._started:
             with contextlib.suppress(Exception):
                 self._drain(drain_timeout)
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.pipes is not None:
             self.pipes.stop()
         if self.seam is not None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from infrastructure import names
 from infrastructure.local.template_specs import FunctionSpec, LocalTemplate
+from registration import settings as function_settings
 
 LOG = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ def handler_environment(
     env["POWERTOOLS_TRACE_DISABLED"] = "true"
     if dynamodb_endpoint:
         env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_endpoint
+    # Webhook receivers on this machine (http://127.0.0.1, http://localhost) are allowed
+    # here only: on AWS a subscription's URL is https://.
+    env[function_settings.WEBHOOK_LOOPBACK_HTTP] = "1"
     env.update(extra)
     return env
 

@@ -33,6 +33,7 @@ from infrastructure.local.local_api import (
     route_not_found,
 )
 from infrastructure.local.pipes import LocalPipes
+from infrastructure.local.webhook_delivery import WebhookDelivery
 from registration.outcomes import (
     REQUEST_ID_HEADER,
     UNAVAILABLE_ERROR,
@@ -405,6 +406,7 @@ class LocalServer:
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._pipes: LocalPipes | None = None
+        self._webhooks: WebhookDelivery | None = None
 
     @property
     def url(self) -> str:
@@ -424,6 +426,9 @@ class LocalServer:
         self._pipes = getattr(self.engine, "pipes", None)
         if self._pipes is not None:
             self._pipes.start()
+        self._webhooks = getattr(self.engine, "webhooks", None)
+        if self._webhooks is not None:
+            self._webhooks.start()
         return self
 
     def stop(self, drain_timeout: float = 10.0) -> None:
@@ -431,6 +436,8 @@ class LocalServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        if self._webhooks is not None:
+            self._webhooks.stop()
         if self._pipes is not None:
             self._pipes.stop()
         httpd.shutdown()

@@ -138,6 +138,10 @@ class Operations:
                 return self.token(body)
             if method == "GET" and parts == ["domain-events"]:
                 return self.domain_events(params)
+            if method == "GET" and parts == ["webhooks", "failed"]:
+                return self.failed_webhooks()
+            if method == "POST" and parts == ["webhooks", "redrive"]:
+                return self.redrive_webhooks(body)
         except ValidationError as exc:
             return exc.http_status, outcomes.error_body(exc.code, exc.message, exc.fields)
         except EventMissing as exc:
@@ -150,6 +154,22 @@ class Operations:
 
     def domain_events(self, params: Mapping[str, str]) -> Answer:
         return domain_events_answer(self.engine, params)
+
+    def failed_webhooks(self) -> Answer:
+        if self.engine.webhooks is None:
+            return _error(404, "NoWebhooks", "the template has no event bus to deliver from")
+        return 200, {"failed": self.engine.webhooks.failed()}
+
+    def redrive_webhooks(self, body: bytes) -> Answer:
+        if self.engine.webhooks is None:
+            return _error(404, "NoWebhooks", "the template has no event bus to deliver from")
+        document = bounded_json.loads(body or b"{}")
+        if not isinstance(document, dict):
+            raise ValueError("the body must be a JSON object")
+        webhook_id = document.get("webhookId")
+        if webhook_id is not None and not isinstance(webhook_id, str):
+            raise ValueError("webhookId must be a string")
+        return 200, {"redriven": self.engine.webhooks.redrive(webhook_id)}
 
     # Executions -----------------------------------------------------------------------
 

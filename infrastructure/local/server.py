@@ -27,7 +27,7 @@ from types import FrameType
 from typing import TextIO
 
 from infrastructure import names
-from infrastructure.local import docs_page, operator_endpoints
+from infrastructure.local import docs_page, operator_endpoints, webhook_delivery
 from infrastructure.local.dynamodb_local import (
     DEFAULT_DB_PATH,
     REPO_ROOT,
@@ -53,6 +53,16 @@ MEMORY_HINT = (
     "To run anyway on moto's in-memory database (nothing is kept between runs): "
     "make run DB=memory  (or: python -m infrastructure.local.server --in-memory)"
 )
+
+
+def _schedule(text: str) -> tuple[float, ...]:
+    try:
+        waits = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of seconds such as 1,2,4,8,16") from None
+    if not waits or any(w < 0 for w in waits):
+        raise argparse.ArgumentTypeError("the waits must be seconds, 0 or more")
+    return waits
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -100,6 +110,14 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default=float(os.environ.get("RECONCILE_EVERY") or operator_endpoints.schedule_seconds()),
         help=f"start the reconcile workflow this often (default: $RECONCILE_EVERY or "
         f"{names.DEFAULT_RECONCILE_SCHEDULE}, as on AWS; 0 disables)",
+    )
+    parser.add_argument(
+        "--webhook-retries",
+        type=_schedule,
+        metavar="S,S,...",
+        default=webhook_delivery.LOCAL_RETRY_SCHEDULE_S,
+        help="the waits (seconds) before each retry of a failed webhook delivery, after which it "
+        "is a dead letter (default: 1,2,4,8,16)",
     )
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
@@ -187,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time_scale=args.time_scale,
                 # The bus's log is kept with the database (it is the pipe's checkpoint).
                 events_dir=data_dir / "events" if endpoint else None,
+                webhook_retry_schedule=args.webhook_retries,
             )
             engine.start()
         except (EngineError, TemplateError) as exc:
@@ -220,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if engine.pipes is not None:
             kept = f"log in {_shown(data_dir / 'events')}" if endpoint else "kept in memory"
             _say(f"  Events    bus {engine.pipes.bus.name}, {kept} (regctl events tail)")
+            waits = ", ".join(f"{w:g}" for w in args.webhook_retries)
+            _say(f"  Webhooks  retried after {waits} s, then dead letters (regctl webhooks failed)")
         _say(f"  Operator  regctl (endpoints under {server.url}{names.LOCAL_OPS_PREFIX})")
         _say(
             "  History   workflow runs are kept until the server stops (the tables are kept)"

@@ -445,6 +445,12 @@ class AwsBackend:
                 return found, json.dumps({"since": since, "seen": seen})
             time.sleep(min(LOG_POLL_S, max(0.0, deadline - time.monotonic())))
 
+    def failed_webhooks(self) -> list[dict[str, Any]]:
+        raise OpsError("webhook deliveries run on the local stack only in this version")
+
+    def redrive_webhooks(self, webhook_id: str | None) -> int:
+        raise OpsError("webhook deliveries run on the local stack only in this version")
+
     def oldest_cursor(self) -> str:
         return json.dumps({"since": 0, "seen": []})
 

@@ -43,3 +43,11 @@ class Backend(Protocol):
     def oldest_cursor(self) -> str:
         """The cursor before the oldest domain event kept."""
         ...
+
+    def failed_webhooks(self) -> list[dict[str, Any]]:
+        """The webhook messages that went to the dead letters after their last attempt."""
+        ...
+
+    def redrive_webhooks(self, webhook_id: str | None) -> int:
+        """Sends the dead letters (one subscription's, or all) again; how many."""
+        ...

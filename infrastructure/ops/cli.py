@@ -5,6 +5,8 @@
     regctl executions show NAME [--full]
     regctl events show EVENT_ID
     regctl events tail [--event EVENT_ID] [--all] [--count N]
+    regctl webhooks failed
+    regctl webhooks redrive [--webhook WEBHOOK_ID]
     regctl reconcile [EVENT_ID] [--timeout SECONDS]
     regctl token USER_ID [--group organizers] [--group admins]   (local stack only)
 
@@ -142,6 +144,24 @@ def _parser() -> argparse.ArgumentParser:
         "--all", dest="from_start", action="store_true", help="start at the oldest event kept, not now"
     )
     event_tail.add_argument("--count", type=int, help="stop after this many events")
+
+    hooks = commands.add_parser("webhooks", help="webhook deliveries that failed", parents=[common])
+    hook_commands = hooks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    hook_commands.add_parser(
+        "failed",
+        help="the messages that went to the dead letters",
+        parents=[common],
+        description="Webhook messages whose last retry failed: subscription, event, type, attempts, last error.",
+    )
+    redrive = hook_commands.add_parser(
+        "redrive",
+        help="send the dead letters again",
+        parents=[common],
+        description="Queue the dead letters (all, or one subscription's) again, behind their lanes.",
+    )
+    redrive.add_argument(
+        "--webhook", dest="webhook_id", metavar="WEBHOOK_ID", help="only this subscription's"
+    )
 
     reconcile = commands.add_parser(
         "reconcile",
@@ -348,6 +368,20 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _print(report, out)
         else:
             out.write(render.event_report(report) + "\n")
+        return 0
+    if args.command == "webhooks" and args.action == "failed":
+        failed = backend.failed_webhooks()
+        if args.json:
+            _print({"failed": failed}, out)
+        else:
+            out.write(render.failed_webhooks(failed) + "\n")
+        return 0
+    if args.command == "webhooks":
+        count = backend.redrive_webhooks(args.webhook_id)
+        if args.json:
+            _print({"redriven": count}, out)
+        else:
+            out.write(f"{count} message{'s' if count != 1 else ''} queued again\n")
         return 0
     if args.command == "reconcile":
         return _reconcile(backend, args, out, err)

@@ -84,6 +84,13 @@ class LocalBackend:
     def oldest_cursor(self) -> str:
         return "0"
 
+    def failed_webhooks(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/webhooks/failed")["failed"])
+
+    def redrive_webhooks(self, webhook_id: str | None) -> int:
+        body = {"webhookId": webhook_id} if webhook_id else {}
+        return int(self._request("POST", "/webhooks/redrive", body)["redriven"])
+
     def token(self, user_id: str, groups: list[str]) -> str:
         """An ID token of the local user pool for the user, in exactly these groups."""
         document = self._request("POST", "/token", {"userId": user_id, "groups": groups})

@@ -215,3 +215,14 @@ def domain_event_line(event: Mapping[str, Any]) -> str:
         f"user={detail.get('userId', '-')}",
     ]
     return " ".join(parts + ([rest] if rest else []) + [f"request={detail.get('requestId', '-')}"])
+
+
+def failed_webhooks(failed: Sequence[Mapping[str, Any]]) -> str:
+    """The dead letters, one line each; a sentence when there are none."""
+    if not failed:
+        return "No failed webhook deliveries."
+    return "\n".join(
+        f"{m['webhookId']}  {m['type']}  event={m['eventId']}  message={m['messageId']}  "
+        f"attempts={m['attempts']}  last error: {m['lastError']}"
+        for m in failed
+    )

@@ -29,19 +29,22 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import access, bounded_json, health, idempotency, outcomes
+from registration import access, bounded_json, health, idempotency, outcomes, webhooks
 from registration.api_responses import IDEMPOTENCY_ERRORS, error_responses
 from registration.data import RegistrationStore, get_store
 from registration.data.pages import MAX_PAGE
 from registration.errors import DomainError, TransientDatabaseError, ValidationError, invalid_input
 from registration.models import (
     Completion,
+    CreatedWebhook,
     ErrorBody,
     Event,
     EventId,
     Health,
+    Identifier,
     NewEvent,
     NewUser,
+    NewWebhook,
     Page,
     Registration,
     StoredResponse,
@@ -49,10 +52,12 @@ from registration.models import (
     UserId,
     UserRegistration,
     WaitlistEntry,
+    Webhook,
     scoped_key,
 )
 from registration.observability import logger, tracer
 from registration.outcomes import INTERNAL_ERROR, INTERNAL_MESSAGE, UNRECORDED_ANSWER_MESSAGE
+from registration.settings import Settings
 from registration.validation import malformed_json
 
 DEFAULT_PAGE = 25
@@ -70,6 +75,7 @@ app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=boun
 
 UserIdPath = Annotated[UserId, Path()]
 EventIdPath = Annotated[EventId, Path()]
+WebhookIdPath = Annotated[Identifier, Path()]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}")]
 NextToken = Annotated[
     str | None,
@@ -126,6 +132,8 @@ def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
     route = (str(event.get("httpMethod", "")).upper(), str(event.get("resource", "")))
     if route == ("POST", "/events"):
         _may_create_event(caller)
+    elif route == ("POST", "/webhooks"):
+        _may_subscribe(caller, _body_text(event))
     elif route == ("POST", "/users"):
         try:
             body = bounded_json.loads(_body_text(event) or "null")
@@ -135,6 +143,26 @@ def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
         if isinstance(user_id, str):
             _may_create_user(caller, user_id)
     return caller
+
+
+def _may_subscribe(caller: access.Caller, body: str | None) -> None:
+    """The caller may subscribe to what the body names (its event read only when an
+    organizer names one); a body too malformed to say is left to the route (a 422)."""
+    if caller.is_admin:
+        return
+    try:
+        document = bounded_json.loads(body or "null")
+    except (ValueError, RecursionError):
+        document = None
+    event_id = document.get("eventId") if isinstance(document, dict) else None
+    new = NewWebhook.model_construct(
+        url="", types=None, eventId=event_id if isinstance(event_id, str) else None
+    )
+    organizer = None
+    if caller.is_organizer and new.eventId is not None:
+        found = get_store().find_event(new.eventId)
+        organizer = found.organizerId if found else None
+    webhooks.require_may_subscribe(caller, new, organizer)
 
 
 def _require_object_body() -> None:
@@ -292,6 +320,72 @@ def _managed_event(event_id: str, action: str) -> RegistrationStore:
         access.require_event_manager(caller, None, what)
     access.require_event_manager(caller, store.get_event(event_id).organizerId, what)
     return store
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+@app.post(
+    "/webhooks",
+    status_code=201,
+    summary="Subscribe to domain events",
+    description=(
+        "Signed deliveries (Standard Webhooks) of the domain events of the given types (all "
+        "without) of one event (all without; an organizer names one of their own). The "
+        "secret is shown once, here."
+    ),
+    operation_id="createWebhook",
+    tags=["webhooks"],
+    responses=_responses(201, "The subscription and its signing secret", *IDEMPOTENCY_ERRORS),
+)
+def create_webhook(webhook: NewWebhook) -> CreatedWebhook:
+    _require_object_body()
+    caller = _caller()
+    _may_subscribe(caller, app.current_event.body)
+    problem = webhooks.url_problem(webhook.url, allow_loopback_http=Settings.read().webhook_loopback_http)
+    if problem is not None:
+        raise invalid_input([{"field": "url", "message": problem}])
+    created = get_store().create_webhook(webhook, caller.userId, _keyed_answer(201))
+    logger.info("webhook created", extra={"webhookId": created.webhookId, "eventId": created.eventId})
+    return created
+
+
+@app.get(
+    "/webhooks",
+    summary="List webhook subscriptions",
+    description="An admin sees every subscription, an organizer their own.",
+    operation_id="listWebhooks",
+    tags=["webhooks"],
+    responses=_responses(200, "A page of subscriptions (without their secrets)"),
+)
+def list_webhooks(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[Webhook]:
+    caller = _caller()
+    webhooks.require_may_list(caller)
+    page = get_store().list_webhooks(limit, nextToken)
+    if caller.is_admin:
+        return page
+    return Page[Webhook](
+        items=[w for w in page.items if w.ownerId == caller.userId], nextToken=page.nextToken
+    )
+
+
+@app.delete(
+    "/webhooks/<webhookId>",
+    summary="Remove a webhook subscription",
+    description="Nothing more is delivered to it, retries included.",
+    operation_id="deleteWebhook",
+    tags=["webhooks"],
+    responses=_responses(200, "The removed subscription", "WebhookNotFound", *IDEMPOTENCY_ERRORS),
+)
+def delete_webhook(webhookId: WebhookIdPath) -> Webhook:
+    caller = _caller()
+    webhooks.require_may_list(caller)
+    store = get_store()
+    found = store.get_webhook(webhookId)
+    webhooks.require_may_remove(caller, found)
+    store.delete_webhook(webhookId)
+    logger.info("webhook removed", extra={"webhookId": webhookId})
+    return found
 
 
 # --- operations ------------------------------------------------------------------------

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from registration.access import Caller
+from registration.domain_events import EventType
 
 MAX_CAPACITY = 1_000_000
 
@@ -398,3 +402,68 @@ class Health(BaseModel):
     status: HealthStatus
     database: ComponentHealth
     workflows: dict[str, ComponentHealth] = Field(description="By workflow: register, unregister")
+
+
+# --- webhook subscriptions -----------------------------------------------------------------
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = 24
+MAX_WEBHOOK_URL_LENGTH = 2048
+
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=MAX_WEBHOOK_URL_LENGTH),
+    Field(description="https:// (locally also http://127.0.0.1 or http://localhost)"),
+]
+
+
+class NewWebhook(BaseModel):
+    """`POST /webhooks`: the URL, which event types (all without), which event (all without)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: WebhookUrl
+    types: list[EventType] | None = Field(default=None, min_length=1, max_length=16)
+    eventId: EventId | None = None
+
+    @field_validator("types")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        return sorted(set(value)) if value is not None else None
+
+
+class Webhook(BaseModel):
+    """A subscription as stored and listed (its secret is shown once, when created)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    webhookId: str
+    url: str
+    types: list[str] | None = None
+    eventId: str | None = None
+    ownerId: str
+    createdAt: Timestamp
+
+    def wants(self, detail: Mapping[str, Any]) -> bool:
+        """Whether a domain event is this subscription's: of its types and event, and
+        committed after it was created (times are ISO 8601 UTC, so they sort as text)."""
+        return (
+            (self.types is None or detail["type"] in self.types)
+            and self.eventId in (None, detail["eventId"])
+            and str(detail["occurredAt"]) >= self.createdAt
+        )
+
+
+class CreatedWebhook(Webhook):
+    secret: str
+
+
+class StoredWebhook(Webhook):
+    """What the deliveries read: the subscription with its secret."""
+
+    secret: str
+
+
+def new_webhook_secret() -> str:
+    """A subscription's signing secret, in the Standard Webhooks form (`whsec_` + base64)."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()

@@ -22,6 +22,9 @@ METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 # Set locally only (botocore reads it too): DynamoDB Local's endpoint.
 DYNAMODB_ENDPOINT = "AWS_ENDPOINT_URL_DYNAMODB"
 REGION = "AWS_DEFAULT_REGION"
+# Set by the local stack only: webhook subscriptions may also name http://127.0.0.1 and
+# http://localhost (a receiver on the developer's machine); on AWS only https://.
+WEBHOOK_LOOPBACK_HTTP = "WEBHOOK_ALLOW_LOOPBACK_HTTP"
 
 # A process without PAGE_TOKEN_SECRET (tests, the local stack) signs with this.
 DEVELOPMENT_PAGE_TOKEN_SECRET = "local-development-page-token-secret"
@@ -37,6 +40,7 @@ class Settings(BaseModel):
     metrics_namespace: str
     dynamodb_endpoint: str
     region: str
+    webhook_loopback_http: bool = False
 
     @classmethod
     def read(cls, environment: Mapping[str, str] | None = None) -> Settings:
@@ -52,4 +56,5 @@ class Settings(BaseModel):
             metrics_namespace=env.get(METRICS_NAMESPACE, "EventRegistration"),
             dynamodb_endpoint=env.get(DYNAMODB_ENDPOINT, ""),
             region=env.get(REGION, ""),
+            webhook_loopback_http=env.get(WEBHOOK_LOOPBACK_HTTP) == "1",
         )

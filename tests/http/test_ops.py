@@ -332,3 +332,36 @@ def test_events_tail_follows_one_events_changes_as_they_commit(server: LocalServ
         ("registration.promoted", bob),
         ("registration.unregistered", ada),
     ]
+
+
+def test_regctl_lists_and_redrives_failed_webhook_deliveries(
+    server: LocalServer, local_engine: LocalEngine, client: Client
+) -> None:
+    """A receiver nobody listens on: its message becomes a dead letter after the (here
+    shortened) retries; `regctl webhooks failed` shows it, `redrive` queues it again."""
+    delivery = local_engine.webhooks
+    assert delivery is not None
+    kept, delivery.schedule = delivery.schedule, (0.05, 0.05)
+    try:
+        event = client.event(capacity=1, prefix="hooked")
+        made = client.post("/webhooks", {"url": "http://127.0.0.1:9/nobody", "eventId": event})
+        assert made.status == 201, made.raw
+        hook = made.body["webhookId"]
+        assert client.register(event, client.user("ada")).status == 201
+        deadline = time.monotonic() + 30
+        while not any(f["webhookId"] == hook for f in regctl_json(server, "webhooks", "failed")["failed"]):
+            assert time.monotonic() < deadline, "no dead letter"
+            time.sleep(0.1)
+        (failed,) = [f for f in regctl_json(server, "webhooks", "failed")["failed"] if f["webhookId"] == hook]
+        assert (failed["type"], failed["eventId"], failed["attempts"]) == (
+            "registration.registered",
+            event,
+            3,
+        )
+        assert "Connection" in failed["lastError"] or "refused" in failed["lastError"].lower(), failed
+        code, out, _ = regctl(server, "webhooks", "failed")
+        assert code == 0 and f"{hook}  registration.registered  event={event}" in out
+        assert regctl_json(server, "webhooks", "redrive", "--webhook", hook) == {"redriven": 1}
+        assert client.delete(f"/webhooks/{hook}").status == 200  # nothing more goes to it
+    finally:
+        delivery.schedule = kept

@@ -32,6 +32,7 @@ class Cell:
     target: str
     event_id: str
     callers: dict[str, Client]
+    webhook_id: str | None = None  # the organizer's subscription to the event, when prepared
 
     def as_(self, caller: str) -> Client:
         return self.callers[caller]
@@ -46,7 +47,7 @@ def people(anonymous: Client, client: Client) -> dict[str, str]:
     return cast
 
 
-def _cell(anonymous: Client, admin: Client, people: dict[str, str], *, registered: bool = False) -> Cell:
+def _cell(anonymous: Client, admin: Client, people: dict[str, str], *, prepare: str | None = None) -> Cell:
     organizer = anonymous.as_caller(people["organizer"], ORGANIZERS)
     target = uid("ada")
     assert admin.post("/users", {"userId": target, "name": "Ada"}).status == 201
@@ -56,8 +57,13 @@ def _cell(anonymous: Client, admin: Client, people: dict[str, str], *, registere
     )
     assert created.status == 201, created.raw
     assert created.body["organizerId"] == people["organizer"]
-    if registered:
+    webhook_id = None
+    if prepare == REGISTERED:
         assert admin.register(event_id, target).status == 201
+    elif prepare == SUBSCRIBED:
+        made = organizer.post("/webhooks", {"url": RECEIVER, "eventId": event_id})
+        assert made.status == 201, made.raw
+        webhook_id = str(made.body["webhookId"])
     real_token = anonymous.as_caller(target).token
     assert real_token is not None
     callers = {
@@ -70,91 +76,116 @@ def _cell(anonymous: Client, admin: Client, people: dict[str, str], *, registere
         "other_organizer": anonymous.as_caller(people["other_organizer"], ORGANIZERS),
         "admin": admin,
     }
-    return Cell(anonymous, admin, organizer, target, event_id, callers)
+    return Cell(anonymous, admin, organizer, target, event_id, callers, webhook_id)
 
 
 Request = Callable[[Cell, Client], Answer]
+# A receiver URL the local stack accepts (nothing needs to listen: no event follows).
+RECEIVER = "http://127.0.0.1:9/hook"
 
-# (name, request, expected status per caller, whether the cell needs the target registered)
-MATRIX: list[tuple[str, Request, dict[str, int], bool]] = [
+# What a cell prepares before the request: the target registered, or the organizer's
+# subscription to the event.
+REGISTERED, SUBSCRIBED = "registered", "subscribed"
+# (name, request, expected status per caller, what the cell prepares)
+MATRIX: list[tuple[str, Request, dict[str, int], str | None]] = [
     (
         "POST /users",
         lambda c, k: k.post("/users", {"userId": c.target + "-new", "name": "New"}),
         EXPECTED["POST /users"],
-        False,
+        None,
     ),
     (
         "GET /users/{userId}",
         lambda c, k: k.get(f"/users/{c.target}"),
         EXPECTED["GET /users/{userId}"],
-        False,
+        None,
     ),
     (
         "GET /users/{userId}/registrations",
         lambda c, k: k.get(f"/users/{c.target}/registrations"),
         EXPECTED["GET /users/{userId}/registrations"],
-        False,
+        None,
     ),
     (
         "GET /users",
         lambda c, k: k.get("/users?limit=1"),
         EXPECTED["GET /users"],
-        False,
+        None,
     ),
     (
         "POST /events",
         lambda c, k: k.post("/events", {"title": "New", "capacity": 1}),
         EXPECTED["POST /events"],
-        False,
+        None,
     ),
     (
         "GET /events",
         lambda c, k: k.get("/events?limit=1"),
         EXPECTED["GET /events"],
-        False,
+        None,
     ),
     (
         "GET /events/{eventId}",
         lambda c, k: k.get(f"/events/{c.event_id}"),
         EXPECTED["GET /events/{eventId}"],
-        False,
+        None,
     ),
     (
         "POST /events/{eventId}/register",
         lambda c, k: k.register(c.event_id, c.target),
         EXPECTED["POST /events/{eventId}/register"],
-        False,
+        None,
     ),
     (
         "DELETE /events/{eventId}/register/{userId}",
         lambda c, k: k.unregister(c.event_id, c.target),
         EXPECTED["DELETE /events/{eventId}/register/{userId}"],
-        True,
+        REGISTERED,
     ),
     (
         "GET /events/{eventId}/registrations",
         lambda c, k: k.get(f"/events/{c.event_id}/registrations"),
         EXPECTED["GET /events/{eventId}/registrations"],
-        False,
+        None,
     ),
     (
         "GET /events/{eventId}/waitlist",
         lambda c, k: k.get(f"/events/{c.event_id}/waitlist"),
         EXPECTED["GET /events/{eventId}/waitlist"],
-        False,
+        None,
+    ),
+    (
+        "POST /webhooks",
+        lambda c, k: k.post("/webhooks", {"url": RECEIVER, "eventId": c.event_id}),
+        EXPECTED["POST /webhooks"],
+        None,
+    ),
+    (
+        "GET /webhooks",
+        lambda c, k: k.get("/webhooks?limit=1"),
+        EXPECTED["GET /webhooks"],
+        None,
+    ),
+    (
+        "DELETE /webhooks/{webhookId}",
+        lambda c, k: k.delete(f"/webhooks/{c.webhook_id}"),
+        EXPECTED["DELETE /webhooks/{webhookId}"],
+        SUBSCRIBED,
     ),
 ]
 
 
 def _world(cell: Cell) -> tuple[object, ...]:
-    """What a refused request must leave as it was: the event and the target's places."""
+    """What a refused request must leave as it was: the event, the target's places, the
+    subscriptions."""
     event = cell.admin.get(f"/events/{cell.event_id}").body
     places = cell.admin.get(f"/users/{cell.target}/registrations").body["items"]
     users_created = cell.admin.get(f"/users/{cell.target}-new").status
-    return event["registeredCount"], event["waitlistCount"], places, users_created
+    hooks = sorted(w["webhookId"] for w in cell.admin.all_items("/webhooks", 100))
+    return event["registeredCount"], event["waitlistCount"], places, users_created, hooks
 
 
-@pytest.mark.parametrize(("route", "send", "expected", "registered"), MATRIX, ids=[row[0] for row in MATRIX])
+@pytest.mark.parametrize(("route", "send", "expected", "prepare"), MATRIX, ids=[row[0] for row in MATRIX])
 def test_every_caller_gets_the_status_the_table_gives(
     anonymous: Client,
     client: Client,
@@ -162,11 +193,11 @@ def test_every_caller_gets_the_status_the_table_gives(
     route: str,
     send: Request,
     expected: dict[str, int],
-    registered: bool,
+    prepare: str | None,
 ) -> None:
     got: dict[str, int] = {}
     for caller in CALLERS:
-        cell = _cell(anonymous, client, people, registered=registered)
+        cell = _cell(anonymous, client, people, prepare=prepare)
         before = _world(cell)
         answer = send(cell, cell.as_(caller))
         got[caller] = answer.status

@@ -231,6 +231,7 @@ STREAM_READ_ACTIONS = {
 KEYED_ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
 EVENTS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["EVENT#*"]}}
+WEBHOOKS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["WEBHOOK#*"]}}
 
 
 def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthesized) -> None:
@@ -245,10 +246,17 @@ def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthe
             # The one read of an event outside the event's own tasks: ClaimRequest's,
             # for who organizes it (the ownership rule), and nothing it could change.
             assert actions == {"dynamodb:GetItem"} and "ClaimRequest" in logical_id, (logical_id, statement)
+        elif statement["Condition"] == WEBHOOKS_ONLY:
+            # `DELETE /webhooks/{id}`: the API function removes subscriptions and nothing else.
+            assert actions == {"dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id, (
+                logical_id,
+                statement,
+            )
         else:
             assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
-    # ClaimRequest's (twice) and RecordOutcome's roles, and the API function's updates and deletes.
-    assert len(confined) == 4, confined
+    # ClaimRequest's (twice) and RecordOutcome's roles, the API function's updates and
+    # deletes of idempotency records and its deletes of subscriptions.
+    assert len(confined) == 5, confined
 
 
 # Table encryption and point-in-time recovery (test_template.py), stage throttling and
