@@ -70,6 +70,10 @@ class EventNotFound(DomainError):
     http_status = 404
 
 
+class WebhookNotFound(DomainError):
+    http_status = 404
+
+
 class NotRegistered(DomainError):
     http_status = 404
 

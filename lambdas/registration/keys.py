@@ -126,3 +126,21 @@ CHANGE_RETENTION_S = 24 * 3600
 
 def change_key(event_id: str, change_id: str) -> Key:
     return {"PK": event_pk(event_id), "SK": f"{CHANGE_PREFIX}{change_id}"}
+
+
+# --- webhook subscriptions -----------------------------------------------------------------
+#
+# | item         | PK                  | SK       | GSI1PK   | GSI1SK              |
+# |--------------|---------------------|----------|----------|---------------------|
+# | subscription | WEBHOOK#{webhookId} | METADATA | WEBHOOKS | WEBHOOK#{webhookId} |
+
+WEBHOOKS = "WEBHOOKS"
+WEBHOOK_PREFIX = "WEBHOOK#"
+
+
+def webhook_pk(webhook_id: str) -> str:
+    return f"{WEBHOOK_PREFIX}{webhook_id}"
+
+
+def webhook_key(webhook_id: str) -> Key:
+    return {"PK": webhook_pk(webhook_id), "SK": METADATA}

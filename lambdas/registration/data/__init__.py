@@ -1,7 +1,7 @@
 """The data layer: the only package that talks to DynamoDB.
 
 One module per aggregate (`users`, `events`, `registrations` and `memberships` for seats
-and the waitlist, `idempotency_records`, `repairs` for reconciliation) over the shared
+and the waitlist, `idempotency_records`, `repairs` for reconciliation, `webhooks`) over the shared
 `dynamo` (client, codecs, errors, reads), `transactions` and `pages` (listings and their
 tokens). `RegistrationStore` is all of them over one table.
 """
@@ -13,11 +13,13 @@ from registration.data.idempotency_records import IdempotencyRecords
 from registration.data.memberships import Memberships
 from registration.data.repairs import Repairs
 from registration.data.users import Users
+from registration.data.webhooks import Webhooks
 from registration.settings import Settings
 
 
-class RegistrationStore(Users, Events, Memberships, Repairs, IdempotencyRecords):
-    """Users, events, seats, the waitlist, idempotency records and repairs over one table."""
+class RegistrationStore(Users, Events, Memberships, Repairs, IdempotencyRecords, Webhooks):
+    """Users, events, seats, the waitlist, idempotency records, repairs and webhook
+    subscriptions over one table."""
 
 
 _stores: dict[tuple[str, str, str], RegistrationStore] = {}

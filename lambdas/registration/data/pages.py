@@ -36,6 +36,7 @@ LISTING_USER_REGISTRATIONS = "user-registrations"
 LISTING_REGISTRATIONS = "registrations"
 LISTING_WAITLIST = "waitlist"
 LISTING_EVENT_IDS = "event-ids"
+LISTING_WEBHOOKS = "webhooks"
 
 
 @functools.lru_cache(maxsize=4)
