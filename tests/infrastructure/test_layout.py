@@ -34,6 +34,7 @@ BELOW_THE_DATA = {
     "registration.models",
     "registration.reconciliation_models",
     "registration.settings",
+    "registration.webhooks",  # the subscriptions' models (data/webhooks.py stores them)
 }
 # The local twin and the tools (regctl, the benchmark, the diagram and OpenAPI writers):
 # anything may be below them, nothing above.
