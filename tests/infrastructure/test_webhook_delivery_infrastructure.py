@@ -350,3 +350,17 @@ def test_the_delivery_role_reads_subscriptions_and_consumes_its_queue_only(synth
         assert allows(action, arn["deliveries"])
         assert not allows(action, arn["events"])
     assert not allows("sqs:SendMessage", arn["deliveries"])
+
+
+def test_the_twin_parses_the_pipe_into_the_queue_without_running_it(synthesized: Synthesized) -> None:
+    from infrastructure.local.template import parse_template
+
+    webhook_pipe, _ = _webhook_pipe(synthesized)
+    local = parse_template(synthesized.raw)
+    assert webhook_pipe not in local.pipes
+    assert [spec.target_arn for spec in local.pipes.values()] == [
+        f"arn:aws:events:{local.region}:{local.account}:event-bus/{names.STACK_NAME}-{names.EVENT_BUS_SUFFIX}"
+    ]
+    # Its functions are in the twin's template (created in moto like every other).
+    handlers = {f.handler for f in local.functions.values()}
+    assert set(names.WEBHOOK_HANDLERS.values()) <= handlers

@@ -202,3 +202,44 @@ def test_the_backoff_doubles_from_30_s_to_an_hour() -> None:
     waits = [webhook_delivery.backoff_seconds(n) for n in range(1, 12)]
     assert waits == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600]
     assert webhook_delivery.backoff_seconds(10_000) == 3600
+
+
+class _Context:
+    function_name = "WebhookDelivery"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:WebhookDelivery"
+    aws_request_id = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def test_the_handlers_fan_out_and_deliver_from_their_environment(
+    world: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thin handlers, as the functions run them: the table and the deliveries queue
+    from the environment the stack sets."""
+    from handlers import webhook_delivery as delivery_handler
+    from handlers import webhook_fan_out as fan_out_handler
+    from registration import settings
+
+    store, sqs, url = world
+    monkeypatch.setenv(settings.TABLE_NAME, store.table_name)
+    monkeypatch.setenv(settings.WEBHOOK_DELIVERY_QUEUE_URL, url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    webhook_fanout.sqs_client.cache_clear()
+    monkeypatch.setattr(webhook_fanout, "sqs_client", lambda: sqs)
+    webhook = _subscribe(store, receiver.url)
+
+    piped = {
+        "messageId": "m1",
+        "receiptHandle": "r1",
+        "body": json.dumps(DETAIL),
+        "attributes": {"MessageGroupId": "keynote"},
+    }
+    assert fan_out_handler.handler({"Records": [piped]}, _Context()) == {"batchItemFailures": []}  # type: ignore[arg-type]
+    records = received(sqs, url)
+    assert [DeliveryMessage.model_validate_json(r["body"]).webhookId for r in records] == [webhook.webhookId]
+    assert delivery_handler.handler({"Records": records}, _Context()) == {"batchItemFailures": []}  # type: ignore[arg-type]
+    ((headers, body),) = receiver.requests
+    StandardWebhook(webhook.secret).verify(body, headers)
