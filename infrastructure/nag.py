@@ -104,6 +104,21 @@ DEAD_LETTER_QUEUE_REASON = (
     "and alarmed; a dead-letter queue of its own would only move it once more."
 )
 
+QUEUE_CONSUMER_DLQ_REASON = (
+    "Invoked synchronously by its SQS event source mapping; a function's dead-letter queue "
+    "applies to asynchronous invocations only. A message that keeps failing goes to its "
+    "queue's redrive dead-letter queue (alarmed) instead."
+)
+REDRIVE_DEAD_LETTER_QUEUE_REASON = (
+    "The redrive dead-letter queue of another queue: what its source queue gave up on "
+    "lands here, kept 14 days and alarmed; a redrive policy of its own would only move it once more."
+)
+SQS_EVENT_SOURCE_REASON = (
+    "An SQS event source: Lambda takes no on-failure destination for one (that is for "
+    "stream and Kafka sources); the source queue's redrive policy sends a message that "
+    "keeps failing to its dead-letter queue, which is alarmed."
+)
+
 
 @dataclass(frozen=True)
 class Acknowledged:
@@ -198,15 +213,68 @@ def _dead_letter_queues(stack: Stack) -> set[str]:
     }
 
 
+def _get_att_id(value: Any) -> str | None:
+    """`<LogicalId>` when `value` is `{"Fn::GetAtt": [LogicalId, "Arn"]}`."""
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("Fn::GetAtt"), list)
+        and value["Fn::GetAtt"][1] == "Arn"
+    ):
+        return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def _redrive_targets(stack: Stack) -> set[str]:
+    """Logical ids of the queues another queue's redrive policy dead-letters to."""
+    found = set()
+    for construct in stack.node.find_all():
+        if isinstance(construct, sqs.CfnQueue) and construct.redrive_policy is not None:
+            policy = stack.resolve(construct.redrive_policy)
+            target = _get_att_id(policy.get("deadLetterTargetArn")) if isinstance(policy, dict) else None
+            if target:
+                found.add(target)
+    return found
+
+
+def _redriven_queue_sources(stack: Stack) -> dict[str, str]:
+    """SQS event source mapping logical id -> the function it invokes (`Ref`), for each
+    mapping whose queue is in the stack and has a redrive policy."""
+    redriven = {
+        stack.get_logical_id(c)
+        for c in stack.node.find_all()
+        if isinstance(c, sqs.CfnQueue) and c.redrive_policy is not None
+    }
+    found = {}
+    for construct in stack.node.find_all():
+        if isinstance(construct, lambda_.CfnEventSourceMapping):
+            queue = _get_att_id(stack.resolve(construct.event_source_arn))
+            function = stack.resolve(construct.function_name)
+            if queue in redriven and isinstance(function, dict) and "Ref" in function:
+                found[stack.get_logical_id(construct)] = str(function["Ref"])
+    return found
+
+
 def acknowledge_findings(stack: Stack) -> list[Acknowledged]:
     """Acknowledges the accepted findings on `stack`; returns what was acknowledged."""
     made: list[Acknowledged] = []
     dead_letter_queues = _dead_letter_queues(stack)
+    redrive_targets = _redrive_targets(stack)
+    queue_sources = _redriven_queue_sources(stack)
+    queue_consumers = set(queue_sources.values())
     for construct in stack.node.find_all():
         if isinstance(construct, lambda_.CfnFunction):
             _ack(construct, "AwsSolutions-L1", RUNTIME_REASON, made)
             _ack(construct, "Serverless-LambdaLatestVersion", RUNTIME_REASON, made)
-            _ack(construct, "Serverless-LambdaDLQ", DLQ_REASON, made)
+            consumer = stack.get_logical_id(construct) in queue_consumers
+            _ack(
+                construct, "Serverless-LambdaDLQ", QUEUE_CONSUMER_DLQ_REASON if consumer else DLQ_REASON, made
+            )
+        elif isinstance(construct, lambda_.CfnEventSourceMapping) and (
+            stack.get_logical_id(construct) in queue_sources
+        ):
+            _ack(construct, "Serverless-LambdaEventSourceMappingDestination", SQS_EVENT_SOURCE_REASON, made)
+        elif isinstance(construct, sqs.CfnQueue) and stack.get_logical_id(construct) in redrive_targets:
+            _ack(construct, "Serverless-SQSRedrivePolicy", REDRIVE_DEAD_LETTER_QUEUE_REASON, made)
         elif isinstance(construct, apigateway.CfnMethod) and _is_open_route(construct):
             _ack(construct, "AwsSolutions-APIG4", OPEN_ROUTE_REASON, made)
             _ack(construct, "AwsSolutions-COG4", OPEN_ROUTE_REASON, made)

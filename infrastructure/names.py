@@ -173,3 +173,39 @@ DOMAIN_EVENT_INPUT_TEMPLATE = f"<$.dynamodb.NewImage.{domain_events.DETAIL_ATTRI
 DOMAIN_EVENT_DETAIL_TYPE_PATH = f"$.dynamodb.NewImage.{domain_events.TYPE_ATTRIBUTE}.S"
 # The rule that copies the bus's events to the log group.
 DOMAIN_EVENT_LOG_PATTERN: dict[str, Any] = {"source": [EVENT_SOURCE]}
+
+# Webhook delivery on AWS (`constructs/webhooks.py`, `registration.webhook_fanout`,
+# `registration.webhook_delivery`): a second pipe from the table's stream (the same filter
+# and input template as the domain events') fills an SQS FIFO queue, one message group
+# per event; a fan-out function turns each domain event into one message per matching
+# subscription on a second FIFO queue (one group per subscription and event), whose
+# delivery function POSTs it, signed. Locally the twin delivers from the bus instead.
+WEBHOOKS_CONSTRUCT_ID = "Webhooks"
+WEBHOOK_PIPE_CONSTRUCT_ID = "Pipe"
+WEBHOOK_PIPE_ROLE_CONSTRUCT_ID = "PipeRole"
+WEBHOOK_EVENTS_QUEUE_CONSTRUCT_ID = "EventsQueue"
+WEBHOOK_EVENTS_DLQ_CONSTRUCT_ID = "EventsDeadLetterQueue"
+WEBHOOK_DELIVERIES_QUEUE_CONSTRUCT_ID = "DeliveriesQueue"
+WEBHOOK_DELIVERIES_DLQ_CONSTRUCT_ID = "DeliveriesDeadLetterQueue"
+WEBHOOK_EVENTS_DLQ_ALARM_CONSTRUCT_ID = "EventsDeadLetterAlarm"
+WEBHOOK_DELIVERIES_DLQ_ALARM_CONSTRUCT_ID = "DeliveriesDeadLetterAlarm"
+# Queue names: `<stack name>-<suffix>.fifo` (a FIFO queue's name ends in `.fifo`).
+WEBHOOK_EVENTS_QUEUE_SUFFIX = "webhook-events"
+WEBHOOK_DELIVERIES_QUEUE_SUFFIX = "webhook-deliveries"
+DEAD_LETTER_QUEUE_SUFFIX = "-dlq"
+FIFO_QUEUE_SUFFIX = ".fifo"
+# The two functions: construct id -> handler.
+WEBHOOK_FAN_OUT_FUNCTION_ID = "WebhookFanOut"
+WEBHOOK_DELIVERY_FUNCTION_ID = "WebhookDelivery"
+WEBHOOK_HANDLERS = {
+    WEBHOOK_FAN_OUT_FUNCTION_ID: "handlers.webhook_fan_out.handler",
+    WEBHOOK_DELIVERY_FUNCTION_ID: "handlers.webhook_delivery.handler",
+}
+ENV_WEBHOOK_DELIVERY_QUEUE_URL = function_settings.WEBHOOK_DELIVERY_QUEUE_URL
+# The pipe's SQS parameters, dynamic paths into the stream record: the message group is
+# the event (every item that carries a domain event has `eventId`), the deduplication id
+# the stream record's own id (a record the pipe reads twice is sent once).
+WEBHOOK_EVENTS_GROUP_ID_PATH = "$.dynamodb.NewImage.eventId.S"
+WEBHOOK_EVENTS_DEDUPLICATION_ID_PATH = "$.eventID"
+# Stack outputs.
+WEBHOOK_DELIVERIES_DLQ_OUTPUT = "WebhookDeliveriesDeadLetterQueueUrl"

@@ -118,6 +118,17 @@ class Resolver:
     def table_arn(self) -> str:
         return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{self.table_name}"
 
+    def type_of_reference(self, value: Mapping[str, Any]) -> str | None:
+        """The type of the template resource a `Ref` or an `Fn::GetAtt` names (None: neither)."""
+        if isinstance(value.get("Ref"), str) and value["Ref"] in self.resources:
+            return self._type(value["Ref"])
+        target = value.get("Fn::GetAtt")
+        if isinstance(target, str):
+            target = target.split(".", 1)
+        if isinstance(target, list) and target and isinstance(target[0], str):
+            return self._type(target[0])
+        return None
+
     def ref(self, name: str) -> Any:
         if name in self.PSEUDO_PARAMETERS:
             return self._pseudo(name)

@@ -21,6 +21,7 @@ from infrastructure.local.intrinsic_functions import (
     EVENT_BUS_TYPE,
     FUNCTION_TYPE,
     PIPE_TYPE,
+    QUEUE_TYPE,
     ROLE_TYPE,
     STATE_MACHINE_TYPE,
     TABLE_TYPES,
@@ -332,6 +333,11 @@ def _pipe_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, P
         if resource.get("Type") != PIPE_TYPE:
             continue
         props = resolver.resolve(resource.get("Properties", {}))
+        target = resource.get("Properties", {}).get("Target")
+        if isinstance(target, dict) and resolver.type_of_reference(target) == QUEUE_TYPE:
+            # A pipe into an SQS queue (the webhooks' FIFO queue) is parsed, not run: the
+            # local stack delivers webhooks with its own worker, from the bus.
+            continue
         if props.get("Source") != stream_arn:
             raise TemplateError(
                 f"{lid}: only a pipe from the table's stream runs locally, not {props.get('Source')!r}"

@@ -1,5 +1,6 @@
 """The EventRegistration stack: composes the table, the task functions, the workflows,
-the API, the user pool, reconciliation, the domain events and monitoring.
+the API, the user pool, reconciliation, the domain events, webhook delivery and
+monitoring.
 
 Each capability is one construct; the stack only composes them, building each from the
 attributes the others expose.
@@ -24,6 +25,7 @@ from infrastructure.constructs.monitoring import Monitoring
 from infrastructure.constructs.reconciliation import Reconciliation
 from infrastructure.constructs.table import RegistrationTable
 from infrastructure.constructs.task_functions import TaskFunctions
+from infrastructure.constructs.webhooks import Webhooks
 from workflows.register import RegisterWorkflow
 from workflows.unregister import UnregisterWorkflow
 
@@ -58,6 +60,13 @@ class RegistrationStack(Stack):
 
         # The table's stream, filtered to its domain events, onto the project's bus.
         self.domain_events = DomainEvents(self, names.DOMAIN_EVENTS_CONSTRUCT_ID, table=self.table)
+        # The same stream, through a second pipe and FIFO queues, to the webhook subscriptions.
+        self.webhooks = Webhooks(
+            self,
+            names.WEBHOOKS_CONSTRUCT_ID,
+            table=self.table,
+            powertools_layer=self.task_functions.powertools_layer,
+        )
 
         self.page_token_secret = self._page_token_secret(
             [self.api.function, self.reconciliation.functions["ListEventsPage"]]
@@ -78,15 +87,21 @@ class RegistrationStack(Stack):
                 **self.task_functions.functions,
                 **self.reconciliation.functions,
                 names.API_FUNCTION_ID: self.api.function,
+                **self.webhooks.functions,
             },
             # Task functions raise refusals as errors (for Catch): only these are alarmed on Errors.
-            error_alarmed_functions=[names.API_FUNCTION_ID, *self.reconciliation.functions],
+            error_alarmed_functions=[
+                names.API_FUNCTION_ID,
+                *self.reconciliation.functions,
+                *self.webhooks.functions,
+            ],
             table=self.table,
             rest_api=self.api.rest_api,
             existing_alarms=[
                 self.reconciliation.failures_alarm,
                 self.reconciliation.repairs_alarm,
                 *self.domain_events.alarms,
+                *self.webhooks.alarms,
             ],
         )
 
@@ -126,6 +141,12 @@ class RegistrationStack(Stack):
             names.EVENT_LOG_GROUP_OUTPUT,
             value=self.domain_events.log_group.log_group_name,
             description="Log group every domain event is copied to (regctl events tail --aws)",
+        )
+        CfnOutput(
+            self,
+            names.WEBHOOK_DELIVERIES_DLQ_OUTPUT,
+            value=self.webhooks.deliveries_dead_letter_queue.queue_url,
+            description="Dead-letter queue of the webhook messages their receivers refused for a day",
         )
 
     @property

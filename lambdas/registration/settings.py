@@ -17,6 +17,9 @@ WORKFLOW_ARNS = {
     "register": "REGISTER_STATE_MACHINE_ARN",
     "unregister": "UNREGISTER_STATE_MACHINE_ARN",
 }
+# The webhook functions' deliveries queue (the fan-out sends to it, the delivery function
+# changes the visibility of its messages).
+WEBHOOK_DELIVERY_QUEUE_URL = "WEBHOOK_DELIVERY_QUEUE_URL"
 SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 # Set locally only (botocore reads it too): DynamoDB Local's endpoint.

@@ -52,9 +52,19 @@ def _ref(value: Any) -> str:
     return str(value["Ref"])
 
 
+def _pipe_id(synthesized: Synthesized) -> str:
+    """The pipe into the bus (the other one feeds the webhooks' queue)."""
+    bus_id, _ = _one(synthesized, "AWS::Events::EventBus")
+    (found,) = [
+        lid
+        for lid, pipe in synthesized.resources("AWS::Pipes::Pipe").items()
+        if pipe["Properties"]["Target"] == {"Fn::GetAtt": [bus_id, "Arn"]}
+    ]
+    return found
+
+
 def _pipe(synthesized: Synthesized) -> dict[str, Any]:
-    _, pipe = _one(synthesized, "AWS::Pipes::Pipe")
-    props: dict[str, Any] = pipe["Properties"]
+    props: dict[str, Any] = synthesized.raw["Resources"][_pipe_id(synthesized)]["Properties"]
     return props
 
 
@@ -231,7 +241,7 @@ def test_the_pipes_role_reads_that_stream_puts_to_that_bus_and_dead_letters_to_i
         for lid, r in synthesized.raw["Resources"].items()
         if lid != role_id and {"Fn::GetAtt": [role_id, "Arn"]} in _values(r.get("Properties", {}))
     ]
-    assert users == [next(iter(synthesized.resources("AWS::Pipes::Pipe")))]
+    assert users == [_pipe_id(synthesized)]
 
 
 def _values(value: Any) -> Iterator[Any]:
@@ -352,7 +362,13 @@ def test_the_log_groups_resource_policy_lets_this_rule_write_it(synthesized: Syn
 
 
 def test_no_function_or_custom_resource_serves_the_domain_events(synthesized: Synthesized) -> None:
-    handlers = {*names.TASK_HANDLERS.values(), *names.RECONCILE_HANDLERS.values(), names.API_HANDLER}
+    # The webhooks' functions consume their own queues, not the bus.
+    handlers = {
+        *names.TASK_HANDLERS.values(),
+        *names.RECONCILE_HANDLERS.values(),
+        names.API_HANDLER,
+        *names.WEBHOOK_HANDLERS.values(),
+    }
     functions = synthesized.resources("AWS::Lambda::Function")
     assert sorted(f["Properties"]["Handler"] for f in functions.values()) == sorted(handlers)
     custom = [

@@ -39,7 +39,12 @@ def _metric_names(props: dict[str, Any]) -> set[str]:
 
 def _function_names(synthesized: Synthesized) -> dict[str, str]:
     """Function logical id -> the construct id the monitoring names its alarms after."""
-    handlers = {**names.TASK_HANDLERS, **names.RECONCILE_HANDLERS, names.API_FUNCTION_ID: names.API_HANDLER}
+    handlers = {
+        **names.TASK_HANDLERS,
+        **names.RECONCILE_HANDLERS,
+        names.API_FUNCTION_ID: names.API_HANDLER,
+        **names.WEBHOOK_HANDLERS,
+    }
     by_handler = {h: task for task, h in handlers.items()}
     return {
         lid: by_handler[r["Properties"]["Handler"]]
@@ -84,14 +89,16 @@ def test_every_state_machine_has_a_throttle_alarm(synthesized: Synthesized) -> N
 
 def test_lambda_throttles_everywhere_errors_where_no_refusals_are_raised(synthesized: Synthesized) -> None:
     functions = _function_names(synthesized)
-    assert len(functions) == len(names.TASK_HANDLERS) + len(names.RECONCILE_HANDLERS) + 1
+    assert len(functions) == (
+        len(names.TASK_HANDLERS) + len(names.RECONCILE_HANDLERS) + 1 + len(names.WEBHOOK_HANDLERS)
+    )
     by_metric: dict[str, set[str]] = {"Throttles": set(), "Errors": set()}
     for props in _alarms(synthesized).values():
         if props.get("Namespace") == "AWS/Lambda":
             (dimension,) = props["Dimensions"]
             by_metric[props["MetricName"]].add(functions[dimension["Value"]["Ref"]])
     assert by_metric["Throttles"] == set(functions.values())
-    assert by_metric["Errors"] == {names.API_FUNCTION_ID, *names.RECONCILE_HANDLERS}
+    assert by_metric["Errors"] == {names.API_FUNCTION_ID, *names.RECONCILE_HANDLERS, *names.WEBHOOK_HANDLERS}
 
 
 def test_api_and_table_alarms(synthesized: Synthesized) -> None:

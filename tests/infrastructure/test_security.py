@@ -231,7 +231,12 @@ STREAM_READ_ACTIONS = {
 KEYED_ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
 EVENTS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["EVENT#*"]}}
-WEBHOOKS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["WEBHOOK#*"]}}
+# Subscription items: the delivery function reads them, the API function removes them;
+# the fan-out lists them (a Query on GSI1's WEBHOOKS partition: a Query always names its
+# partition key's value).
+WEBHOOK_ITEMS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["WEBHOOK#*"]}}
+WEBHOOK_LISTING_ONLY = {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["WEBHOOKS"]}}
+WEBHOOKS_ONLY = WEBHOOK_ITEMS_ONLY
 
 
 def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthesized) -> None:
@@ -241,22 +246,27 @@ def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthe
             continue
         confined.append(logical_id)
         actions = set(_list(statement["Action"]))
+        if statement["Condition"] == WEBHOOK_LISTING_ONLY:
+            assert actions == {"dynamodb:Query"} and "WebhookFanOut" in logical_id, (logical_id, statement)
+            assert statement["Resource"]["Fn::Join"][1][-1] == "/index/GSI1", (logical_id, statement)
+            continue
         assert actions <= KEYED_ITEM_ACTIONS, (logical_id, statement)
-        if statement["Condition"] == EVENTS_ONLY:
+        if statement["Condition"] == WEBHOOK_ITEMS_ONLY:
+            # The delivery function reads a subscription; `DELETE /webhooks/{id}` removes
+            # one (the API function's only delete outside the idempotency records).
+            reads = actions == {"dynamodb:GetItem"} and "WebhookDelivery" in logical_id
+            removes = actions == {"dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id
+            assert reads or removes, (logical_id, statement)
+        elif statement["Condition"] == EVENTS_ONLY:
             # The one read of an event outside the event's own tasks: ClaimRequest's,
             # for who organizes it (the ownership rule), and nothing it could change.
             assert actions == {"dynamodb:GetItem"} and "ClaimRequest" in logical_id, (logical_id, statement)
-        elif statement["Condition"] == WEBHOOKS_ONLY:
-            # `DELETE /webhooks/{id}`: the API function removes subscriptions and nothing else.
-            assert actions == {"dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id, (
-                logical_id,
-                statement,
-            )
         else:
             assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
     # ClaimRequest's (twice) and RecordOutcome's roles, the API function's updates and
-    # deletes of idempotency records and its deletes of subscriptions.
-    assert len(confined) == 5, confined
+    # deletes of idempotency records and its deletes of subscriptions, and the two webhook
+    # functions'.
+    assert len(confined) == 7, confined
 
 
 # Table encryption and point-in-time recovery (test_template.py), stage throttling and
