@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from infrastructure import names
 from infrastructure.bench.bulk_load import load_users
@@ -27,28 +31,85 @@ from registration.data import RegistrationStore
 from registration.models import MAX_CAPACITY, NewEvent
 
 
+class _Receiver:
+    """A webhook endpoint on 127.0.0.1 that notes when each user's message arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+                with receiver.changed:
+                    receiver.arrived.setdefault(str(body["data"].get("userId")), time.monotonic())
+                    receiver.changed.notify_all()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, user: str, timeout: float) -> float:
+        with self.changed:
+            if not self.changed.wait_for(lambda: user in self.arrived, timeout):
+                raise RuntimeError(f"no webhook for {user} within {timeout:g} s")
+            return self.arrived[user]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _subscribe(url: str, token: str, event_id: str, receiver: str) -> None:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        body = json.dumps({"url": receiver, "eventId": event_id, "types": ["registration.registered"]})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        connection.request("POST", "/webhooks", body=body, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+    finally:
+        connection.close()
+    if answer.status != 201:
+        raise RuntimeError(f"the local server refused the webhook subscription: {answer.status}")
+
+
 def measure_event_delivery(
     url: str, token: str, event_id: str, users: list[str], count: int, results: Results
 ) -> None:
     """One registration at a time: from its answer (after its commit) to its domain event
-    reaching a consumer that follows the bus (as `regctl events tail` does)."""
+    reaching a consumer that follows the bus (as `regctl events tail` does), and to its
+    webhook reaching a subscribed receiver."""
     backend = LocalBackend(url)
-    register = http_register(url, event_id, token)()
-    _, cursor = backend.domain_events(None, event_id, wait=0)
-    for user in users[:count]:
-        if not register(user):
-            raise RuntimeError(f"the registration of {user} for the event-delivery figure failed")
-        answered = time.monotonic()
-        while True:
-            events, cursor = backend.domain_events(cursor, event_id, wait=10)
-            if not events:
-                raise RuntimeError(f"no domain event for {user} within 10 s")
-            mine = [e for e in events if e["detail"].get("userId") == user]
-            if mine:
-                results.event_delivery_ms.append((time.monotonic() - answered) * 1000)
-                results.event_detail_bytes = len(json.dumps(mine[0]["detail"], separators=(",", ":")))
-                results.event_logged_bytes = len(json.dumps(mine[0], separators=(",", ":")))
-                break
+    receiver = _Receiver()
+    try:
+        _subscribe(url, token, event_id, receiver.url)
+        register = http_register(url, event_id, token)()
+        _, cursor = backend.domain_events(None, event_id, wait=0)
+        for user in users[:count]:
+            if not register(user):
+                raise RuntimeError(f"the registration of {user} for the event-delivery figure failed")
+            answered = time.monotonic()
+            while True:
+                events, cursor = backend.domain_events(cursor, event_id, wait=10)
+                if not events:
+                    raise RuntimeError(f"no domain event for {user} within 10 s")
+                mine = [e for e in events if e["detail"].get("userId") == user]
+                if mine:
+                    results.event_delivery_ms.append((time.monotonic() - answered) * 1000)
+                    results.event_detail_bytes = len(json.dumps(mine[0]["detail"], separators=(",", ":")))
+                    results.event_logged_bytes = len(json.dumps(mine[0], separators=(",", ":")))
+                    break
+            results.webhook_delivery_ms.append((receiver.wait_for(user, 30) - answered) * 1000)
+    finally:
+        receiver.close()
 
 
 def measure_latency(

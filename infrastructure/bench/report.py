@@ -248,31 +248,31 @@ def _method(results: Results) -> list[str]:
     ]
 
 
+def _delivery_row(label: str, times: list[float]) -> list[str]:
+    p99 = times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)]
+    return [label, num(times[len(times) // 2], 0), num(p99, 0), num(times[-1], 0)]
+
+
 def _domain_events(results: Results) -> list[str]:
     times = sorted(results.event_delivery_ms)
     if not times:
         return []
+    hooks = sorted(results.webhook_delivery_ms)
+    webhook_rows = [_delivery_row("answer to webhook at a receiver (ms)", hooks)] if hooks else []
     per_event = aws_costs.event_cost_per_million(results.event_detail_bytes, results.event_logged_bytes)
     registration = report_aws.costs_per_million(results)["register_seat"].total
-    p99 = times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)]
     return [
         "## 4. Domain events",
         "",
         f"{len(times)} registrations one after another through the local HTTP API, each timed from "
         "its answer (sent after its commit) to its `registration.registered` reaching a consumer "
-        "that follows the local bus (as `regctl events tail` does): the twin's pipe polls the "
-        "table's stream, filters, transforms and appends to the bus.",
+        "that follows the local bus (as `regctl events tail` does: the twin's pipe polls the "
+        "table's stream, filters, transforms and appends to the bus), and to its signed webhook "
+        "reaching a receiver subscribed to the event (the local delivery worker follows the bus).",
         "",
         *table(
             ["", "median", "p99", "slowest"],
-            [
-                [
-                    "answer to event at a consumer (ms)",
-                    num(times[len(times) // 2], 0),
-                    num(p99, 0),
-                    num(times[-1], 0),
-                ]
-            ],
+            [_delivery_row("answer to event at a consumer (ms)", times), *webhook_rows],
             "lrrr",
         ),
         "",

@@ -98,6 +98,8 @@ class Results:
     # Domain events: ms from each registration's answer to its event reaching a consumer
     # of the local bus; the sizes (bytes) of the detail and of the event as logged.
     event_delivery_ms: list[float] = field(default_factory=list)
+    # ms from each registration's answer to its webhook at a subscribed local receiver.
+    webhook_delivery_ms: list[float] = field(default_factory=list)
     event_detail_bytes: int = 0
     event_logged_bytes: int = 0
 

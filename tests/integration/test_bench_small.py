@@ -151,3 +151,11 @@ def test_domain_event_delivery_and_cost(report: tuple[str, Path]) -> None:
     assert all(NUMBER.match(cell.strip("*")) for cell in cost), cost
     for url in ("https://aws.amazon.com/eventbridge/pricing/", "https://aws.amazon.com/cloudwatch/pricing/"):
         assert url in text
+
+
+@pytest.mark.integration
+def test_webhook_delivery_is_timed(report: tuple[str, Path]) -> None:
+    text, _ = report
+    (webhook,) = [r for r in _tables(text)["4. Domain events"] if r[0].startswith("answer to webhook")]
+    median, p99, slowest = (float(cell.replace(",", "")) for cell in webhook[1:])
+    assert 0 < median <= p99 <= slowest
