@@ -85,6 +85,24 @@ def event_log_group_name(scope: Construct) -> str:
     return f"{names.EVENT_LOG_GROUP_PREFIX}{event_bus_name(scope)}"
 
 
+def domain_event_source(batch_size: int, dead_letter_arn: str) -> pipes.CfnPipe.PipeSourceParametersProperty:
+    """How a pipe reads the table's stream: from its oldest record, keeping exactly the
+    domain events (`names.DOMAIN_EVENT_FILTER`), bounded retries, a dead-letter queue."""
+    return pipes.CfnPipe.PipeSourceParametersProperty(
+        dynamo_db_stream_parameters=pipes.CfnPipe.PipeSourceDynamoDBStreamParametersProperty(
+            starting_position=STARTING_POSITION,
+            batch_size=batch_size,
+            maximum_retry_attempts=MAXIMUM_RETRY_ATTEMPTS,
+            # A refused batch is halved until the record at fault is alone.
+            on_partial_batch_item_failure="AUTOMATIC_BISECT",
+            dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(arn=dead_letter_arn),
+        ),
+        filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(
+            filters=[pipes.CfnPipe.FilterProperty(pattern=json.dumps(names.DOMAIN_EVENT_FILTER))]
+        ),
+    )
+
+
 class DomainEvents(Construct):
     """The bus, the pipe from the table's stream to it, and the log of its events."""
 
@@ -126,21 +144,7 @@ class DomainEvents(Construct):
             description="Puts the table's domain events on the bus",
             role_arn=self.pipe_role.role_arn,
             source=stream_arn,
-            source_parameters=pipes.CfnPipe.PipeSourceParametersProperty(
-                dynamo_db_stream_parameters=pipes.CfnPipe.PipeSourceDynamoDBStreamParametersProperty(
-                    starting_position=STARTING_POSITION,
-                    batch_size=BATCH_SIZE,
-                    maximum_retry_attempts=MAXIMUM_RETRY_ATTEMPTS,
-                    # A refused batch is halved until the record at fault is alone.
-                    on_partial_batch_item_failure="AUTOMATIC_BISECT",
-                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(
-                        arn=self.pipe_dead_letter_queue.queue_arn
-                    ),
-                ),
-                filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(
-                    filters=[pipes.CfnPipe.FilterProperty(pattern=json.dumps(names.DOMAIN_EVENT_FILTER))]
-                ),
-            ),
+            source_parameters=domain_event_source(BATCH_SIZE, self.pipe_dead_letter_queue.queue_arn),
             target=self.bus.event_bus_arn,
             target_parameters=pipes.CfnPipe.PipeTargetParametersProperty(
                 input_template=names.DOMAIN_EVENT_INPUT_TEMPLATE,

@@ -42,8 +42,6 @@ and consumes its queue (receive, delete, change visibility: what the event sourc
 
 from __future__ import annotations
 
-import json
-
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
@@ -58,9 +56,8 @@ from infrastructure import names
 from infrastructure.constructs.domain_events import (
     ALARM_PERIOD,
     DEAD_LETTER_RETENTION,
-    MAXIMUM_RETRY_ATTEMPTS,
-    STARTING_POSITION,
     STREAM_READ_ACTIONS,
+    domain_event_source,
 )
 from infrastructure.constructs.table import GSI1_NAME
 from infrastructure.constructs.task_functions import (
@@ -206,20 +203,7 @@ class Webhooks(Construct):
             description="Sends the table's domain events to the webhook events FIFO queue, grouped by event",
             role_arn=self.pipe_role.role_arn,
             source=stream_arn,
-            source_parameters=pipes.CfnPipe.PipeSourceParametersProperty(
-                dynamo_db_stream_parameters=pipes.CfnPipe.PipeSourceDynamoDBStreamParametersProperty(
-                    starting_position=STARTING_POSITION,
-                    batch_size=PIPE_BATCH_SIZE,
-                    maximum_retry_attempts=MAXIMUM_RETRY_ATTEMPTS,
-                    on_partial_batch_item_failure="AUTOMATIC_BISECT",
-                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(
-                        arn=self.pipe_dead_letter_queue.queue_arn
-                    ),
-                ),
-                filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(
-                    filters=[pipes.CfnPipe.FilterProperty(pattern=json.dumps(names.DOMAIN_EVENT_FILTER))]
-                ),
-            ),
+            source_parameters=domain_event_source(PIPE_BATCH_SIZE, self.pipe_dead_letter_queue.queue_arn),
             target=self.events_queue.queue_arn,
             target_parameters=pipes.CfnPipe.PipeTargetParametersProperty(
                 input_template=names.DOMAIN_EVENT_INPUT_TEMPLATE,
