@@ -103,6 +103,53 @@ def domain_event_source(batch_size: int, dead_letter_arn: str) -> pipes.CfnPipe.
     )
 
 
+def stream_pipe(
+    scope: Construct,
+    *,
+    pipe_id: str,
+    role_id: str,
+    stream_arn: str,
+    dead_letter_queue: sqs.IQueue,
+    batch_size: int,
+    target_arn: str,
+    target_grant: iam.PolicyStatement,
+    target_parameters: pipes.CfnPipe.PipeTargetParametersProperty,
+    description: str,
+    role_description: str,
+) -> tuple[iam.Role, pipes.CfnPipe]:
+    """A pipe from the table's stream that keeps the domain events (`domain_event_source`),
+    with its own role: read that stream, `target_grant` on the target, send to its
+    dead-letter queue (SQS-managed encryption: no KMS permission), nothing else."""
+    role = iam.Role(
+        scope,
+        role_id,
+        assumed_by=iam.ServicePrincipal(
+            "pipes.amazonaws.com",
+            conditions={"StringEquals": {"aws:SourceAccount": Stack.of(scope).account}},
+        ),
+        description=role_description,
+    )
+    role.add_to_policy(iam.PolicyStatement(actions=list(STREAM_READ_ACTIONS), resources=[stream_arn]))
+    role.add_to_policy(target_grant)
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[dead_letter_queue.queue_arn])
+    )
+    pipe = pipes.CfnPipe(
+        scope,
+        pipe_id,
+        description=description,
+        role_arn=role.role_arn,
+        source=stream_arn,
+        source_parameters=domain_event_source(batch_size, dead_letter_queue.queue_arn),
+        target=target_arn,
+        target_parameters=target_parameters,
+        desired_state="RUNNING",
+    )
+    # The role's policy exists before the pipe starts reading (else its first reads fail).
+    pipe.node.add_dependency(role)
+    return role, pipe
+
+
 class DomainEvents(Construct):
     """The bus, the pipe from the table's stream to it, and the log of its events."""
 
@@ -117,35 +164,17 @@ class DomainEvents(Construct):
 
         # The pipe --------------------------------------------------------------------
         self.pipe_dead_letter_queue = _dead_letter_queue(self, names.EVENT_PIPE_DLQ_CONSTRUCT_ID)
-        self.pipe_role = iam.Role(
+        self.pipe_role, self.pipe = stream_pipe(
             self,
-            names.EVENT_PIPE_ROLE_CONSTRUCT_ID,
-            assumed_by=iam.ServicePrincipal(
-                "pipes.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            pipe_id=names.EVENT_PIPE_CONSTRUCT_ID,
+            role_id=names.EVENT_PIPE_ROLE_CONSTRUCT_ID,
+            stream_arn=stream_arn,
+            dead_letter_queue=self.pipe_dead_letter_queue,
+            batch_size=BATCH_SIZE,
+            target_arn=self.bus.event_bus_arn,
+            target_grant=iam.PolicyStatement(
+                actions=["events:PutEvents"], resources=[self.bus.event_bus_arn]
             ),
-            description="Lets the domain events' pipe read the table's stream and put to the bus",
-        )
-        self.pipe_role.add_to_policy(
-            iam.PolicyStatement(actions=list(STREAM_READ_ACTIONS), resources=[stream_arn])
-        )
-        self.pipe_role.add_to_policy(
-            iam.PolicyStatement(actions=["events:PutEvents"], resources=[self.bus.event_bus_arn])
-        )
-        # SQS-managed encryption: sending needs no KMS permission.
-        self.pipe_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["sqs:SendMessage"], resources=[self.pipe_dead_letter_queue.queue_arn]
-            )
-        )
-        self.pipe = pipes.CfnPipe(
-            self,
-            names.EVENT_PIPE_CONSTRUCT_ID,
-            description="Puts the table's domain events on the bus",
-            role_arn=self.pipe_role.role_arn,
-            source=stream_arn,
-            source_parameters=domain_event_source(BATCH_SIZE, self.pipe_dead_letter_queue.queue_arn),
-            target=self.bus.event_bus_arn,
             target_parameters=pipes.CfnPipe.PipeTargetParametersProperty(
                 input_template=names.DOMAIN_EVENT_INPUT_TEMPLATE,
                 event_bridge_event_bus_parameters=pipes.CfnPipe.PipeTargetEventBridgeEventBusParametersProperty(
@@ -153,10 +182,9 @@ class DomainEvents(Construct):
                     detail_type=names.DOMAIN_EVENT_DETAIL_TYPE_PATH,
                 ),
             ),
-            desired_state="RUNNING",
+            description="Puts the table's domain events on the bus",
+            role_description="Lets the domain events' pipe read the table's stream and put to the bus",
         )
-        # The role's policy exists before the pipe starts reading (else its first reads fail).
-        self.pipe.node.add_dependency(self.pipe_role)
 
         # The log of the bus's events ----------------------------------------------------
         self.log_group = logs.LogGroup(

@@ -56,8 +56,7 @@ from infrastructure import names
 from infrastructure.constructs.domain_events import (
     ALARM_PERIOD,
     DEAD_LETTER_RETENTION,
-    STREAM_READ_ACTIONS,
-    domain_event_source,
+    stream_pipe,
 )
 from infrastructure.constructs.table import GSI1_NAME
 from infrastructure.constructs.task_functions import (
@@ -137,8 +136,6 @@ class Webhooks(Construct):
         stream_arn = table.table_stream_arn
         if stream_arn is None:
             raise ValueError(f"{table.node.path} has no stream: the webhooks' pipe reads it")
-        stack = Stack.of(self)
-
         # Queues ---------------------------------------------------------------------------
         self.events_dead_letter_queue = _fifo_queue(
             self,
@@ -178,33 +175,17 @@ class Webhooks(Construct):
         )
 
         # The pipe -------------------------------------------------------------------------
-        self.pipe_role = iam.Role(
+        self.pipe_role, self.pipe = stream_pipe(
             self,
-            names.WEBHOOK_PIPE_ROLE_CONSTRUCT_ID,
-            assumed_by=iam.ServicePrincipal(
-                "pipes.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            pipe_id=names.WEBHOOK_PIPE_CONSTRUCT_ID,
+            role_id=names.WEBHOOK_PIPE_ROLE_CONSTRUCT_ID,
+            stream_arn=stream_arn,
+            dead_letter_queue=self.pipe_dead_letter_queue,
+            batch_size=PIPE_BATCH_SIZE,
+            target_arn=self.events_queue.queue_arn,
+            target_grant=iam.PolicyStatement(
+                actions=["sqs:SendMessage"], resources=[self.events_queue.queue_arn]
             ),
-            description="Lets the webhooks' pipe read the table's stream and send to the events queue",
-        )
-        self.pipe_role.add_to_policy(
-            iam.PolicyStatement(actions=list(STREAM_READ_ACTIONS), resources=[stream_arn])
-        )
-        # SQS-managed encryption: sending needs no KMS permission.
-        self.pipe_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["sqs:SendMessage"],
-                resources=[self.events_queue.queue_arn, self.pipe_dead_letter_queue.queue_arn],
-            )
-        )
-        self.pipe = pipes.CfnPipe(
-            self,
-            names.WEBHOOK_PIPE_CONSTRUCT_ID,
-            description="Sends the table's domain events to the webhook events FIFO queue, grouped by event",
-            role_arn=self.pipe_role.role_arn,
-            source=stream_arn,
-            source_parameters=domain_event_source(PIPE_BATCH_SIZE, self.pipe_dead_letter_queue.queue_arn),
-            target=self.events_queue.queue_arn,
             target_parameters=pipes.CfnPipe.PipeTargetParametersProperty(
                 input_template=names.DOMAIN_EVENT_INPUT_TEMPLATE,
                 sqs_queue_parameters=pipes.CfnPipe.PipeTargetSqsQueueParametersProperty(
@@ -212,10 +193,9 @@ class Webhooks(Construct):
                     message_deduplication_id=names.WEBHOOK_EVENTS_DEDUPLICATION_ID_PATH,
                 ),
             ),
-            desired_state="RUNNING",
+            description="Sends the table's domain events to the webhook events FIFO queue, grouped by event",
+            role_description="Lets the webhooks' pipe read the table's stream and send to the events queue",
         )
-        # The role's policy exists before the pipe starts reading (else its first reads fail).
-        self.pipe.node.add_dependency(self.pipe_role)
 
         # The functions --------------------------------------------------------------------
         code = lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES)

@@ -32,8 +32,6 @@ from infrastructure.local.local_api import (
     internal_error,
     route_not_found,
 )
-from infrastructure.local.pipes import LocalPipes
-from infrastructure.local.webhook_delivery import WebhookDelivery
 from registration.outcomes import (
     REQUEST_ID_HEADER,
     UNAVAILABLE_ERROR,
@@ -405,8 +403,6 @@ class LocalServer:
         self.connection_limits = connection_limits
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
-        self._pipes: LocalPipes | None = None
-        self._webhooks: WebhookDelivery | None = None
 
     @property
     def url(self) -> str:
@@ -423,12 +419,10 @@ class LocalServer:
         self._thread = threading.Thread(target=httpd.serve_forever, name="local-api", daemon=True)
         self._thread.start()
         # The stack's pipes run while it serves, as they run beside a deployed API.
-        self._pipes = getattr(self.engine, "pipes", None)
-        if self._pipes is not None:
-            self._pipes.start()
-        self._webhooks = getattr(self.engine, "webhooks", None)
-        if self._webhooks is not None:
-            self._webhooks.start()
+        if self.engine.pipes is not None:
+            self.engine.pipes.start()
+        if self.engine.webhooks is not None:
+            self.engine.webhooks.start()
         return self
 
     def stop(self, drain_timeout: float = 10.0) -> None:
@@ -436,10 +430,10 @@ class LocalServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        if self._webhooks is not None:
-            self._webhooks.stop()
-        if self._pipes is not None:
-            self._pipes.stop()
+        if self.engine.webhooks is not None:
+            self.engine.webhooks.stop()
+        if self.engine.pipes is not None:
+            self.engine.pipes.stop()
         httpd.shutdown()
         httpd.wait_idle(drain_timeout)
         httpd.server_close()

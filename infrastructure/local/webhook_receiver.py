@@ -22,15 +22,11 @@ from typing import Any
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from infrastructure.ops import render
+
 
 def line(message_id: str, message: dict[str, Any]) -> str:
-    data = message["data"]
-    known = ("id", "type", "eventId", "userId", "occurredAt", "requestId")
-    rest = " ".join(f"{k}={v}" for k, v in sorted(data.items()) if k not in known)
-    return (
-        f"verified {message_id}: {message['type']} event={data.get('eventId')} user={data.get('userId', '-')}"
-        + (f" {rest}" if rest else "")
-    )
+    return f"verified {message_id}: {render.domain_event_summary(message['data'])}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

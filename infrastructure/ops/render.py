@@ -203,18 +203,19 @@ def reconcile_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def domain_event_line(event: Mapping[str, Any]) -> str:
-    """One domain event on one line: when, what, which event and user, and the rest."""
-    detail = event.get("detail") or {}
+def domain_event_summary(detail: Mapping[str, Any]) -> str:
+    """What a domain event says, on one line: its type, event and user, and the rest."""
     known = ("id", "type", "eventId", "userId", "occurredAt", "requestId")
     rest = " ".join(f"{k}={v}" for k, v in sorted(detail.items()) if k not in known)
-    parts = [
-        str(detail.get("occurredAt", event.get("time", ""))),
-        str(event.get("detail-type", detail.get("type", ""))),
-        f"event={detail.get('eventId', '-')}",
-        f"user={detail.get('userId', '-')}",
-    ]
-    return " ".join(parts + ([rest] if rest else []) + [f"request={detail.get('requestId', '-')}"])
+    summary = f"{detail.get('type', '')} event={detail.get('eventId', '-')} user={detail.get('userId', '-')}"
+    return f"{summary} {rest}" if rest else summary
+
+
+def domain_event_line(event: Mapping[str, Any]) -> str:
+    """One domain event as the bus delivers it: when, what it says, and its request."""
+    detail = event.get("detail") or {}
+    when = detail.get("occurredAt", event.get("time", ""))
+    return f"{when} {domain_event_summary(detail)} request={detail.get('requestId', '-')}"
 
 
 def failed_webhooks(failed: Sequence[Mapping[str, Any]]) -> str:

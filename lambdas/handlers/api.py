@@ -133,7 +133,7 @@ def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
     if route == ("POST", "/events"):
         _may_create_event(caller)
     elif route == ("POST", "/webhooks"):
-        _may_subscribe(caller, _body_text(event))
+        _may_subscribe(caller, _event_id_in(_body_text(event)))
     elif route == ("POST", "/users"):
         try:
             body = bounded_json.loads(_body_text(event) or "null")
@@ -145,24 +145,24 @@ def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
     return caller
 
 
-def _may_subscribe(caller: access.Caller, body: str | None) -> None:
-    """The caller may subscribe to what the body names (its event read only when an
-    organizer names one); a body too malformed to say is left to the route (a 422)."""
-    if caller.is_admin:
-        return
+def _may_subscribe(caller: access.Caller, event_id: str | None) -> None:
+    """The caller may subscribe to `event_id`'s events (the event is read only when an
+    organizer names one)."""
+    organizer = None
+    if caller.is_organizer and not caller.is_admin and event_id is not None:
+        found = get_store().find_event(event_id)
+        organizer = found.organizerId if found else None
+    webhooks.require_may_subscribe(caller, event_id, organizer)
+
+
+def _event_id_in(body: str | None) -> str | None:
+    """The `eventId` a body names (None for a body too malformed to say: the route answers 422)."""
     try:
         document = bounded_json.loads(body or "null")
     except (ValueError, RecursionError):
-        document = None
+        return None
     event_id = document.get("eventId") if isinstance(document, dict) else None
-    new = NewWebhook.model_construct(
-        url="", types=None, eventId=event_id if isinstance(event_id, str) else None
-    )
-    organizer = None
-    if caller.is_organizer and new.eventId is not None:
-        found = get_store().find_event(new.eventId)
-        organizer = found.organizerId if found else None
-    webhooks.require_may_subscribe(caller, new, organizer)
+    return event_id if isinstance(event_id, str) else None
 
 
 def _require_object_body() -> None:
@@ -341,7 +341,8 @@ def _managed_event(event_id: str, action: str) -> RegistrationStore:
 def create_webhook(webhook: NewWebhook) -> CreatedWebhook:
     _require_object_body()
     caller = _caller()
-    _may_subscribe(caller, app.current_event.body)
+    if app.context.get(CLAIM_CONTEXT) is None:  # a keyed request was checked before its claim
+        _may_subscribe(caller, webhook.eventId)
     problem = webhooks.url_problem(webhook.url, allow_loopback_http=Settings.read().webhook_loopback_http)
     if problem is not None:
         raise invalid_input([{"field": "url", "message": problem}])

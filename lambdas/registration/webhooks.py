@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from registration import access
 from registration.access import Caller
 from registration.errors import Forbidden
-from registration.models import WEBHOOK_SECRET_PREFIX, NewWebhook, StoredWebhook, Webhook
+from registration.models import WEBHOOK_SECRET_PREFIX, StoredWebhook, Webhook
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -57,17 +57,17 @@ def url_problem(url: str, *, allow_loopback_http: bool) -> str | None:
 # --- who may subscribe -------------------------------------------------------------------
 
 
-def require_may_subscribe(caller: Caller, new: NewWebhook, organizer_of: str | None) -> None:
+def require_may_subscribe(caller: Caller, event_id: str | None, organizer_of: str | None) -> None:
     """Admins subscribe to anything; an organizer to one of their own events only
-    (`organizer_of`: the organizer of `new.eventId`, None when unknown); others not at all."""
+    (`organizer_of`: the organizer of `event_id`, None when unknown); others not at all."""
     if caller.is_admin:
         return
     if not caller.is_organizer:
         raise Forbidden("Only an organizer or an admin may subscribe to webhooks")
-    if new.eventId is None:
+    if event_id is None:
         raise Forbidden("An organizer subscribes to one of their own events: name its eventId")
     if not caller.organizes(organizer_of):
-        raise Forbidden(f"Only the organizer of event {new.eventId} or an admin may subscribe to it")
+        raise Forbidden(f"Only the organizer of event {event_id} or an admin may subscribe to it")
 
 
 def require_may_list(caller: Caller) -> None:

@@ -34,6 +34,8 @@ def _engine() -> Any:
         authorizer=None,
         region="us-east-1",
         account=names.LOCAL_ACCOUNT,
+        pipes=None,  # no stream, no bus, no webhook deliveries
+        webhooks=None,
     )
 
 
