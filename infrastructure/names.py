@@ -179,7 +179,8 @@ DOMAIN_EVENT_LOG_PATTERN: dict[str, Any] = {"source": [EVENT_SOURCE]}
 # and input template as the domain events') fills an SQS FIFO queue, one message group
 # per event; a fan-out function turns each domain event into one message per matching
 # subscription on a second FIFO queue (one group per subscription and event), whose
-# delivery function POSTs it, signed. Locally the twin delivers from the bus instead.
+# delivery function POSTs it, signed. The twin runs the same path (`infrastructure.local.queues`,
+# `infrastructure.local.event_sources`), with shorter retries.
 WEBHOOKS_CONSTRUCT_ID = "Webhooks"
 WEBHOOK_PIPE_CONSTRUCT_ID = "Pipe"
 WEBHOOK_PIPE_ROLE_CONSTRUCT_ID = "PipeRole"

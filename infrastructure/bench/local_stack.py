@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,10 @@ class ServerProcess:
             self.__exit__()
             raise BenchError(f"the local API did not start (it said {line!r})")
         self.url = line.split(" ", 1)[1]
+        # What the server prints from now on is read and dropped: a pipe nobody reads
+        # fills up, and then the server's next print blocks it for good.
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: stdout.read(), name="bench-server-stdout", daemon=True).start()
         return self
 
     @property

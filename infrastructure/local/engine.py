@@ -24,6 +24,7 @@ from botocore.config import Config
 
 from infrastructure import names
 from infrastructure.local import iam
+from infrastructure.local.event_sources import LocalEventSources
 from infrastructure.local.execution_quotas import (
     EXPRESS_MAX_DURATION_S,
     MAX_EXECUTION_NAME_LENGTH,
@@ -46,12 +47,19 @@ from infrastructure.local.moto_dynamodb import DYNAMODB_RULES
 from infrastructure.local.moto_resources import create_functions, create_role, create_state_machines
 from infrastructure.local.pipes import LocalPipes
 from infrastructure.local.program_pool import ProgramPool
+from infrastructure.local.queues import LocalQueues
 from infrastructure.local.states_integration import StatesIntegration
 from infrastructure.local.table_setup import create_table, recreate_table
 from infrastructure.local.template import DEFAULT_TEMPLATE_PATH, load_template, parse_template
 from infrastructure.local.template_specs import LocalTemplate, StateMachineSpec
-from infrastructure.local.webhook_delivery import LOCAL_RETRY_SCHEDULE_S, WEBHOOK_STATE_FILE, WebhookDelivery
-from registration.data import RegistrationStore
+from infrastructure.local.webhook_delivery import (
+    LOCAL_RETRY_SCHEDULE_S,
+    QUEUES_DIRECTORY,
+    QueueRuntime,
+    WebhookDeadLetters,
+    queue_runtime,
+)
+from registration import settings as function_settings
 
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig
@@ -92,7 +100,7 @@ class LocalEngine:
         time_scale: float = 1.0,
         history_limit: int | None = STANDARD_HISTORY_LIMIT,
         events_dir: Path | None = None,
-        webhook_retry_schedule: Sequence[float] = LOCAL_RETRY_SCHEDULE_S,
+        webhook_retry_schedule: Sequence[int] = LOCAL_RETRY_SCHEDULE_S,
     ) -> None:
         source: str | None = None
         if isinstance(template, LocalTemplate):
@@ -163,9 +171,15 @@ class LocalEngine:
         # (`pipes.start()`); `pipes.drain()` reads what is committed, now.
         self.events_dir = events_dir
         self.pipes: LocalPipes | None = None
-        # Webhook deliveries from the bus (their state beside the bus's log).
-        self.webhook_retry_schedule = tuple(webhook_retry_schedule)
-        self.webhooks: WebhookDelivery | None = None
+        # The template's queues (their files under `events_dir`), the functions' event
+        # sources among them, and the webhook deliveries' dead letters; the event sources
+        # poll only once started (`event_sources.start()`). A failed webhook delivery
+        # waits `webhook_retry_schedule` locally (AWS: 30 s doubling, for a day).
+        self.webhook_retry_schedule = tuple(int(wait) for wait in webhook_retry_schedule)
+        self.queue_runtime: QueueRuntime | None = None
+        self.queues: LocalQueues | None = None
+        self.event_sources: LocalEventSources | None = None
+        self.webhooks: WebhookDeadLetters | None = None
         self._started = False
         self._hook_installed = False
         self._quotas_installed = False
@@ -182,7 +196,10 @@ class LocalEngine:
             region=self.region,
             table_name=self.table_name,
             dynamodb_endpoint=self.dynamodb_endpoint,
-            extra=self._extra_environment,
+            extra={
+                function_settings.WEBHOOK_RETRY_SCHEDULE: ",".join(map(str, self.webhook_retry_schedule)),
+                **self._extra_environment,
+            },
         )
 
     def start(self) -> LocalEngine:
@@ -225,22 +242,16 @@ class LocalEngine:
                 role_arn,
                 template_roles=self.authorizer is not None,
             )
+            self._start_queues()
             if self.template.pipes or self.template.event_buses:
                 self.pipes = LocalPipes(
                     self.template,
                     dynamodb=self.dynamodb_client(),
-                    streams=self._streams_client(),
+                    streams=self.streams_client(),
                     table_name=self.table_name,
                     authorizer=self.authorizer,
                     directory=self.events_dir,
-                )
-                store = RegistrationStore(self.table_name, self.dynamodb_client())
-                self.webhooks = WebhookDelivery(
-                    self.pipes.bus,
-                    store.all_webhooks,
-                    store.find_webhook,
-                    path=self.events_dir / WEBHOOK_STATE_FILE if self.events_dir is not None else None,
-                    schedule=self.webhook_retry_schedule,
+                    queues=self.queues,
                 )
             if self.template.user_pool is not None:
                 pool = self.template.user_pool
@@ -250,13 +261,27 @@ class LocalEngine:
             raise
         return self
 
+    def _start_queues(self) -> None:
+        """The template's queues, answering the handlers' calls, and their event sources."""
+        self.queue_runtime = queue_runtime(
+            self.template,
+            directory=self.events_dir / QUEUES_DIRECTORY if self.events_dir is not None else None,
+            schedule=self.webhook_retry_schedule,
+            lambdas=self.seam.client if self.seam is not None else None,
+            region=self.region,
+        )
+        if self.queue_runtime is not None:
+            self.queues = self.queue_runtime.queues
+            self.event_sources = self.queue_runtime.event_sources
+            self.webhooks = self.queue_runtime.dead_letters
+
     def close(self, drain_timeout: float = 5.0) -> None:
         """Stop the engine: let running executions finish (briefly), undo every patch."""
         if self._started:
             with contextlib.suppress(Exception):
                 self._drain(drain_timeout)
-        if self.webhooks is not None:
-            self.webhooks.stop()
+        if self.queue_runtime is not None:
+            self.queue_runtime.close()
         if self.pipes is not None:
             self.pipes.stop()
         if self.seam is not None:
@@ -326,7 +351,7 @@ class LocalEngine:
             )
         return self._client("dynamodb")
 
-    def _streams_client(self) -> Any:
+    def streams_client(self) -> Any:
         """A client for the table's stream, in the same database."""
         if self.dynamodb_endpoint:
             return self._client("dynamodbstreams", endpoint_url=self.dynamodb_endpoint)

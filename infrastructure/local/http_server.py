@@ -421,8 +421,8 @@ class LocalServer:
         # The stack's pipes run while it serves, as they run beside a deployed API.
         if self.engine.pipes is not None:
             self.engine.pipes.start()
-        if self.engine.webhooks is not None:
-            self.engine.webhooks.start()
+        if self.engine.event_sources is not None:
+            self.engine.event_sources.start()
         return self
 
     def stop(self, drain_timeout: float = 10.0) -> None:
@@ -430,8 +430,8 @@ class LocalServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        if self.engine.webhooks is not None:
-            self.engine.webhooks.stop()
+        if self.engine.event_sources is not None:
+            self.engine.event_sources.stop()
         if self.engine.pipes is not None:
             self.engine.pipes.stop()
         httpd.shutdown()

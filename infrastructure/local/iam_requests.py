@@ -44,6 +44,13 @@ class Arns:
         )
         return f"{arn}/index/{index}" if index else arn
 
+    def queue(self, url_or_arn: str) -> str:
+        """A queue's ARN from its URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`)."""
+        if url_or_arn.startswith("arn:"):
+            return url_or_arn
+        account, name = url_or_arn.rstrip("/").split("/")[-2:]
+        return f"arn:aws:sqs:{self.region}:{account}:{name}"
+
     def function(self, name_or_arn: str) -> str:
         if name_or_arn.startswith("arn:"):
             return name_or_arn
@@ -155,6 +162,10 @@ def dynamodb_requests(
 _ACTION_NAMES = {
     ("lambda", "Invoke"): "lambda:InvokeFunction",
     ("lambda", "InvokeWithResponseStream"): "lambda:InvokeFunction",
+    # SQS's batch calls are authorised as their single actions.
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
 }
 
 
@@ -163,6 +174,8 @@ def generic_requests(prefix: str, operation: str, params: Mapping[str, Any], arn
     action = _ACTION_NAMES.get((prefix, operation), f"{prefix}:{operation}")
     if prefix == "lambda" and "FunctionName" in params:
         return [Request(action, arns.function(str(params["FunctionName"])))]
+    if prefix == "sqs" and "QueueUrl" in params:
+        return [Request(action, arns.queue(str(params["QueueUrl"])))]
     for name in ("stateMachineArn", "executionArn", "TopicArn", "QueueUrl", "resourceArn"):
         if name in params:
             return [Request(action, str(params[name]))]

@@ -201,6 +201,11 @@ class LocalLambdaClient:
         self.invocations: list[Invocation] = []
         self.record_invocations = False
 
+    @property
+    def functions(self) -> Mapping[str, LocalFunction]:
+        """The functions it runs, by name."""
+        return dict(self._functions)
+
     def knows(self, function_name: str) -> bool:
         return _function_name(function_name) in self._functions
 

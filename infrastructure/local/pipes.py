@@ -1,16 +1,19 @@
-"""EventBridge Pipes in the twin: the template's pipes, from the table's stream to a bus.
+"""EventBridge Pipes in the twin: the template's pipes, from the table's stream to a bus
+or a queue.
 
 The pipe's definition is read from the synthesized template (``PipeSpec``) and run as
 EventBridge Pipes runs it: records are read from the table's stream (DynamoDB Local's,
 or moto's with ``DB=memory``) shard by shard in order, kept when one of the pipe's filter
 patterns matches, shaped by its input template, and put on the bus with the bus
-parameters (``DetailType`` and ``Source`` may be dynamic paths into the record). Every
-call is authorised against the pipe's role from the template first, as AWS does with
-the role the pipe assumes: a role that cannot read the stream or put on the bus stops
-the pipe here as it would there.
+parameters (``DetailType`` and ``Source`` may be dynamic paths into the record) or sent
+to the queue with the queue parameters (a FIFO queue's ``MessageGroupId`` and
+``MessageDeduplicationId``, dynamic paths too). Every call is authorised against the
+pipe's role from the template first, as AWS does with the role the pipe assumes: a role
+that cannot read the stream or put on its target stops the pipe here as it would there.
 
-The bus's log is the pipe's checkpoint (:mod:`infrastructure.local.event_bus`): a
-restarted pipe resumes after the last record it put.
+A bus's log is its pipe's checkpoint (:mod:`infrastructure.local.event_bus`); a pipe to
+a queue keeps its checkpoint in a file beside the queue's. A restarted pipe resumes
+after the last record it put.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -33,6 +37,7 @@ from infrastructure.local import iam
 from infrastructure.local.event_bus import DEAD_LETTER, EVENT, LocalEventBus, StreamPosition, envelope
 from infrastructure.local.iam_policies import Request
 from infrastructure.local.intrinsic_functions import TemplateError
+from infrastructure.local.queues import LocalQueue, LocalQueues, QueueError
 from infrastructure.local.template_specs import LocalTemplate, PipeSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -125,23 +130,32 @@ def parameter(value: str | None, record: Mapping[str, Any]) -> str | None:
     return found
 
 
-def transform(
-    spec: PipeSpec, record: Mapping[str, Any], *, region: str, account: str
-) -> dict[str, Any] | None:
-    """The event the pipe puts on its bus for ``record`` (None when its filter drops it)."""
-    if spec.patterns and not any(matches(pattern, record) for pattern in spec.patterns):
-        return None
+def passes(spec: PipeSpec, record: Mapping[str, Any]) -> bool:
+    """Whether the pipe's filter keeps ``record``."""
+    return not spec.patterns or any(matches(pattern, record) for pattern in spec.patterns)
+
+
+def render(spec: PipeSpec, record: Mapping[str, Any], *, region: str, account: str) -> str:
+    """What the pipe sends its target for ``record``: its input template, filled in (the
+    record itself, as JSON, without one)."""
     reserved = {
         "aws.pipes.pipe-arn": f"arn:aws:pipes:{region}:{account}:pipe/{spec.name}",
         "aws.pipes.pipe-name": spec.name,
         "aws.pipes.source-arn": spec.source_arn,
         "aws.pipes.target-arn": spec.target_arn,
     }
-    text = (
-        render_input_template(spec.input_template, record, reserved)
-        if spec.input_template is not None
-        else json.dumps(record)
-    )
+    if spec.input_template is None:
+        return json.dumps(record)
+    return render_input_template(spec.input_template, record, reserved)
+
+
+def transform(
+    spec: PipeSpec, record: Mapping[str, Any], *, region: str, account: str
+) -> dict[str, Any] | None:
+    """The event the pipe puts on its bus for ``record`` (None when its filter drops it)."""
+    if not passes(spec, record):
+        return None
+    text = render(spec, record, region=region, account=account)
     try:
         detail = json.loads(text)
     except ValueError:
@@ -153,6 +167,92 @@ def transform(
     if not detail_type or not source:
         raise PipeError("an event on a bus needs a detail-type and a source")
     return envelope(detail, detail_type, source, region=region, account=account)
+
+
+def queue_message(
+    spec: PipeSpec, record: Mapping[str, Any], *, region: str, account: str
+) -> dict[str, Any] | None:
+    """The message the pipe sends its queue for ``record`` (None when its filter drops it):
+    its body and, for a FIFO queue, its group and deduplication ids."""
+    if not passes(spec, record):
+        return None
+    return {
+        "body": render(spec, record, region=region, account=account),
+        "groupId": parameter(spec.message_group_id, record),
+        "deduplicationId": parameter(spec.message_deduplication_id, record),
+    }
+
+
+# --- the targets ----------------------------------------------------------------------
+
+Entry = tuple[str, dict[str, Any], StreamPosition | None]
+
+
+class BusTarget:
+    """A pipe's event bus: its log is the pipe's checkpoint."""
+
+    action = "events:PutEvents"
+
+    def __init__(self, bus: LocalEventBus) -> None:
+        self.bus = bus
+
+    def shape(
+        self, spec: PipeSpec, record: Mapping[str, Any], *, region: str, account: str
+    ) -> dict[str, Any] | None:
+        return transform(spec, record, region=region, account=account)
+
+    def checkpoint(self, stream: str) -> dict[str, str]:
+        return self.bus.checkpoint(stream)
+
+    def put(self, entries: list[Entry]) -> None:
+        self.bus.put(entries)
+
+
+class QueueTarget:
+    """A pipe's SQS queue (and its dead-letter queue), with the pipe's checkpoint beside
+    them: where in each shard the pipe has sent up to, written after each batch (a batch
+    sent again after a crash is dropped by the FIFO queue's deduplication)."""
+
+    action = "sqs:SendMessage"
+
+    def __init__(self, queue: LocalQueue, dead_letter: LocalQueue | None, path: Path | None) -> None:
+        self.queue = queue
+        self.dead_letter = dead_letter
+        self.path = path
+        self._positions: dict[str, dict[str, str]] = {}
+        if path is not None and path.exists():
+            self._positions = json.loads(path.read_text(encoding="utf-8"))
+
+    def shape(
+        self, spec: PipeSpec, record: Mapping[str, Any], *, region: str, account: str
+    ) -> dict[str, Any] | None:
+        return queue_message(spec, record, region=region, account=account)
+
+    def checkpoint(self, stream: str) -> dict[str, str]:
+        return dict(self._positions.get(stream, {}))
+
+    def put(self, entries: list[Entry]) -> None:
+        for kind, body, position in entries:
+            if kind == EVENT:
+                try:
+                    self.queue.send(body["body"], body["groupId"], body["deduplicationId"])
+                except QueueError as error:
+                    LOGGER.warning(
+                        "pipe to %s: %s is a dead letter: %s", self.queue.spec.name, position, error
+                    )
+                    kind, body = DEAD_LETTER, {"error": str(error), "message": body}
+            if kind == DEAD_LETTER and self.dead_letter is not None:
+                self.dead_letter.send(json.dumps(body))
+            if position is not None:
+                self._positions.setdefault(position.stream, {})[position.shard] = position.sequence
+        if self.path is not None and entries:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self._positions), encoding="utf-8")
+            os.replace(temporary, self.path)
+
+
+Target = BusTarget | QueueTarget
 
 
 # --- the runner -----------------------------------------------------------------------
@@ -184,7 +284,7 @@ class PipeRunner:
         streams: Any,
         table_stream_arn: Callable[[], str | None],
         stream_gone: Callable[[], None] = lambda: None,
-        bus: LocalEventBus,
+        target: Target,
         authorizer: iam.Authorizer | None,
         region: str,
         account: str,
@@ -193,7 +293,7 @@ class PipeRunner:
         self._streams = streams
         self._table_stream_arn = table_stream_arn
         self._stream_gone = stream_gone
-        self.bus = bus
+        self.target = target
         self._authorizer = authorizer
         self._principal = iam.Principal(spec.role_arn, spec.name)
         self.region = region
@@ -269,7 +369,7 @@ class PipeRunner:
         if shard in self._iterators:
             return self._iterators[shard]
         self._authorize("dynamodb:GetShardIterator", self.spec.source_arn)
-        done = self.bus.checkpoint(stream).get(shard)
+        done = self.target.checkpoint(stream).get(shard)
         kwargs: dict[str, Any] = {"StreamArn": stream, "ShardId": shard}
         if done is not None:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=done)
@@ -312,15 +412,15 @@ class PipeRunner:
                 return put
 
     def _deliver(self, stream: str, shard: str, batch: list[dict[str, Any]]) -> int:
-        """One batch onto the bus, in order; a record that cannot be an event becomes a
+        """One batch to the target, in order; a record that cannot be an event becomes a
         dead letter (as after the pipe's retries on AWS) so that the rest go on."""
-        entries: list[tuple[str, dict[str, Any], StreamPosition | None]] = []
+        entries: list[Entry] = []
         for raw in batch:
             self.records_read += 1
             record = pipe_record(raw, self.spec.source_arn)
             position = StreamPosition(stream, shard, str(raw["dynamodb"]["SequenceNumber"]))
             try:
-                event = transform(self.spec, record, region=self.region, account=self.account)
+                event = self.target.shape(self.spec, record, region=self.region, account=self.account)
             except PipeError as error:
                 LOGGER.warning("pipe %s: record %s is a dead letter: %s", self.spec.name, position, error)
                 entries.append((DEAD_LETTER, {"error": str(error), "record": record}, position))
@@ -328,10 +428,10 @@ class PipeRunner:
             if event is not None:
                 entries.append((EVENT, event, position))
         if any(kind == EVENT for kind, _, _ in entries):
-            self._authorize("events:PutEvents", self.spec.target_arn)
+            self._authorize(self.target.action, self.spec.target_arn)
         if entries and any(kind == DEAD_LETTER for kind, _, _ in entries) and self.spec.dead_letter_arn:
             self._authorize("sqs:SendMessage", self.spec.dead_letter_arn)
-        self.bus.put(entries)
+        self.target.put(entries)
         return sum(1 for kind, _, _ in entries if kind == EVENT)
 
     # --- running in the background ---------------------------------------------------
@@ -374,7 +474,8 @@ class PipeRunner:
 
 
 class LocalPipes:
-    """The template's buses and the pipes that feed them, over the engine's table."""
+    """The template's buses and the pipes that feed them or its queues, over the engine's
+    table."""
 
     def __init__(
         self,
@@ -385,6 +486,7 @@ class LocalPipes:
         table_name: str,
         authorizer: iam.Authorizer | None,
         directory: Path | None = None,
+        queues: LocalQueues | None = None,
     ) -> None:
         self._dynamodb = dynamodb
         self._table_name = table_name
@@ -397,16 +499,23 @@ class LocalPipes:
         by_arn = {bus.arn: bus for bus in self.buses.values()}
         self.runners: dict[str, PipeRunner] = {}
         for logical_id, spec in template.pipes.items():
-            if spec.target_arn not in by_arn:
+            target: Target
+            if spec.target_arn in by_arn:
+                target = BusTarget(by_arn[spec.target_arn])
+            elif queues is not None and spec.target_arn in queues.by_arn:
+                dead_letter = queues.by_arn.get(spec.dead_letter_arn or "")
+                path = directory / f"{spec.name}.checkpoint.json" if directory is not None else None
+                target = QueueTarget(queues.by_arn[spec.target_arn], dead_letter, path)
+            else:
                 raise TemplateError(
-                    f"{logical_id}: its target {spec.target_arn} is not one of the template's buses"
+                    f"{logical_id}: its target {spec.target_arn} is not one of the template's buses or queues"
                 )
             self.runners[logical_id] = PipeRunner(
                 spec,
                 streams=streams,
                 table_stream_arn=self.table_stream_arn,
                 stream_gone=self.forget_stream,
-                bus=by_arn[spec.target_arn],
+                target=target,
                 authorizer=authorizer,
                 region=template.region,
                 account=template.account,

@@ -55,13 +55,15 @@ MEMORY_HINT = (
 )
 
 
-def _schedule(text: str) -> tuple[float, ...]:
+def _schedule(text: str) -> tuple[int, ...]:
     try:
-        waits = tuple(float(part) for part in text.split(","))
+        waits = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of seconds such as 1,2,4,8,16") from None
-    if not waits or any(w < 0 for w in waits):
-        raise argparse.ArgumentTypeError("the waits must be seconds, 0 or more")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of whole seconds such as 1,2,4,8,16 (a visibility timeout is whole seconds)"
+        ) from None
+    if not waits or any(not 0 <= w <= 43200 for w in waits):
+        raise argparse.ArgumentTypeError("the waits must be whole seconds from 0 to 43200 (12 hours)")
     return waits
 
 
@@ -116,8 +118,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_schedule,
         metavar="S,S,...",
         default=webhook_delivery.LOCAL_RETRY_SCHEDULE_S,
-        help="the waits (seconds) before each retry of a failed webhook delivery, after which it "
-        "is a dead letter (default: 1,2,4,8,16)",
+        help="the waits (whole seconds) after each failed webhook delivery; after the last one the "
+        "message is a dead letter (default: 1,2,4,8,16; AWS: 30 s doubling to 1 h, for a day)",
     )
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
@@ -239,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if engine.pipes is not None:
             kept = f"log in {_shown(data_dir / 'events')}" if endpoint else "kept in memory"
             _say(f"  Events    bus {engine.pipes.bus.name}, {kept} (regctl events tail)")
-            waits = ", ".join(f"{w:g}" for w in args.webhook_retries)
+            waits = ", ".join(str(w) for w in args.webhook_retries)
             _say(f"  Webhooks  retried after {waits} s, then dead letters (regctl webhooks failed)")
         _say(f"  Operator  regctl (endpoints under {server.url}{names.LOCAL_OPS_PREFIX})")
         _say(

@@ -30,9 +30,11 @@ from infrastructure.local.intrinsic_functions import (
 )
 from infrastructure.local.template_specs import (
     ApiIntegration,
+    EventSourceMappingSpec,
     FunctionSpec,
     LocalTemplate,
     PipeSpec,
+    QueueSpec,
     RoleSpec,
     StateMachineSpec,
     TableSpec,
@@ -50,6 +52,7 @@ API_RESOURCE_TYPE = "AWS::ApiGateway::Resource"
 USER_POOL_TYPE = "AWS::Cognito::UserPool"
 USER_POOL_CLIENT_TYPE = "AWS::Cognito::UserPoolClient"
 USER_POOL_GROUP_TYPE = "AWS::Cognito::UserPoolGroup"
+EVENT_SOURCE_MAPPING_TYPE = "AWS::Lambda::EventSourceMapping"
 # The user pool's properties `cognito-idp.create_user_pool` takes under the same name.
 USER_POOL_PROPERTIES = (
     "Policies",
@@ -333,11 +336,6 @@ def _pipe_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, P
         if resource.get("Type") != PIPE_TYPE:
             continue
         props = resolver.resolve(resource.get("Properties", {}))
-        target = resource.get("Properties", {}).get("Target")
-        if isinstance(target, dict) and resolver.type_of_reference(target) == QUEUE_TYPE:
-            # A pipe into an SQS queue (the webhooks' FIFO queue) is parsed, not run: the
-            # local stack delivers webhooks with its own worker, from the bus.
-            continue
         if props.get("Source") != stream_arn:
             raise TemplateError(
                 f"{lid}: only a pipe from the table's stream runs locally, not {props.get('Source')!r}"
@@ -346,6 +344,7 @@ def _pipe_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, P
         stream = source.get("DynamoDBStreamParameters", {})
         target = props.get("TargetParameters", {})
         bus = target.get("EventBridgeEventBusParameters", {})
+        queue = target.get("SqsQueueParameters", {})
         filters = source.get("FilterCriteria", {}).get("Filters", [])
         pipes[lid] = PipeSpec(
             logical_id=lid,
@@ -361,8 +360,60 @@ def _pipe_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, P
             starting_position=str(stream.get("StartingPosition", "LATEST")),
             maximum_retry_attempts=int(stream.get("MaximumRetryAttempts", -1)),
             dead_letter_arn=stream.get("DeadLetterConfig", {}).get("Arn"),
+            message_group_id=queue.get("MessageGroupId"),
+            message_deduplication_id=queue.get("MessageDeduplicationId"),
         )
     return pipes
+
+
+def _queue_specs(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, QueueSpec]:
+    queues: dict[str, QueueSpec] = {}
+    for lid, resource in resources.items():
+        if resource.get("Type") != QUEUE_TYPE:
+            continue
+        props = resolver.resolve(resource.get("Properties", {}))
+        redrive = props.get("RedrivePolicy") or {}
+        if isinstance(redrive, str):
+            redrive = json.loads(redrive)
+        queues[lid] = QueueSpec(
+            logical_id=lid,
+            name=resolver.queue_name(lid),
+            arn=resolver.queue_arn(lid),
+            url=resolver.queue_url(lid),
+            fifo=bool(props.get("FifoQueue", False)),
+            content_based_deduplication=bool(props.get("ContentBasedDeduplication", False)),
+            visibility_timeout_s=int(props.get("VisibilityTimeout", 30)),
+            retention_s=int(props.get("MessageRetentionPeriod", 4 * 24 * 3600)),
+            dead_letter_arn=redrive.get("deadLetterTargetArn"),
+            max_receive_count=int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
+        )
+    return queues
+
+
+def _event_source_mappings(
+    resources: Mapping[str, Any], resolver: Resolver
+) -> dict[str, EventSourceMappingSpec]:
+    """The functions' event sources that are queues (a stream or a broker is not run locally)."""
+    mappings: dict[str, EventSourceMappingSpec] = {}
+    for lid, resource in resources.items():
+        if resource.get("Type") != EVENT_SOURCE_MAPPING_TYPE:
+            continue
+        raw = resource.get("Properties", {})
+        source = raw.get("EventSourceArn")
+        if not isinstance(source, dict) or resolver.type_of_reference(source) != QUEUE_TYPE:
+            raise TemplateError(
+                f"{lid}: only an event source that is one of the template's queues runs locally"
+            )
+        props = resolver.resolve(raw)
+        mappings[lid] = EventSourceMappingSpec(
+            logical_id=lid,
+            function_name=str(props["FunctionName"]).rsplit(":function:", 1)[-1],
+            source_arn=str(props["EventSourceArn"]),
+            batch_size=int(props.get("BatchSize", 10)),
+            report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+            enabled=bool(props.get("Enabled", True)),
+        )
+    return mappings
 
 
 def _tables(resources: Mapping[str, Any]) -> list[str]:
@@ -435,6 +486,8 @@ def parse_template(
             if r.get("Type") == EVENT_BUS_TYPE
         },
         pipes=_pipe_specs(resources, resolver),
+        queues=_queue_specs(resources, resolver),
+        event_source_mappings=_event_source_mappings(resources, resolver),
     )
 
 

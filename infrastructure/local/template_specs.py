@@ -162,13 +162,15 @@ class UserPoolSpec:
 
 @dataclass(frozen=True)
 class PipeSpec:
-    """An EventBridge pipe (``AWS::Pipes::Pipe``) from the table's stream to an event bus.
+    """An EventBridge pipe (``AWS::Pipes::Pipe``) from the table's stream to an event bus
+    or an SQS queue.
 
-    ``source_arn`` and ``target_arn`` are the template's names of the stream and the bus
-    (what the pipe's role policy grants on); ``patterns`` its filter criteria (a record
-    passes when one matches, or when there are none); ``input_template`` shapes the
-    event's detail; ``detail_type`` and ``event_source`` are the bus parameters, either
-    text or a dynamic JSON path (``$.``...) into the record.
+    ``source_arn`` and ``target_arn`` are the template's names of the stream and the
+    target (what the pipe's role policy grants on); ``patterns`` its filter criteria (a
+    record passes when one matches, or when there are none); ``input_template`` shapes
+    the event's detail (a message's body); ``detail_type`` and ``event_source`` are the
+    bus parameters, ``message_group_id`` and ``message_deduplication_id`` a FIFO queue's,
+    each either text or a dynamic JSON path (``$.``...) into the record.
     """
 
     logical_id: str
@@ -184,6 +186,39 @@ class PipeSpec:
     starting_position: str = "LATEST"
     maximum_retry_attempts: int = -1
     dead_letter_arn: str | None = None
+    message_group_id: str | None = None
+    message_deduplication_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """An SQS queue (``AWS::SQS::Queue``): its names and the attributes the twin obeys.
+
+    ``max_receive_count`` and ``dead_letter_arn`` are its redrive policy (a message
+    received that many times goes to that queue at its next receive)."""
+
+    logical_id: str
+    name: str
+    arn: str
+    url: str
+    fifo: bool = False
+    content_based_deduplication: bool = False
+    visibility_timeout_s: int = 30
+    retention_s: int = 4 * 24 * 3600
+    dead_letter_arn: str | None = None
+    max_receive_count: int | None = None
+
+
+@dataclass(frozen=True)
+class EventSourceMappingSpec:
+    """A Lambda event source mapping (``AWS::Lambda::EventSourceMapping``) from a queue."""
+
+    logical_id: str
+    function_name: str
+    source_arn: str
+    batch_size: int = 10
+    report_batch_item_failures: bool = False
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -202,6 +237,9 @@ class LocalTemplate:
     # The event buses (logical id -> name) and the pipes that feed them.
     event_buses: dict[str, str] = field(default_factory=dict)
     pipes: dict[str, PipeSpec] = field(default_factory=dict)
+    # The SQS queues (logical id -> spec) and the functions' event sources among them.
+    queues: dict[str, QueueSpec] = field(default_factory=dict)
+    event_source_mappings: dict[str, EventSourceMappingSpec] = field(default_factory=dict)
 
     def role_by_arn(self, arn: str) -> RoleSpec | None:
         for role in self.roles.values():

@@ -1,290 +1,152 @@
-"""Webhook deliveries in the twin: every domain event on the bus, to every subscription
-that wants it, signed, at least once, in commit order per subscription and event.
+"""Webhook deliveries in the twin: AWS's path, run, and its dead letters for operators.
 
-It follows the design it stands in for on AWS (an SQS FIFO queue whose message group is
-the subscription and the event, a small delivery function, a dead-letter queue): each
-(subscription, event) pair is a lane whose messages go out one at a time, in the order
-the bus has them; a failed delivery (a non-2xx answer, no answer within 10 s, a refused
-connection) is retried after the next interval of its schedule while the lane's later
-messages wait behind it, and after the last one it goes to the dead letters, which
-`regctl webhooks failed` lists and `regctl webhooks redrive` sends again.
+The twin runs what the template deploys (``constructs/webhooks.py``): the webhooks' pipe
+sends each domain event from the table's stream to the events FIFO queue (one group per
+event), the fan-out function's event source hands them to it, it sends one message per
+matching subscription to the deliveries FIFO queue (one group per subscription and
+event), and the delivery function's event source hands each to it to POST, signed. The
+queues are :mod:`infrastructure.local.queues`, the event sources
+:mod:`infrastructure.local.event_sources`, and every call is authorised against the
+role that makes it, as on AWS.
 
-Its state (how far it has read the bus, the lanes, the dead letters) is written whole
-to a file after each change (a new file renamed over the old one), so a killed worker
-resumes where it was: a message it delivered but had not yet recorded is delivered again
-(the same `webhook-id`), none is lost, and none overtakes another in its lane.
+What differs is time. On AWS a refused delivery waits 30 s doubling to an hour, 30 times
+(about a day); locally the waits are ``LOCAL_RETRY_SCHEDULE_S`` (``make run
+--webhook-retries``), which the delivery function reads from its environment, and the
+deliveries queue's ``maxReceiveCount`` is one more than the schedule has waits: a
+message is tried once and once after each wait, then, one last wait after its last
+attempt, the queue moves it to its dead-letter queue.
+
+The dead letters are what :class:`WebhookDeadLetters` lists (``regctl webhooks failed``)
+and sends back (``regctl webhooks redrive``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infrastructure.local.event_bus import LocalEventBus
-from registration import webhooks
-from registration.models import StoredWebhook
+from infrastructure import names
+from infrastructure.local import queues as local_queues
+from infrastructure.local.event_sources import LocalEventSources
+from infrastructure.local.lambda_seam import LocalLambdaClient
+from infrastructure.local.queues import LocalQueue, LocalQueues, QueuedMessage
+from infrastructure.local.template_specs import LocalTemplate
 
-LOGGER = logging.getLogger(__name__)
-
-# The waits before each retry of a failed delivery: the first ones come within seconds,
-# so that a receiver restarted during development gets its messages at once.
-LOCAL_RETRY_SCHEDULE_S = (1.0, 2.0, 4.0, 8.0, 16.0)
-POLL_INTERVAL_S = 0.2
-# The deliveries' state, beside the bus's log.
-WEBHOOK_STATE_FILE = "webhook-deliveries.json"
-MAX_PARALLEL_LANES = 8
-
-
-@dataclass
-class Message:
-    """One domain event for one subscription."""
-
-    webhookId: str
-    eventId: str
-    messageId: str  # the domain event's id: the `webhook-id` of every attempt
-    event: dict[str, Any]  # as the bus delivered it
-    attempts: int = 0
-    nextAt: float = 0.0
-    lastError: str | None = None
-
-    @property
-    def lane(self) -> str:
-        return f"{self.webhookId}#{self.eventId}"
+# The waits (whole seconds: a visibility timeout is) after each failed delivery.
+LOCAL_RETRY_SCHEDULE_S = (1, 2, 4, 8, 16)
+# The queues' files, under the events directory.
+QUEUES_DIRECTORY = "queues"
+DELIVERIES_QUEUE_NAME = f"{names.STACK_NAME}-{names.WEBHOOK_DELIVERIES_QUEUE_SUFFIX}{names.FIFO_QUEUE_SUFFIX}"
 
 
-@dataclass
-class DeliveryState:
-    read_to: int = 0  # the bus offset of the last event fanned out
-    lanes: dict[str, list[Message]] = field(default_factory=dict)
-    dead: list[Message] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "readTo": self.read_to,
-            "lanes": {k: [asdict(m) for m in v] for k, v in self.lanes.items()},
-            "dead": [asdict(m) for m in self.dead],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeliveryState:
-        return cls(
-            read_to=int(data.get("readTo", 0)),
-            lanes={k: [Message(**m) for m in v] for k, v in data.get("lanes", {}).items()},
-            dead=[Message(**m) for m in data.get("dead", [])],
-        )
+def local_receive_limits(schedule: Sequence[int]) -> dict[str, int]:
+    """The deliveries queue's maxReceiveCount locally: a first attempt and one per wait."""
+    return {DELIVERIES_QUEUE_NAME: len(schedule) + 1}
 
 
-@dataclass(frozen=True)
-class Attempt:
-    ok: bool
-    error: str | None = None
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def post(
-    url: str, body: str, headers: dict[str, str], timeout: float = webhooks.DELIVERY_TIMEOUT_S
-) -> Attempt:
-    """One delivery attempt: a 2xx answer within `timeout` is a success."""
-    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            answer.read()
-            return Attempt(
-                200 <= answer.status < 300, None if answer.status < 300 else f"HTTP {answer.status}"
-            )
-    except urllib.error.HTTPError as exc:
-        return Attempt(False, f"HTTP {exc.code}")
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return Attempt(False, f"{type(reason).__name__}: {reason}")
+class WebhookDeadLetters:
+    """The deliveries queue's dead letters: listed, and sent back to their queue."""
 
-
-class WebhookDelivery:
-    """Delivers the bus's events to the subscriptions the store holds."""
-
-    def __init__(
-        self,
-        bus: LocalEventBus,
-        subscriptions: Callable[[], Sequence[StoredWebhook]],
-        find: Callable[[str], StoredWebhook | None],
-        *,
-        path: Path | None = None,
-        schedule: Sequence[float] = LOCAL_RETRY_SCHEDULE_S,
-        send: Callable[[str, str, dict[str, str]], Attempt] = post,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.bus = bus
-        self._subscriptions = subscriptions
-        self._find = find
-        self.path = path
-        self.schedule = tuple(schedule)
-        self._send = send
-        self._clock = clock
-        self._lock = threading.RLock()
-        self.state = self._load()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.delivered = 0
-
-    # --- state --------------------------------------------------------------------------
-
-    def _load(self) -> DeliveryState:
-        if self.path is None or not self.path.exists():
-            # A first start follows the bus from now on (what was committed before any
-            # subscription existed is no one's to deliver).
-            return DeliveryState(read_to=self.bus.last_offset)
-        return DeliveryState.from_dict(json.loads(self.path.read_text(encoding="utf-8")))
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(self.state.as_dict(), handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-
-    # --- the steps ----------------------------------------------------------------------
-
-    def fan_out(self) -> int:
-        """Each new event on the bus, queued in the lane of every subscription that wants it."""
-        with self._lock:
-            entries = self.bus.read(self.state.read_to, limit=500)
-            if not entries:
-                return 0
-            subscriptions = list(self._subscriptions())
-            queued = 0
-            for entry in entries:
-                detail = entry.body["detail"]
-                for webhook in webhooks.matching(subscriptions, detail):
-                    message = Message(
-                        webhook.webhookId, str(detail["eventId"]), str(detail["id"]), entry.body
-                    )
-                    self.state.lanes.setdefault(message.lane, []).append(message)
-                    queued += 1
-                self.state.read_to = entry.offset
-            self._save()
-            return queued
-
-    def due(self) -> list[Message]:
-        """The head of every lane whose time has come."""
-        now = self._clock()
-        with self._lock:
-            return [lane[0] for lane in self.state.lanes.values() if lane and lane[0].nextAt <= now]
-
-    def attempt(self, message: Message) -> bool:
-        """Delivers the head of its lane once; True when it left the lane."""
-        webhook = self._find(message.webhookId)
-        if webhook is None:
-            self._drop_lanes_of(message.webhookId)  # removed: nothing more goes to it
-            return True
-        body = webhooks.message_body(message.event["detail"])
-        timestamp = int(self._clock())
-        result = self._send(
-            webhook.url, body, webhooks.headers(webhook.secret, message.messageId, timestamp, body)
-        )
-        with self._lock:
-            lane = self.state.lanes.get(message.lane, [])
-            if not lane or lane[0] is not message:
-                return True  # dropped or redriven meanwhile
-            if result.ok:
-                lane.pop(0)
-                self.delivered += 1
-            else:
-                message.attempts += 1
-                message.lastError = result.error
-                if message.attempts > len(self.schedule):
-                    lane.pop(0)
-                    self.state.dead.append(message)
-                    LOGGER.warning(
-                        "webhook %s: %s is a dead letter (%s)",
-                        message.webhookId,
-                        message.messageId,
-                        result.error,
-                    )
-                else:
-                    message.nextAt = self._clock() + self.schedule[message.attempts - 1]
-            if not lane:
-                self.state.lanes.pop(message.lane, None)
-            self._save()
-            return result.ok or message not in lane
-
-    def _drop_lanes_of(self, webhook_id: str) -> None:
-        with self._lock:
-            for key in [k for k in self.state.lanes if k.startswith(f"{webhook_id}#")]:
-                del self.state.lanes[key]
-            self._save()
-
-    def step(self, pool: ThreadPoolExecutor | None = None) -> int:
-        """Fans out what is new and attempts every due head once; how many went out."""
-        self.fan_out()
-        heads = self.due()
-        if pool is None:
-            return sum(1 for m in heads if self.attempt(m))
-        return sum(1 for left in pool.map(self.attempt, heads) if left)
-
-    # --- dead letters -------------------------------------------------------------------
+    def __init__(self, queues: LocalQueues, deliveries_queue: str = DELIVERIES_QUEUE_NAME) -> None:
+        self.deliveries: LocalQueue = queues.named(deliveries_queue)
+        if self.deliveries.dead_letter is None:
+            raise ValueError(f"{deliveries_queue} has no dead-letter queue")
+        self.dead_letter: LocalQueue = self.deliveries.dead_letter
 
     def failed(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                {
-                    "webhookId": m.webhookId,
-                    "eventId": m.eventId,
-                    "messageId": m.messageId,
-                    "type": m.event["detail"]["type"],
-                    "attempts": m.attempts,
-                    "lastError": m.lastError,
-                }
-                for m in self.state.dead
-            ]
+        """Each dead letter: its subscription, event, message id, type, attempts, and when."""
+        return [_summary(m) for m in self.dead_letter.peek()]
 
     def redrive(self, webhook_id: str | None = None) -> int:
-        """The dead letters (one subscription's, or all) back at the end of their lanes."""
-        with self._lock:
-            again = [m for m in self.state.dead if webhook_id in (None, m.webhookId)]
-            self.state.dead = [m for m in self.state.dead if m not in again]
-            for message in again:
-                message.attempts, message.nextAt, message.lastError = 0, 0.0, None
-                self.state.lanes.setdefault(message.lane, []).append(message)
-            self._save()
-            return len(again)
+        """The dead letters (one subscription's, or all) back at the end of the deliveries
+        queue, in their order, with their attempts counted anew."""
 
-    # --- running --------------------------------------------------------------------------
+        def wanted(message: QueuedMessage) -> bool:
+            return webhook_id is None or _delivery(message).get("webhookId") == webhook_id
 
-    def start(self, interval: float = POLL_INTERVAL_S) -> WebhookDelivery:
-        if self._thread is not None:
-            return self
-        self._stop.clear()
+        again = self.dead_letter.take(wanted)
+        for message in again:
+            message.receiveCount, message.firstReceivedAt = 0, None
+            message.deadLetterSourceArn, message.deadLetteredAt = None, None
+        self.deliveries.put_back(again)
+        return len(again)
 
-        def run() -> None:
-            with ThreadPoolExecutor(MAX_PARALLEL_LANES, thread_name_prefix="webhook") as pool:
-                while not self._stop.is_set():
-                    try:
-                        sent = self.step(pool)
-                    except Exception:  # keeps delivering, as the queue would
-                        LOGGER.exception("webhook delivery")
-                        sent = 0
-                    if not sent:
-                        self._stop.wait(interval)
 
-        self._thread = threading.Thread(target=run, name="webhook-delivery", daemon=True)
-        self._thread.start()
-        return self
+def _delivery(message: QueuedMessage) -> dict[str, Any]:
+    """A deliveries queue message's body (`registration.webhook_fanout.DeliveryMessage`),
+    read as JSON: importing the functions' modules here would create their logger before
+    the server has set its level."""
+    body: dict[str, Any] = json.loads(message.body)
+    return body
 
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+
+def _summary(message: QueuedMessage) -> dict[str, Any]:
+    delivery = _delivery(message)
+    event = delivery.get("event", {})
+    return {
+        "webhookId": str(delivery.get("webhookId")),
+        "eventId": str(event.get("eventId")),
+        "messageId": str(event.get("id")),
+        "type": str(event.get("type")),
+        "attempts": message.receiveCount,
+        "deadLetteredAt": _iso(message.deadLetteredAt),
+    }
+
+
+@dataclass
+class QueueRuntime:
+    """The template's queues, answering the handlers' calls while installed, their event
+    sources (polling once started), and the webhook deliveries' dead letters."""
+
+    queues: LocalQueues
+    event_sources: LocalEventSources | None
+    dead_letters: WebhookDeadLetters | None
+
+    def close(self) -> None:
+        if self.event_sources is not None:
+            self.event_sources.stop()
+        local_queues.uninstall(self.queues)
+        self.queues.close()
+
+
+def queue_runtime(
+    template: LocalTemplate,
+    *,
+    directory: Path | None,
+    schedule: Sequence[int],
+    lambdas: LocalLambdaClient | None,
+    region: str,
+) -> QueueRuntime | None:
+    """The queue runtime of ``template`` (None: it has no queues), installed. Its queues'
+    files are under ``directory`` (memory without one); ``lambdas`` runs the functions of
+    the event sources (None: no event source runs)."""
+    if not template.queues:
+        return None
+    queues = LocalQueues(
+        template.queues, directory=directory, max_receive_counts=local_receive_limits(schedule)
+    )
+    event_sources = None
+    if lambdas is not None and template.event_source_mappings:
+        event_sources = LocalEventSources(
+            template.event_source_mappings,
+            queues,
+            lambdas.invoke,
+            principals={name: fn.principal for name, fn in lambdas.functions.items()},
+            region=region,
+        )
+    try:
+        dead_letters: WebhookDeadLetters | None = WebhookDeadLetters(queues)
+    except (KeyError, ValueError):  # a template without the webhooks' queues
+        dead_letters = None
+    local_queues.install(queues)
+    return QueueRuntime(queues, event_sources, dead_letters)

@@ -151,13 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         "failed",
         help="the messages that went to the dead letters",
         parents=[common],
-        description="Webhook messages whose last retry failed: subscription, event, type, attempts, last error.",
+        description="Webhook messages whose last retry failed: subscription, event, type, attempts, since when.",
     )
     redrive = hook_commands.add_parser(
         "redrive",
         help="send the dead letters again",
         parents=[common],
-        description="Queue the dead letters (all, or one subscription's) again, behind their lanes.",
+        description="Send the dead letters (all, or one subscription's) back to the deliveries queue.",
     )
     redrive.add_argument(
         "--webhook", dest="webhook_id", metavar="WEBHOOK_ID", help="only this subscription's"

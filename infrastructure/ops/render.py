@@ -224,6 +224,6 @@ def failed_webhooks(failed: Sequence[Mapping[str, Any]]) -> str:
         return "No failed webhook deliveries."
     return "\n".join(
         f"{m['webhookId']}  {m['type']}  event={m['eventId']}  message={m['messageId']}  "
-        f"attempts={m['attempts']}  last error: {m['lastError']}"
+        f"attempts={m['attempts']}  dead since {m.get('deadLetteredAt') or '-'}"
         for m in failed
     )

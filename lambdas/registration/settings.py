@@ -28,6 +28,10 @@ REGION = "AWS_DEFAULT_REGION"
 # Set by the local stack only: webhook subscriptions may also name http://127.0.0.1 and
 # http://localhost (a receiver on the developer's machine); on AWS only https://.
 WEBHOOK_LOOPBACK_HTTP = "WEBHOOK_ALLOW_LOOPBACK_HTTP"
+# Set by the local stack only: the waits (whole seconds, comma-separated) after each failed
+# webhook delivery, instead of AWS's 30 s doubling to an hour, so that a receiver restarted
+# during development gets its messages at once.
+WEBHOOK_RETRY_SCHEDULE = "WEBHOOK_RETRY_SCHEDULE_S"
 
 # A process without PAGE_TOKEN_SECRET (tests, the local stack) signs with this.
 DEVELOPMENT_PAGE_TOKEN_SECRET = "local-development-page-token-secret"
@@ -44,6 +48,7 @@ class Settings(BaseModel):
     dynamodb_endpoint: str
     region: str
     webhook_loopback_http: bool = False
+    webhook_retry_schedule: tuple[int, ...] = ()
 
     @classmethod
     def read(cls, environment: Mapping[str, str] | None = None) -> Settings:
@@ -60,4 +65,7 @@ class Settings(BaseModel):
             dynamodb_endpoint=env.get(DYNAMODB_ENDPOINT, ""),
             region=env.get(REGION, ""),
             webhook_loopback_http=env.get(WEBHOOK_LOOPBACK_HTTP) == "1",
+            webhook_retry_schedule=tuple(
+                int(wait) for wait in env.get(WEBHOOK_RETRY_SCHEDULE, "").split(",") if wait.strip()
+            ),
         )

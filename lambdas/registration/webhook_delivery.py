@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registration import webhooks
+from registration import settings, webhooks
 from registration.models import StoredWebhook
 from registration.observability import logger
 from registration.webhook_fanout import DeliveryMessage
@@ -29,9 +29,14 @@ BACKOFF_BASE_S = 30
 BACKOFF_CAP_S = 3600
 
 
-def backoff_seconds(receive_count: int) -> int:
-    """The visibility timeout after attempt `receive_count` (1 = the first) failed."""
-    exponent = max(receive_count, 1) - 1
+def backoff_seconds(receive_count: int, schedule: Sequence[int] = ()) -> int:
+    """The visibility timeout after attempt `receive_count` (1 = the first) failed: from
+    `schedule` when there is one (its last wait once it is used up; the local stack's),
+    else 30 s doubling to an hour."""
+    attempt = max(receive_count, 1)
+    if schedule:
+        return int(schedule[min(attempt, len(schedule)) - 1])
+    exponent = attempt - 1
     if exponent >= 32:  # far past the cap; keeps the power small
         return BACKOFF_CAP_S
     return int(min(BACKOFF_BASE_S * 2**exponent, BACKOFF_CAP_S))
@@ -143,7 +148,7 @@ def _retry_later(record: Mapping[str, Any], sqs: Any, queue_url: str, error: Exc
     """The record comes back after the backoff of its attempt (after the queue's own
     visibility timeout when even that call fails)."""
     attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", 1))
-    wait = backoff_seconds(attempt)
+    wait = backoff_seconds(attempt, settings.Settings.read().webhook_retry_schedule)
     logger.warning(
         "webhook delivery failed",
         extra={

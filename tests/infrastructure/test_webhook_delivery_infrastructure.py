@@ -352,15 +352,26 @@ def test_the_delivery_role_reads_subscriptions_and_consumes_its_queue_only(synth
     assert not allows("sqs:SendMessage", arn["deliveries"])
 
 
-def test_the_twin_parses_the_pipe_into_the_queue_without_running_it(synthesized: Synthesized) -> None:
+def test_the_twin_reads_the_pipe_the_queues_and_the_event_sources_it_runs(synthesized: Synthesized) -> None:
     from infrastructure.local.template import parse_template
 
     webhook_pipe, _ = _webhook_pipe(synthesized)
     local = parse_template(synthesized.raw)
-    assert webhook_pipe not in local.pipes
-    assert [spec.target_arn for spec in local.pipes.values()] == [
-        f"arn:aws:events:{local.region}:{local.account}:event-bus/{names.STACK_NAME}-{names.EVENT_BUS_SUFFIX}"
-    ]
-    # Its functions are in the twin's template (created in moto like every other).
-    handlers = {f.handler for f in local.functions.values()}
-    assert set(names.WEBHOOK_HANDLERS.values()) <= handlers
+    queues = {q.arn: q for q in local.queues.values()}
+    pipe = local.pipes[webhook_pipe]
+    events = queues[pipe.target_arn]
+    assert events.fifo and events.name.endswith("-webhook-events.fifo")
+    assert (pipe.message_group_id, pipe.message_deduplication_id) == (
+        names.WEBHOOK_EVENTS_GROUP_ID_PATH,
+        names.WEBHOOK_EVENTS_DEDUPLICATION_ID_PATH,
+    )
+    # Each FIFO queue with its redrive policy, each consumed by its function.
+    by_function = {m.function_name: m for m in local.event_source_mappings.values()}
+    handlers = {f.name: f.handler for f in local.functions.values()}
+    consumed = {handlers[name]: queues[m.source_arn] for name, m in by_function.items()}
+    fan_out = consumed[names.WEBHOOK_HANDLERS[names.WEBHOOK_FAN_OUT_FUNCTION_ID]]
+    delivery = consumed[names.WEBHOOK_HANDLERS[names.WEBHOOK_DELIVERY_FUNCTION_ID]]
+    assert fan_out is events
+    assert delivery.fifo and delivery.max_receive_count == webhook_construct.DELIVERY_MAX_RECEIVE_COUNT
+    assert queues[str(delivery.dead_letter_arn)].fifo
+    assert all(m.report_batch_item_failures for m in by_function.values())

@@ -28,7 +28,11 @@ def _pipes(engine: LocalEngine) -> LocalPipes:
 
 
 def _spec() -> PipeSpec:
-    (spec,) = parse_template(synthesized_template()).pipes.values()
+    (spec,) = [
+        pipe
+        for pipe in parse_template(synthesized_template()).pipes.values()
+        if ":event-bus/" in pipe.target_arn
+    ]
     return spec
 
 
@@ -99,10 +103,11 @@ def _restarted(local: LocalEngine, directory: Path) -> LocalPipes:
     return LocalPipes(
         local.template,
         dynamodb=local.dynamodb_client(),
-        streams=local._streams_client(),
+        streams=local.streams_client(),
         table_name=local.table_name,
         authorizer=local.authorizer,
         directory=directory,
+        queues=local.queues,
     )
 
 

@@ -36,6 +36,7 @@ def _engine() -> Any:
         account=names.LOCAL_ACCOUNT,
         pipes=None,  # no stream, no bus, no webhook deliveries
         webhooks=None,
+        event_sources=None,
     )
 
 
