@@ -47,6 +47,7 @@ DYNAMODB_GSI = Source(
 EVENTBRIDGE_PRICING = Source(
     "Amazon EventBridge pricing (event buses, Pipes)", "https://aws.amazon.com/eventbridge/pricing/"
 )
+SQS_PRICING = Source("Amazon SQS pricing", "https://aws.amazon.com/sqs/pricing/")
 CLOUDWATCH_PRICING = Source("Amazon CloudWatch pricing (Logs)", "https://aws.amazon.com/cloudwatch/pricing/")
 SFN_QUOTAS = Source(
     "Step Functions Developer Guide: service quotas",
@@ -94,6 +95,22 @@ LOGS_PER_GB_MONTH_STORED = 0.03
 # which the storage figure ignores (an upper bound).
 LOG_RETENTION_MONTHS = 1
 
+# Webhooks (constructs/webhooks.py). SQS FIFO: per request, each 64 KB chunk of a
+# payload one request; a batch call (up to 10 messages) is one request.
+SQS_FIFO_PER_REQUEST = 0.50 / 1_000_000
+# The pipe sends to the events queue in batches of this many; the fan-out function takes
+# them in batches of as many, and its event source deletes each batch in one call.
+WEBHOOK_EVENT_BATCH = 10
+# What a function run costs besides its request: assumed durations at the functions'
+# memory (a fan-out reads the subscriptions and sends; a delivery waits on its receiver).
+FUNCTION_MEMORY_GB = 256 / 1024
+FAN_OUT_DURATION_S = 0.05
+DELIVERY_DURATION_S = 0.2
+# A fan-out lists the subscriptions (one eventually consistent page of GSI1, up to 4 KB:
+# half a read unit); a delivery reads its subscription strongly consistently (1 unit).
+FAN_OUT_READ_UNITS = 0.5
+DELIVERY_READ_UNITS = 1.0
+
 # --- quotas ---------------------------------------------------------------------------
 
 PARTITION_WRITE_UNITS_PER_S = 1000
@@ -118,6 +135,11 @@ PRICE_SOURCES: list[tuple[str, str, Source]] = [
     ("EventBridge Pipes", "$0.40 per million requests after filtering, 64 KB chunks", EVENTBRIDGE_PRICING),
     ("EventBridge custom events", "$1.00 per million events put, 64 KB chunks", EVENTBRIDGE_PRICING),
     ("CloudWatch Logs", "$0.50 per GB ingested, $0.03 per GB-month stored", CLOUDWATCH_PRICING),
+    (
+        "SQS FIFO requests",
+        "$0.50 per million requests, 64 KB chunks (first million a month free)",
+        SQS_PRICING,
+    ),
 ]
 QUOTA_SOURCES: list[tuple[str, str, Source]] = [
     (
@@ -261,4 +283,50 @@ def event_cost_per_million(detail_bytes: float, logged_bytes: float) -> EventCos
         pipes=chunks * PIPES_PER_REQUEST * million,
         event_bus=chunks * EVENTBRIDGE_PER_EVENT * million,
         logs=gigabytes * (LOGS_PER_GB_INGESTED + LOGS_PER_GB_MONTH_STORED * LOG_RETENTION_MONTHS),
+    )
+
+
+@dataclass(frozen=True)
+class WebhookCostPerMillion:
+    """A million domain events through the webhooks' path on AWS, each to
+    `subscriptions` matching subscriptions: the second pipe, the two FIFO queues' requests,
+    the fan-out and delivery functions, and their table reads."""
+
+    subscriptions: int
+    pipes: float
+    sqs: float
+    lambda_: float
+    dynamodb: float
+
+    @property
+    def total(self) -> float:
+        return self.pipes + self.sqs + self.lambda_ + self.dynamodb
+
+    @property
+    def per_million_deliveries(self) -> float:
+        return self.total / self.subscriptions if self.subscriptions else 0.0
+
+
+def webhook_cost_per_million(detail_bytes: float, subscriptions: int = 1) -> WebhookCostPerMillion:
+    """Per event: the pipe's request, its share of a SendMessageBatch, of the fan-out's
+    receive and delete and of its invocation and subscription listing; per delivery: the
+    fan-out's SendMessage, the delivery's receive and delete (batch size 1), its invocation
+    and its read of the subscription. A failed attempt adds a ChangeMessageVisibility,
+    a receive and an invocation (left out: the figure is for receivers that answer). Lambda's
+    pollers' empty receives are a fixed cost a month, not per event, and are left out too."""
+    million = 1_000_000
+    chunks = max(1, math.ceil(detail_bytes / PAYLOAD_CHUNK_BYTES))
+    batch_share = 1 / WEBHOOK_EVENT_BATCH
+    # The delivery message is the detail wrapped with its subscription's id.
+    delivery_chunks = max(1, math.ceil((detail_bytes + 64) / PAYLOAD_CHUNK_BYTES))
+    sqs_requests = chunks * batch_share * 3 + subscriptions * (delivery_chunks + 2)
+    invocations = batch_share + subscriptions
+    gb_seconds = FUNCTION_MEMORY_GB * (batch_share * FAN_OUT_DURATION_S + subscriptions * DELIVERY_DURATION_S)
+    read_units = batch_share * FAN_OUT_READ_UNITS + subscriptions * DELIVERY_READ_UNITS
+    return WebhookCostPerMillion(
+        subscriptions=subscriptions,
+        pipes=chunks * PIPES_PER_REQUEST * million,
+        sqs=sqs_requests * SQS_FIFO_PER_REQUEST * million,
+        lambda_=(invocations * LAMBDA_PER_REQUEST + gb_seconds * LAMBDA_PER_GB_SECOND) * million,
+        dynamodb=read_units * DYNAMODB_PER_READ_UNIT * million,
     )

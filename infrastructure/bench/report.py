@@ -268,7 +268,8 @@ def _domain_events(results: Results) -> list[str]:
         "its answer (sent after its commit) to its `registration.registered` reaching a consumer "
         "that follows the local bus (as `regctl events tail` does: the twin's pipe polls the "
         "table's stream, filters, transforms and appends to the bus), and to its signed webhook "
-        "reaching a receiver subscribed to the event (the local delivery worker follows the bus).",
+        "reaching a receiver subscribed to the event (the twin runs the AWS path: a second pipe "
+        "into the events FIFO queue, the fan-out and delivery functions from their queues).",
         "",
         *table(
             ["", "median", "p99", "slowest"],
@@ -296,6 +297,38 @@ def _domain_events(results: Results) -> list[str]:
         f"million `registration.registered` events add {money(per_event.total)}. What carrying the "
         "event costs in the table is already in section 1: the seat, membership and event items "
         "carry it, and an unregistration puts one short-lived change item.",
+        "",
+        "Delivering them as webhooks on AWS (a second pipe, the events and deliveries FIFO "
+        "queues, a fan-out run per 10 events, a delivery run per message; assumed runs of "
+        f"{aws_costs.FAN_OUT_DURATION_S * 1000:g} and {aws_costs.DELIVERY_DURATION_S * 1000:g} ms "
+        "at 256 MB, receivers that answer at once) costs, per million events:",
+        "",
+        *table(
+            [
+                "subscriptions per event",
+                "EventBridge Pipes",
+                "SQS FIFO",
+                "Lambda",
+                "DynamoDB reads",
+                "total",
+                "per million deliveries",
+            ],
+            [
+                [
+                    str(cost.subscriptions),
+                    money(cost.pipes),
+                    money(cost.sqs),
+                    money(cost.lambda_),
+                    money(cost.dynamodb),
+                    f"**{money(cost.total)}**",
+                    money(cost.per_million_deliveries),
+                ]
+                for cost in (
+                    aws_costs.webhook_cost_per_million(results.event_detail_bytes, n) for n in (1, 3)
+                )
+            ],
+            "rrrrrrr",
+        ),
         "",
     ]
 

@@ -45,6 +45,12 @@ _ENDS = {
 }
 
 
+# How long a listing holds the dead letters it reads (they are released at once after),
+# and how many it reads at most.
+DEAD_LETTER_HOLD_S = 30
+MAX_DEAD_LETTERS = 1000
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -445,11 +451,102 @@ class AwsBackend:
                 return found, json.dumps({"since": since, "seen": seen})
             time.sleep(min(LOG_POLL_S, max(0.0, deadline - time.monotonic())))
 
+    # Webhook dead letters ------------------------------------------------------------------
+
+    def _dead_letter_queue(self) -> str:
+        url = self.outputs.get(names.WEBHOOK_DELIVERIES_DLQ_OUTPUT)
+        if not url:
+            raise OpsError(
+                f"The stack {self.stack_name} has no webhook deliveries dead-letter queue: deploy this version"
+            )
+        return url
+
+    def _source_queue(self, dead_letter_url: str) -> tuple[str, int | None]:
+        """The queue whose redrive policy names the dead-letter queue, and its maxReceiveCount."""
+        sources = self._call("sqs", "list_dead_letter_source_queues", QueueUrl=dead_letter_url).get(
+            "queueUrls", []
+        )
+        if not sources:
+            raise OpsError(f"No queue sends its dead letters to {dead_letter_url}")
+        attributes = self._call(
+            "sqs", "get_queue_attributes", QueueUrl=sources[0], AttributeNames=["RedrivePolicy"]
+        )
+        policy = _loads(attributes.get("Attributes", {}).get("RedrivePolicy"))
+        count = policy.get("maxReceiveCount") if isinstance(policy, dict) else None
+        return str(sources[0]), int(count) if count is not None else None
+
+    def _held_dead_letters(self, url: str) -> list[dict[str, Any]]:
+        """Every message of the dead-letter queue, received (held for DEAD_LETTER_HOLD_S:
+        on a FIFO queue a group's messages come in order while they are held)."""
+        held: list[dict[str, Any]] = []
+        while len(held) < MAX_DEAD_LETTERS:
+            answer = self._call(
+                "sqs",
+                "receive_message",
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=DEAD_LETTER_HOLD_S,
+                WaitTimeSeconds=0,
+                MessageSystemAttributeNames=["All"],
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                break
+            held.extend(messages)
+        return held
+
+    def _release(self, url: str, messages: list[dict[str, Any]]) -> None:
+        """Makes held messages visible again at once."""
+        for start in range(0, len(messages), 10):
+            entries = [
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                for n, m in enumerate(messages[start : start + 10])
+            ]
+            self._call("sqs", "change_message_visibility_batch", QueueUrl=url, Entries=entries)
+
     def failed_webhooks(self) -> list[dict[str, Any]]:
-        raise OpsError("webhook deliveries run on the local stack only in this version")
+        """The deliveries' dead letters, read and left in place. SQS keeps a message's first
+        enqueue time, not when it was moved, so `deadLetteredAt` is unknown here."""
+        url = self._dead_letter_queue()
+        _, attempts = self._source_queue(url)
+        held = self._held_dead_letters(url)
+        try:
+            return [_dead_letter_summary(m, attempts) for m in held]
+        finally:
+            self._release(url, held)
 
     def redrive_webhooks(self, webhook_id: str | None) -> int:
-        raise OpsError("webhook deliveries run on the local stack only in this version")
+        """The dead letters (one subscription's, or all) sent back to the deliveries queue in
+        their order, each under its group and a new deduplication id (SQS would drop one it
+        saw in the last five minutes), then deleted; the others are left as they were."""
+        url = self._dead_letter_queue()
+        source, _ = self._source_queue(url)
+        held = self._held_dead_letters(url)
+        moved: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []
+        for message in held:
+            body = _loads(message.get("Body"))
+            mine = webhook_id is None or (isinstance(body, dict) and body.get("webhookId") == webhook_id)
+            (moved if mine else kept).append(message)
+        try:
+            stamp = int(time.time())
+            for message in moved:
+                attributes = message.get("Attributes", {})
+                deduplication = (
+                    f"{attributes.get('MessageDeduplicationId', message['MessageId'])}#redrive-{stamp}"
+                )
+                self._call(
+                    "sqs",
+                    "send_message",
+                    QueueUrl=source,
+                    MessageBody=message["Body"],
+                    MessageGroupId=attributes.get("MessageGroupId", message["MessageId"]),
+                    MessageDeduplicationId=deduplication[-128:],
+                )
+                self._call("sqs", "delete_message", QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        finally:
+            self._release(url, kept)
+        return len(moved)
 
     def oldest_cursor(self) -> str:
         return json.dumps({"since": 0, "seen": []})
@@ -473,6 +570,21 @@ class AwsBackend:
             "executionArn": response["executionArn"],
             "input": execution_input,
         }
+
+
+def _dead_letter_summary(message: dict[str, Any], attempts: int | None) -> dict[str, Any]:
+    body = _loads(message.get("Body"))
+    delivery: dict[str, Any] = body if isinstance(body, dict) else {}
+    found = delivery.get("event")
+    event: dict[str, Any] = found if isinstance(found, dict) else {}
+    return {
+        "webhookId": str(delivery.get("webhookId")),
+        "eventId": str(event.get("eventId")),
+        "messageId": str(event.get("id")),
+        "type": str(event.get("type")),
+        "attempts": attempts,
+        "deadLetteredAt": None,
+    }
 
 
 def domain_events_filter(event_id: str | None) -> str:

@@ -159,3 +159,24 @@ def test_webhook_delivery_is_timed(report: tuple[str, Path]) -> None:
     (webhook,) = [r for r in _tables(text)["4. Domain events"] if r[0].startswith("answer to webhook")]
     median, p99, slowest = (float(cell.replace(",", "")) for cell in webhook[1:])
     assert 0 < median <= p99 <= slowest
+
+
+@pytest.mark.integration
+def test_webhook_delivery_cost_adds_up_and_grows_with_the_subscriptions(report: tuple[str, Path]) -> None:
+    text, _ = report
+    assert "https://aws.amazon.com/sqs/pricing/" in text
+    rows = {r[0]: r for r in _tables(text)["4. Domain events"] if r[0] in ("1", "3")}
+
+    def dollars(cell: str) -> float:
+        return float(cell.strip("*$").replace(",", ""))
+
+    one, three = ([dollars(c) for c in rows[n][1:]] for n in ("1", "3"))
+    for subscriptions, parts in ((1, one), (3, three)):
+        pipes, sqs, lambda_, reads, total, per_delivery = parts
+        assert total == pytest.approx(pipes + sqs + lambda_ + reads, abs=0.02)
+        assert per_delivery == pytest.approx(total / subscriptions, abs=0.01)
+    # The pipe is paid once per event; queues, runs and reads grow with the deliveries,
+    # so a delivery costs less when an event has more subscriptions.
+    assert three[0] == one[0]
+    assert all(b > a for a, b in zip(one[1:5], three[1:5], strict=True))
+    assert three[5] < one[5]
