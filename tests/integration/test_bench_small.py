@@ -18,6 +18,10 @@ from infrastructure import names
 from infrastructure.bench.results import OPERATIONS, Settings
 from infrastructure.local.dynamodb_local import REPO_ROOT, DynamoDBLocalError, find_jar_dir, find_java
 
+# One worker runs the whole module: its report fixture (a whole `--small` run, about a
+# minute) is module-scoped, and a module split across workers would run it on each.
+pytestmark = pytest.mark.xdist_group("bench")
+
 TEMPLATE = REPO_ROOT / names.CDK_OUT_DIR / names.TEMPLATE_FILE
 NUMBER = re.compile(r"^\**\$?-?[\d,]+(\.\d+)?\**$")
 
