@@ -195,6 +195,14 @@ WEBHOOK_EVENTS_QUEUE_SUFFIX = "webhook-events"
 WEBHOOK_DELIVERIES_QUEUE_SUFFIX = "webhook-deliveries"
 DEAD_LETTER_QUEUE_SUFFIX = "-dlq"
 FIFO_QUEUE_SUFFIX = ".fifo"
+
+
+def webhook_queue_name(suffix: str, *, dead_letter: bool = False, stack_name: str = STACK_NAME) -> str:
+    """`<stack name>-<suffix>[-dlq].fifo`."""
+    tail = DEAD_LETTER_QUEUE_SUFFIX if dead_letter else ""
+    return f"{stack_name}-{suffix}{tail}{FIFO_QUEUE_SUFFIX}"
+
+
 # The two functions: construct id -> handler.
 WEBHOOK_FAN_OUT_FUNCTION_ID = "WebhookFanOut"
 WEBHOOK_DELIVERY_FUNCTION_ID = "WebhookDelivery"

@@ -115,9 +115,8 @@ WEBHOOK_LISTING_KEYS = [keys.WEBHOOKS]
 
 
 def queue_name(scope: Construct, suffix: str, *, dead_letter: bool = False) -> str:
-    """`<stack name>-<suffix>[-dlq].fifo`."""
-    tail = names.DEAD_LETTER_QUEUE_SUFFIX if dead_letter else ""
-    return f"{Stack.of(scope).stack_name}-{suffix}{tail}{names.FIFO_QUEUE_SUFFIX}"
+    """`<stack name>-<suffix>[-dlq].fifo`, the stack's own name."""
+    return names.webhook_queue_name(suffix, dead_letter=dead_letter, stack_name=Stack.of(scope).stack_name)
 
 
 class Webhooks(Construct):

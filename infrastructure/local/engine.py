@@ -177,9 +177,6 @@ class LocalEngine:
         # waits `webhook_retry_schedule` locally (AWS: 30 s doubling, for a day).
         self.webhook_retry_schedule = tuple(int(wait) for wait in webhook_retry_schedule)
         self.queue_runtime: QueueRuntime | None = None
-        self.queues: LocalQueues | None = None
-        self.event_sources: LocalEventSources | None = None
-        self.webhooks: WebhookDeadLetters | None = None
         self._started = False
         self._hook_installed = False
         self._quotas_installed = False
@@ -270,10 +267,19 @@ class LocalEngine:
             lambdas=self.seam.client if self.seam is not None else None,
             region=self.region,
         )
-        if self.queue_runtime is not None:
-            self.queues = self.queue_runtime.queues
-            self.event_sources = self.queue_runtime.event_sources
-            self.webhooks = self.queue_runtime.dead_letters
+
+    @property
+    def queues(self) -> LocalQueues | None:
+        return self.queue_runtime.queues if self.queue_runtime is not None else None
+
+    @property
+    def event_sources(self) -> LocalEventSources | None:
+        return self.queue_runtime.event_sources if self.queue_runtime is not None else None
+
+    @property
+    def webhooks(self) -> WebhookDeadLetters | None:
+        """The webhook deliveries' dead letters (None: the template has no webhooks)."""
+        return self.queue_runtime.dead_letters if self.queue_runtime is not None else None
 
     def close(self, drain_timeout: float = 5.0) -> None:
         """Stop the engine: let running executions finish (briefly), undo every patch."""
@@ -282,6 +288,7 @@ class LocalEngine:
                 self._drain(drain_timeout)
         if self.queue_runtime is not None:
             self.queue_runtime.close()
+            self.queue_runtime = None
         if self.pipes is not None:
             self.pipes.stop()
         if self.seam is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -35,6 +34,7 @@ from botocore.exceptions import ClientError
 from infrastructure.event_patterns import matches
 from infrastructure.local import iam
 from infrastructure.local.event_bus import DEAD_LETTER, EVENT, LocalEventBus, StreamPosition, envelope
+from infrastructure.local.files import replace_whole
 from infrastructure.local.iam_policies import Request
 from infrastructure.local.intrinsic_functions import TemplateError
 from infrastructure.local.queues import LocalQueue, LocalQueues, QueueError
@@ -246,10 +246,7 @@ class QueueTarget:
             if position is not None:
                 self._positions.setdefault(position.stream, {})[position.shard] = position.sequence
         if self.path is not None and entries:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self._positions), encoding="utf-8")
-            os.replace(temporary, self.path)
+            replace_whole(self.path, json.dumps(self._positions))
 
 
 Target = BusTarget | QueueTarget

@@ -18,7 +18,7 @@ what the code relies on in SQS:
   ``maxReceiveCount`` times to its dead-letter queue when it would be received again.
 
 The handlers reach the queues through boto3 as on AWS: a botocore ``before-call`` hook
-answers ``SendMessage``, ``SendMessageBatch``, ``ChangeMessageVisibility`` and
+answers ``SendMessage``, ``ChangeMessageVisibility`` and
 ``DeleteMessage`` for a queue URL of an installed :class:`LocalQueues` (after the IAM
 check, which happens before botocore builds the request), and leaves every other call
 to whatever answers it otherwise (moto, in the tests of the handlers themselves).
@@ -30,7 +30,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -42,11 +41,11 @@ from typing import Any, TextIO
 from botocore.awsrequest import AWSResponse
 from botocore.handlers import BUILTIN_HANDLERS
 
+from infrastructure.local.files import replace_whole
 from infrastructure.local.template_specs import QueueSpec
 
 DEDUPLICATION_WINDOW_S = 300.0
 MAX_VISIBILITY_TIMEOUT_S = 12 * 3600
-MAX_BATCH = 10
 # A queue's journal is rewritten whole once it has this many lines (and four times as
 # many as it describes).
 COMPACT_AFTER_LINES = 2000
@@ -171,12 +170,7 @@ class LocalQueue:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(
-            "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries), encoding="utf-8"
-        )
-        os.replace(temporary, self.path)
+        replace_whole(self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
         self._journal_lines = len(entries)
 
     def close(self) -> None:
@@ -406,29 +400,6 @@ class LocalQueues:
                 params.get("MessageDeduplicationId"),
             )
             return _sent(message, str(params.get("MessageBody", "")))
-        if operation == "SendMessageBatch":
-            entries = list(params.get("Entries", []))
-            if not 1 <= len(entries) <= MAX_BATCH:
-                raise QueueError(
-                    "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
-                    "Maximum number of entries per request are 10.",
-                )
-            successful, failed = [], []
-            for entry in entries:
-                try:
-                    message = queue.send(
-                        str(entry.get("MessageBody", "")),
-                        entry.get("MessageGroupId"),
-                        entry.get("MessageDeduplicationId"),
-                    )
-                    successful.append(
-                        {"Id": entry["Id"], **_sent(message, str(entry.get("MessageBody", "")))}
-                    )
-                except QueueError as error:
-                    failed.append(
-                        {"Id": entry["Id"], "SenderFault": True, "Code": error.code, "Message": str(error)}
-                    )
-            return {"Successful": successful, "Failed": failed}
         if operation == "ChangeMessageVisibility":
             queue.change_visibility(str(params["ReceiptHandle"]), int(params["VisibilityTimeout"]))
             return {}

@@ -40,7 +40,7 @@ from infrastructure.local.template_specs import LocalTemplate
 LOCAL_RETRY_SCHEDULE_S = (1, 2, 4, 8, 16)
 # The queues' files, under the events directory.
 QUEUES_DIRECTORY = "queues"
-DELIVERIES_QUEUE_NAME = f"{names.STACK_NAME}-{names.WEBHOOK_DELIVERIES_QUEUE_SUFFIX}{names.FIFO_QUEUE_SUFFIX}"
+DELIVERIES_QUEUE_NAME = names.webhook_queue_name(names.WEBHOOK_DELIVERIES_QUEUE_SUFFIX)
 
 
 def local_receive_limits(schedule: Sequence[int]) -> dict[str, int]:

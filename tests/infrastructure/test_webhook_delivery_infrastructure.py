@@ -43,8 +43,7 @@ def _queue_ids(synthesized: Synthesized) -> dict[str, str]:
 
 
 def _queue(synthesized: Synthesized, suffix: str, *, dead_letter: bool = False) -> str:
-    tail = names.DEAD_LETTER_QUEUE_SUFFIX if dead_letter else ""
-    return _queue_ids(synthesized)[f"{names.STACK_NAME}-{suffix}{tail}{names.FIFO_QUEUE_SUFFIX}"]
+    return _queue_ids(synthesized)[names.webhook_queue_name(suffix, dead_letter=dead_letter)]
 
 
 def _webhook_pipe(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from infrastructure.local.template_specs import PipeSpec
 from registration import domain_events
 from registration.data import get_store
 from registration.models import NewEvent
-from tests.fixtures.engines import SUITE_TIME_SCALE, synthesized_template_path
+from tests.fixtures.engines import SUITE_TIME_SCALE, pipes_over, synthesized_template_path
 from tests.fixtures.template_variants import synthesized_template, without_grant
 
 
@@ -100,15 +100,7 @@ def test_a_pipe_whose_role_cannot_put_on_the_bus_puts_nothing(tmp_path: Path) ->
 
 def _restarted(local: LocalEngine, directory: Path) -> LocalPipes:
     """Another pipe over the same bus log and table, as after the stack restarted."""
-    return LocalPipes(
-        local.template,
-        dynamodb=local.dynamodb_client(),
-        streams=local.streams_client(),
-        table_name=local.table_name,
-        authorizer=local.authorizer,
-        directory=directory,
-        queues=local.queues,
-    )
+    return pipes_over(local, directory)
 
 
 def test_a_restarted_pipe_neither_loses_nor_repeats(tmp_path: Path) -> None:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook as Verifier
 
+from infrastructure import names
 from infrastructure.local.engine import LocalEngine
-from infrastructure.local.pipes import LocalPipes
 from infrastructure.local.webhook_delivery import QueueRuntime, queue_runtime
 from registration.data import RegistrationStore, get_store
 from registration.models import CreatedWebhook, NewEvent, NewUser, NewWebhook
-from tests.fixtures.engines import SUITE_TIME_SCALE, synthesized_template_path
+from tests.fixtures.engines import SUITE_TIME_SCALE, pipes_over, synthesized_template_path
 from tests.fixtures.template_variants import without_grant
 from tests.fixtures.workflows import Workflows, fresh_id
 
@@ -126,15 +126,7 @@ class Restartable:
             region=engine.region,
         )
         assert self.runtime is not None
-        self.pipes = LocalPipes(
-            engine.template,
-            dynamodb=engine.dynamodb_client(),
-            streams=engine.streams_client(),
-            table_name=engine.table_name,
-            authorizer=engine.authorizer,
-            directory=directory,
-            queues=self.runtime.queues,
-        )
+        self.pipes = pipes_over(engine, directory, self.runtime.queues)
         self.pipes.drain()  # a first start reads the stream from now on
 
     def drain(self) -> None:
@@ -233,7 +225,7 @@ def test_a_removed_subscription_gets_nothing_more(
     store.delete_webhook(hook.webhookId)
     receiver.failures = 0
     assert workflows.unregister(event_id, a).ok
-    deliveries = engine.queues.named("EventRegistration-webhook-deliveries.fifo")  # type: ignore[union-attr]
+    deliveries = engine.queues.named(names.webhook_queue_name(names.WEBHOOK_DELIVERIES_QUEUE_SUFFIX))  # type: ignore[union-attr]
     # b's retry finds the subscription gone and is done; nothing else was fanned out.
     _until(_drain(engine), lambda: not [m for m in deliveries.peek() if hook.webhookId in m.body])
     assert len(receiver.requests) == 2
@@ -314,7 +306,7 @@ def test_a_fan_out_whose_role_cannot_send_delivers_nothing(tmp_path: Path, recei
         store.create_webhook(NewWebhook(url=receiver.url, eventId="denied"), "test-admin")
         store.create_user(NewUser(userId="dana", name="Dana"))
         Workflows(denied).register("denied", "dana")
-        events = denied.queues.named("EventRegistration-webhook-events.fifo")  # type: ignore[union-attr]
+        events = denied.queues.named(names.webhook_queue_name(names.WEBHOOK_EVENTS_QUEUE_SUFFIX))  # type: ignore[union-attr]
         _until(_drain(denied), lambda: any("sqs:SendMessage" in d for d, *_ in _denials(denied)))
         assert receiver.requests == []
         assert len(events) == 1  # the fan-out failed on it: it stays, to be retried
