@@ -73,6 +73,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/events"),
     ("GET", "/events/{eventId}"),
     ("GET", "/events/{eventId}/registrations"),
+    ("GET", "/events/{eventId}/registrations/{userId}"),
     ("GET", "/events/{eventId}/waitlist"),
     ("POST", "/webhooks"),
     ("GET", "/webhooks"),

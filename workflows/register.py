@@ -63,7 +63,13 @@ class RegisterWorkflow(Construct):
         common.catch_errors(
             check_capacity,
             fails,
-            [common.ALREADY_REGISTERED, common.CONTENTION_LIMIT_EXCEEDED],
+            [
+                common.ALREADY_REGISTERED,
+                common.REGISTRATION_NOT_OPEN,
+                common.REGISTRATION_CLOSED,
+                common.EVENT_STARTED,
+                common.CONTENTION_LIMIT_EXCEEDED,
+            ],
         )
 
         take_seat = self._write_task("TakeSeat", functions, fails, decide_again=check_capacity)

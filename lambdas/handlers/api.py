@@ -42,11 +42,13 @@ from registration.models import (
     EventId,
     Health,
     Identifier,
+    Instant,
     NewEvent,
     NewUser,
     NewWebhook,
     Page,
     Registration,
+    RegistrationView,
     StoredResponse,
     User,
     UserId,
@@ -80,6 +82,10 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, 1 to {M
 NextToken = Annotated[
     str | None,
     Query(min_length=1, max_length=4096, description="The `nextToken` of the previous page"),
+]
+StartsFrom = Annotated[
+    Instant | None,
+    Query(alias="from", description="Only events starting at or after this time (ISO 8601 with its offset)"),
 ]
 
 
@@ -259,13 +265,21 @@ def create_event(event: NewEvent) -> Event:
 @app.get(
     "/events",
     summary="List events",
+    description=(
+        "Events with a start time by start time, then the others by id; `from` keeps the "
+        "events starting then or later."
+    ),
     operation_id="listEvents",
     tags=["events"],
     responses=_responses(200, "A page of events"),
 )
-def list_events(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page[Event]:
+def list_events(
+    limit: Limit = DEFAULT_PAGE,
+    nextToken: NextToken = None,
+    from_: StartsFrom = None,
+) -> Page[Event]:
     _caller()  # any signed-in caller
-    return get_store().list_events(limit, nextToken)
+    return get_store().list_events(limit, nextToken, starts_from=from_)
 
 
 @app.get(
@@ -306,6 +320,28 @@ def list_waitlist(
 ) -> Page[WaitlistEntry]:
     store = _managed_event(eventId, "list the waitlist of event")
     return store.list_waitlist(eventId, limit, nextToken)
+
+
+@app.get(
+    "/events/<eventId>/registrations/<userId>",
+    summary="Where one person stands at an event",
+    description="Registered, or waitlisted with their position; for the person, the organizer and admins.",
+    operation_id="getRegistration",
+    tags=["registrations"],
+    responses=_responses(200, "The person's seat or waitlist place", "EventNotFound", "NotRegistered"),
+)
+def get_registration(eventId: EventIdPath, userId: UserIdPath) -> RegistrationView:
+    caller = _caller()
+    store = get_store()
+    organizer_id = None
+    if access.acts_for_others(caller, userId):
+        found = store.find_event(eventId)
+        organizer_id = found.organizerId if found else None
+    # A refusal comes before any not-found, so it tells nothing about what exists.
+    access.require_may_act_for(
+        caller, userId, organizer_id, f"read the registration of {userId} for event {eventId}"
+    )
+    return store.get_registration(eventId, userId)
 
 
 def _managed_event(event_id: str, action: str) -> RegistrationStore:

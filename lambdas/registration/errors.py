@@ -98,6 +98,24 @@ class EventFull(DomainError):
     http_status = 409
 
 
+class RegistrationNotOpen(DomainError):
+    """Registering before the event's `registrationOpensAt`."""
+
+    http_status = 409
+
+
+class RegistrationClosed(DomainError):
+    """Registering from the event's `registrationClosesAt` on (leaving is always allowed)."""
+
+    http_status = 409
+
+
+class EventStarted(DomainError):
+    """Registering once the event has started (`startsAt`)."""
+
+    http_status = 409
+
+
 class ContentionLimitExceeded(DomainError):
     """The decision was re-taken too many times in a row; the caller may retry later."""
 

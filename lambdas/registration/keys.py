@@ -3,14 +3,17 @@
 | item                 | PK              | SK                  | GSI1PK         | GSI1SK          |
 |----------------------|-----------------|---------------------|----------------|-----------------|
 | user                 | USER#{userId}   | METADATA            | USERS          | USER#{userId}   |
-| event                | EVENT#{eventId} | METADATA            | EVENTS         | EVENT#{eventId} |
+| event                | EVENT#{eventId} | METADATA            | EVENTS         | (see below)     |
 | seat (registered)    | EVENT#{eventId} | REG#{userId}        | USER#{userId}  | EVENT#{eventId} |
 | waitlist membership  | EVENT#{eventId} | WAITLISTED#{userId} | USER#{userId}  | EVENT#{eventId} |
 | waitlist slot (FIFO) | EVENT#{eventId} | QUEUE#{seq:012d}    |                |                 |
 
 A user holds at most one of seat or membership per event. The membership item answers
 "is this user waitlisted?" by key; the slot items, sorted by a sequence that only grows,
-make the head of the waitlist a `Limit=1` query.
+make the head of the waitlist a `Limit=1` query. An event's GSI1SK is
+`AT#{startsAt}#{eventId}` when it has a start, `EVENT#{eventId}` otherwise: the listing
+gives the dated events by start time (`?from=` is a range on that prefix), then the
+others by id ("A" sorts before "E").
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ EVENT_PREFIX = "EVENT#"
 
 def event_pk(event_id: str) -> str:
     return f"{EVENT_PREFIX}{event_id}"
+
+
+STARTS_PREFIX = "AT#"
+# Just past every "AT#..." key ("$" follows "#"): the upper bound of a `?from=` range.
+STARTS_END = "AT$"
+
+
+def event_listing_sk(event_id: str, starts_at: str | None) -> str:
+    return f"{STARTS_PREFIX}{starts_at}#{event_id}" if starts_at else event_pk(event_id)
 
 
 def user_key(user_id: str) -> Key:

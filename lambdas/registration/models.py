@@ -6,10 +6,19 @@ import base64
 import json
 import secrets
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from registration.access import Caller
 from registration.domain_events import EventType
@@ -36,9 +45,53 @@ DisplayText = Annotated[
     ),
     Field(description="1 to 200 characters, not only whitespace, no control characters"),
 ]
+# Longer text may span lines: tab, line feed and carriage return are its only controls.
+_TEXT_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+MAX_DESCRIPTION = 4000
+Description = Annotated[
+    str,
+    StringConstraints(
+        strict=True,
+        min_length=1,
+        max_length=MAX_DESCRIPTION,
+        pattern=rf"^[^{_TEXT_CONTROLS}]*[^\s{_TEXT_CONTROLS}][^{_TEXT_CONTROLS}]*$",
+    ),
+    Field(description=f"1 to {MAX_DESCRIPTION} characters, lines allowed, not only whitespace"),
+]
 Capacity = Annotated[int, Field(strict=True, ge=0, le=MAX_CAPACITY)]
 Timestamp = Annotated[
     str, Field(description="ISO 8601, UTC, millisecond precision", json_schema_extra={"format": "date-time"})
+]
+INSTANT_FORMAT_MESSAGE = "must be an ISO 8601 date and time with its offset, e.g. 2027-03-01T18:00:00+01:00"
+
+
+def utc_instant(text: str) -> str:
+    """An ISO 8601 date and time with an offset, as the API stores it: UTC with
+    milliseconds, the form every stored time has (so that times compare as text)."""
+    if not 10 <= len(text) <= 40:
+        raise ValueError(INSTANT_FORMAT_MESSAGE)
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError("must say its offset from UTC (Z or +01:00, say)")
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except OverflowError:
+        raise ValueError(INSTANT_FORMAT_MESSAGE) from None
+    except ValueError as error:
+        if "offset" in str(error):
+            raise
+        raise ValueError(INSTANT_FORMAT_MESSAGE) from None
+
+
+Instant = Annotated[
+    str,
+    AfterValidator(utc_instant),
+    Field(
+        strict=True,
+        description="ISO 8601 with an offset (stored and answered in UTC)",
+        json_schema_extra={"format": "date-time"},
+        examples=["2027-03-01T18:00:00+01:00"],
+    ),
 ]
 
 RegistrationStatus = Literal["registered", "waitlisted"]
@@ -76,11 +129,54 @@ class User(Record):
 # --- events ----------------------------------------------------------------------------
 
 
-class NewEvent(_Input):
+SCHEDULE_FIELDS = ("startsAt", "endsAt", "registrationOpensAt", "registrationClosesAt")
+
+
+def schedule_problems(schedule: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """What is wrong with an event's times (UTC text, so they compare as text), as field errors."""
+    starts, ends = schedule.get("startsAt"), schedule.get("endsAt")
+    opens, closes = schedule.get("registrationOpensAt"), schedule.get("registrationClosesAt")
+    problems: list[tuple[str, str]] = []
+    if ends is not None and starts is None:
+        problems.append(("endsAt", "needs startsAt"))
+    if ends is not None and starts is not None and ends <= starts:
+        problems.append(("endsAt", "must be after startsAt"))
+    if opens is not None and closes is not None and closes <= opens:
+        problems.append(("registrationClosesAt", "must be after registrationOpensAt"))
+    if opens is not None and starts is not None and opens >= starts:
+        problems.append(("registrationOpensAt", "must be before startsAt"))
+    if closes is not None and starts is not None and closes > starts:
+        problems.append(("registrationClosesAt", "must not be after startsAt"))
+    return [{"field": f, "message": m, "type": "schedule"} for f, m in problems]
+
+
+class EventDetails(_Input):
+    """What an organizer says about an event beyond its seats (every field optional)."""
+
+    description: Description | None = None
+    location: DisplayText | None = None
+    startsAt: Instant | None = None
+    endsAt: Instant | None = Field(default=None, description="After startsAt")
+    registrationOpensAt: Instant | None = Field(
+        default=None, description="Registering before it is refused (before startsAt)"
+    )
+    registrationClosesAt: Instant | None = Field(
+        default=None, description="Registering from it on is refused (at startsAt at the latest)"
+    )
+
+
+class NewEvent(EventDetails):
     eventId: EventId | None = Field(default=None, description="Generated when absent")
     title: DisplayText
     capacity: Capacity
     hasWaitlist: bool = Field(default=False, strict=True)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> NewEvent:
+        problems = schedule_problems(self.model_dump(include=set(SCHEDULE_FIELDS)))
+        if problems:
+            raise ValueError("; ".join(f"{p['field']} {p['message']}" for p in problems))
+        return self
 
 
 class Event(Record):
@@ -94,6 +190,12 @@ class Event(Record):
     organizerId: str | None = Field(
         default=None, description="The user who created the event (none for events made before sign-in)"
     )
+    description: str | None = None
+    location: str | None = None
+    startsAt: Timestamp | None = None
+    endsAt: Timestamp | None = None
+    registrationOpensAt: Timestamp | None = None
+    registrationClosesAt: Timestamp | None = None
 
 
 class EventState(Event):
@@ -123,6 +225,16 @@ class WaitlistEntry(Record):
     userId: str
     position: int = Field(ge=1, description="1-based place in the queue")
     joinedAt: Timestamp
+
+
+class RegistrationView(Record):
+    """`GET /events/{eventId}/registrations/{userId}`: where one person stands."""
+
+    eventId: str
+    userId: str
+    status: RegistrationStatus
+    since: Timestamp = Field(description="When the seat was taken or the waitlist joined")
+    position: int | None = Field(default=None, ge=1, description="Only when waitlisted (1 = next)")
 
 
 class UserRegistration(Record):

@@ -19,8 +19,8 @@ What is repaired, per event (the survey and the plan are `repair_plan.py`):
     that place is free; when another user's entry holds it, the membership is removed
     (it proves no place).
 
-* A free seat while anyone waits: the head is promoted, one transaction per seat, until
-  the event is full or nobody waits.
+* A free seat while anyone waits, before the event starts: the head is promoted, one
+  transaction per seat, until the event is full or nobody waits.
 
 Why it cannot race a live registration: each repair is one transaction conditioned on
 the three counters being exactly what was read before the recount, and on each item it
@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from registration import schedule
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.data.repairs import ReconciliationRecord
@@ -255,10 +256,16 @@ def _apply(store: RegistrationStore, event_id: str, plan: Plan, run: Run, progre
 def _promote(
     store: RegistrationStore, event: EventState, run: Run, progress: _Progress, limit: int
 ) -> int | None:
-    """Promotes heads while a seat is free; the number promoted, or None after a lost race."""
+    """Promotes heads while a seat is free, until the event starts (a seat freed after
+    that stays free); the number promoted, or None after a lost race."""
     seen = Counters.of(event)
     promoted = 0
-    while seen.registeredCount < event.capacity and seen.waitlistCount > 0 and promoted < limit:
+    while (
+        seen.registeredCount < event.capacity
+        and seen.waitlistCount > 0
+        and promoted < limit
+        and not schedule.has_started(event, now_iso())
+    ):
         head = store.waitlist_head(event.eventId)
         if head is None:
             return None  # the counter says someone waits but no slot exists: recount

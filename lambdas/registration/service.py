@@ -11,7 +11,7 @@ import random
 import time
 from typing import Any, TypeVar
 
-from registration import access, idempotency, outcomes
+from registration import access, idempotency, outcomes, schedule
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.errors import (
@@ -144,6 +144,10 @@ def _current_event(store: RegistrationStore, state_event: EventState, attempt: i
 def check_capacity(store: RegistrationStore, state: RegisterState) -> CapacityCheck:
     attempt = _next_attempt(state.decision.attempt if state.decision else None)
     event = _current_event(store, state.event, attempt)
+    decided_at = now_iso()
+    # The write is conditioned on the same window at the same time (a change to the
+    # event's times between here and there sends the request back here).
+    schedule.require_open(event, decided_at)
     if event.waitlistCount == 0 and event.registeredCount < event.capacity:
         action = CapacityAction.SEAT
     elif event.hasWaitlist:
@@ -154,7 +158,7 @@ def check_capacity(store: RegistrationStore, state: RegisterState) -> CapacityCh
         if membership is not None:
             raise AlreadyRegistered(f"User {state.userId} is already registered for event {event.eventId}")
         action = CapacityAction.FULL
-    return CapacityCheck(action=action, attempt=attempt, event=event, decidedAt=now_iso())
+    return CapacityCheck(action=action, attempt=attempt, event=event, decidedAt=decided_at)
 
 
 def _joins_waitlist(event: EventState) -> bool:
@@ -267,7 +271,9 @@ def check_registration(store: RegistrationStore, state: UnregisterState) -> Regi
             decidedAt=decided_at,
             seq=membership.seq,
         )
-    head = store.waitlist_head(event.eventId) if event.waitlistCount > 0 else None
+    # Once the event has started, a freed seat stays free: nobody is promoted into it.
+    promotes = event.waitlistCount > 0 and not schedule.has_started(event, decided_at)
+    head = store.waitlist_head(event.eventId) if promotes else None
     if head is not None:
         return RegistrationCheck(
             action=RegistrationAction.PROMOTE, attempt=attempt, event=event, decidedAt=decided_at, head=head

@@ -149,6 +149,12 @@ MATRIX: list[tuple[str, Request, dict[str, int], str | None]] = [
         None,
     ),
     (
+        "GET /events/{eventId}/registrations/{userId}",
+        lambda c, k: k.get(f"/events/{c.event_id}/registrations/{c.target}"),
+        EXPECTED["GET /events/{eventId}/registrations/{userId}"],
+        REGISTERED,
+    ),
+    (
         "GET /events/{eventId}/waitlist",
         lambda c, k: k.get(f"/events/{c.event_id}/waitlist"),
         EXPECTED["GET /events/{eventId}/waitlist"],

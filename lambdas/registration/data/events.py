@@ -34,10 +34,8 @@ class Events(Transactions, Listings):
         `request_id` the request (its `event.created` names both)."""
         event_id = new.eventId or uuid.uuid4().hex
         state = EventState(
+            **new.model_dump(exclude={"eventId"}),
             eventId=event_id,
-            title=new.title,
-            capacity=new.capacity,
-            hasWaitlist=new.hasWaitlist,
             registeredCount=0,
             waitlistCount=0,
             waitlistSeq=0,
@@ -80,8 +78,13 @@ class Events(Transactions, Listings):
         item = self._get(keys.event_key(event_id))
         return EventState.model_validate(item) if item else None
 
-    def list_events(self, limit: int = 25, next_token: str | None = None) -> Page[Event]:
-        items, token = self._query_gsi(LISTING_EVENTS, keys.EVENTS, limit, next_token)
+    def list_events(
+        self, limit: int = 25, next_token: str | None = None, starts_from: str | None = None
+    ) -> Page[Event]:
+        """Events with a start by start time, then the others by id; with `starts_from`
+        (UTC text), only those starting then or later."""
+        between = None if starts_from is None else (f"{keys.STARTS_PREFIX}{starts_from}", keys.STARTS_END)
+        items, token = self._query_gsi(LISTING_EVENTS, keys.EVENTS, limit, next_token, sort_between=between)
         return Page[Event](items=[Event.model_validate(i) for i in items], nextToken=token)
 
     def list_event_ids(self, limit: int = 50, next_token: str | None = None) -> Page[str]:

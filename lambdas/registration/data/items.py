@@ -25,7 +25,7 @@ def event_item(state: EventState, change: DomainEvent | None = None) -> Item:
         **keys.event_key(state.eventId),
         "entity": "EVENT",
         "GSI1PK": keys.EVENTS,
-        "GSI1SK": keys.event_pk(state.eventId),
+        "GSI1SK": keys.event_listing_sk(state.eventId, state.startsAt),
         **state.model_dump(exclude_none=True),
         **_carrying(change),
     }

@@ -12,8 +12,16 @@ from registration.data.pages import (
     LISTING_WAITLIST,
     Listings,
 )
-from registration.errors import EventNotFound
-from registration.models import Membership, Page, Registration, UserRegistration, WaitlistEntry, WaitlistHead
+from registration.errors import EventNotFound, NotRegistered
+from registration.models import (
+    Membership,
+    Page,
+    Registration,
+    RegistrationView,
+    UserRegistration,
+    WaitlistEntry,
+    WaitlistHead,
+)
 
 
 class Memberships(Listings):
@@ -26,6 +34,24 @@ class Memberships(Listings):
         if item := found.get(waitlisted["SK"]):
             return _membership(item, "waitlisted")
         return None
+
+    def get_registration(self, event_id: str, user_id: str) -> RegistrationView:
+        """Where the user stands at the event (a waitlist place with its position);
+        `NotRegistered`, or `EventNotFound` for an event that does not exist."""
+        membership = self.get_membership(event_id, user_id)
+        if membership is None:
+            self._event_exists(event_id)
+            raise NotRegistered(f"User {user_id} is not registered for event {event_id}")
+        position = None
+        if membership.status == "waitlisted" and membership.seq is not None:
+            position = self.waitlist_position(event_id, membership.seq)
+        return RegistrationView(
+            eventId=event_id,
+            userId=user_id,
+            status=membership.status,
+            since=membership.since,
+            position=position,
+        )
 
     def waitlist_head(self, event_id: str) -> WaitlistHead | None:
         """The first waitlist slot: one strongly consistent Limit=1 query."""

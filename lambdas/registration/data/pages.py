@@ -115,23 +115,36 @@ class Listings(Table):
     """One page of GSI1 or of an event's partition, resumed by a token."""
 
     def _query_gsi(
-        self, listing: str, partition: str, limit: int, next_token: str | None, projection: str | None = None
+        self,
+        listing: str,
+        partition: str,
+        limit: int,
+        next_token: str | None,
+        projection: str | None = None,
+        sort_between: tuple[str, str] | None = None,
     ) -> tuple[list[Item], str | None]:
-        start, _ = decode_token(next_token, listing, partition, partition)
+        """One page of a GSI1 partition (within a range of its sort keys, when given: a
+        token resumes the same range only)."""
+        scope = partition if sort_between is None else f"{partition}|{sort_between[0]}|{sort_between[1]}"
+        start, _ = decode_token(next_token, listing, scope, partition)
         kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
         if projection:
             kwargs["ProjectionExpression"] = projection
+        condition, values = "GSI1PK = :pk", {":pk": partition}
+        if sort_between is not None:
+            condition = f"{condition} AND GSI1SK BETWEEN :low AND :high"
+            values = {**values, ":low": sort_between[0], ":high": sort_between[1]}
         response = self._call(
             "query",
             TableName=self.table_name,
             IndexName=keys.GSI1,
-            KeyConditionExpression="GSI1PK = :pk",
-            ExpressionAttributeValues=serialize({":pk": partition}),
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=serialize(values),
             Limit=check_limit(limit),
             **kwargs,
         )
         items = [deserialize(i) for i in response.get("Items", [])]
-        return items, encode_token(response.get("LastEvaluatedKey"), listing, partition)
+        return items, encode_token(response.get("LastEvaluatedKey"), listing, scope)
 
     def _query_partition(
         self, listing: str, event_id: str, prefix: str, limit: int, next_token: str | None

@@ -17,6 +17,14 @@ from registration.errors import AlreadyRegistered, AlreadyWaitlisted, DecisionSt
 from registration.models import Completion, EventState, WaitlistHead
 from registration.reconciliation_models import Counters
 
+# Conditions on the event item at `:at` (times compare as text: `registration.schedule`).
+NOT_STARTED_AT = "(attribute_not_exists(startsAt) OR startsAt > :at)"
+# Registration is open: started, closed and not yet open all fail it.
+OPEN_AT = (
+    f"{NOT_STARTED_AT} AND (attribute_not_exists(registrationClosesAt) OR registrationClosesAt > :at) "
+    "AND (attribute_not_exists(registrationOpensAt) OR registrationOpensAt <= :at)"
+)
+
 
 class Registrations(Transactions):
     def take_seat(
@@ -33,10 +41,10 @@ class Registrations(Transactions):
                             "UpdateExpression": "SET registeredCount = registeredCount + :one",
                             "ConditionExpression": (
                                 "attribute_exists(PK) AND registeredCount < #capacity "
-                                "AND waitlistCount = :zero"
+                                f"AND waitlistCount = :zero AND {OPEN_AT}"
                             ),
                             "ExpressionAttributeNames": {"#capacity": "capacity"},
-                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                            "ExpressionAttributeValues": {":one": 1, ":zero": 0, ":at": at},
                         }
                     }
                 ),
@@ -90,10 +98,12 @@ class Registrations(Transactions):
                             "ConditionExpression": (
                                 "hasWaitlist = :true AND waitlistSeq = :seen_seq "
                                 "AND waitlistCount = :seen_count "
-                                "AND (registeredCount >= #capacity OR waitlistCount > :zero)"
+                                "AND (registeredCount >= #capacity OR waitlistCount > :zero) "
+                                f"AND {OPEN_AT}"
                             ),
                             "ExpressionAttributeNames": {"#capacity": "capacity"},
                             "ExpressionAttributeValues": {
+                                ":at": at,
                                 ":one": 1,
                                 ":zero": 0,
                                 ":true": True,
@@ -163,8 +173,12 @@ class Registrations(Transactions):
                         "Update": {
                             "Key": keys.event_key(event_id),
                             "UpdateExpression": "SET registeredCount = registeredCount - :one",
-                            "ConditionExpression": "registeredCount > :zero AND waitlistCount = :zero",
-                            "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                            # While anyone waits the seat is handed over, unless the
+                            # event has started (then nobody is promoted).
+                            "ConditionExpression": (
+                                "registeredCount > :zero AND (waitlistCount = :zero OR startsAt <= :at)"
+                            ),
+                            "ExpressionAttributeValues": {":one": 1, ":zero": 0, ":at": at},
                         }
                     }
                 ),
@@ -247,18 +261,27 @@ class Registrations(Transactions):
                     domain_events.BY_UNREGISTRATION,
                     recognise_own_commit=True,
                 ),
-                _one_waiter_fewer(event_id),
+                _one_waiter_fewer(event_id, promoted_at=at),
             ],
             request_id,
             completion,
         )
 
-    def _fill_seat_update(self, event_id: str, seen: Counters) -> TxItem:
-        """One seat more and one waiter fewer while a seat is free and someone waits, and
-        only while the counters are exactly `seen` (reconciliation's promotion)."""
+    def _fill_seat_update(self, event_id: str, seen: Counters, at: str) -> TxItem:
+        """One seat more and one waiter fewer while a seat is free and someone waits and
+        the event has not started at `at`, and only while the counters are exactly
+        `seen` (reconciliation's promotion)."""
         seen_condition = counters_condition(seen)
-        condition = f"{seen_condition['ConditionExpression']} AND registeredCount < #capacity AND waitlistCount > :zero"
-        values: dict[str, Any] = {":one": 1, ":zero": 0, **seen_condition["ExpressionAttributeValues"]}
+        condition = (
+            f"{seen_condition['ConditionExpression']} AND registeredCount < #capacity "
+            f"AND waitlistCount > :zero AND {NOT_STARTED_AT}"
+        )
+        values: dict[str, Any] = {
+            ":one": 1,
+            ":zero": 0,
+            ":at": at,
+            **seen_condition["ExpressionAttributeValues"],
+        }
         return TxItem(
             {
                 "Update": {
@@ -340,15 +363,20 @@ def _change(change: domain_events.DomainEvent) -> TxItem:
     )
 
 
-def _one_waiter_fewer(event_id: str) -> TxItem:
-    """The event's waitlist count, one lower (somebody left it or took a seat)."""
+def _one_waiter_fewer(event_id: str, *, promoted_at: str | None = None) -> TxItem:
+    """The event's waitlist count, one lower (somebody left it or, `promoted_at` a time,
+    took a seat: only while the event has not started then)."""
+    condition = "waitlistCount > :zero"
+    values: dict[str, Any] = {":one": 1, ":zero": 0}
+    if promoted_at is not None:
+        condition, values = f"{condition} AND {NOT_STARTED_AT}", {**values, ":at": promoted_at}
     return TxItem(
         {
             "Update": {
                 "Key": keys.event_key(event_id),
                 "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
-                "ConditionExpression": "waitlistCount > :zero",
-                "ExpressionAttributeValues": {":one": 1, ":zero": 0},
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": values,
             }
         }
     )

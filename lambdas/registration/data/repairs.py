@@ -106,7 +106,7 @@ class Repairs(Registrations):
         return self._transact(
             [
                 *self._promotion_items(event_id, head, request_id, at, domain_events.BY_RECONCILIATION),
-                self._fill_seat_update(event_id, seen),
+                self._fill_seat_update(event_id, seen, at),
                 TxItem(record_update(event_id, record, before=seen, after=after)),
             ],
             request_id,
