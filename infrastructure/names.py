@@ -72,6 +72,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/events"),
     ("GET", "/events"),
     ("GET", "/events/{eventId}"),
+    ("PATCH", "/events/{eventId}"),
     ("GET", "/events/{eventId}/registrations"),
     ("GET", "/events/{eventId}/registrations/{userId}"),
     ("GET", "/events/{eventId}/waitlist"),

@@ -60,15 +60,18 @@ THROTTLING_RATE_LIMIT = 100
 THROTTLING_BURST_LIMIT = 200
 ACCESS_LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 
-# The API function reads and writes users and events and lists everything; it never
-# touches seats or the waitlist (those are the workflows' transactions). For
+# The API function reads and writes users and events and lists everything. Its one
+# change to seats and the waitlist is `PATCH /events/{id}` seating waitlist heads in
+# seats the change adds: UpdateItem and DeleteItem confined to the events' partitions
+# (`EVENT#*`, EVENT_CHANGE_ACTIONS). For
 # `Idempotency-Key` on its own POST routes it also claims (PutItem), completes
 # (UpdateItem) and releases (DeleteItem) idempotency records: the update and delete are
 # confined to those records by IAM's `dynamodb:LeadingKeys`, so it can never update or
-# delete a user, an event or a seat.
+# delete a user.
 API_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchGetItem")
 API_IDEMPOTENCY_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 API_INDEX_ACTIONS = ("dynamodb:Query",)
+EVENT_CHANGE_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 # `DELETE /webhooks/{id}` removes a subscription: the one delete the API makes outside
 # the idempotency records, confined to the subscriptions' keys.
 WEBHOOK_LEADING_KEYS = [f"{keys.WEBHOOK_PREFIX}*"]
@@ -231,6 +234,11 @@ class RegistrationApi(Construct):
                     actions=["dynamodb:DeleteItem"],
                     resources=[table.table_arn],
                     conditions=task_functions.leading_keys_condition(WEBHOOK_LEADING_KEYS),
+                ),
+                iam.PolicyStatement(
+                    actions=list(EVENT_CHANGE_ACTIONS),
+                    resources=[table.table_arn],
+                    conditions=task_functions.leading_keys_condition(task_functions.EVENT_LEADING_KEYS),
                 ),
                 iam.PolicyStatement(
                     actions=list(API_INDEX_ACTIONS), resources=[f"{table.table_arn}/index/{GSI1_NAME}"]

@@ -12,7 +12,7 @@ import base64
 import contextlib
 import json
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -20,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
     OpenAPIResponseContentModel,
@@ -29,7 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import access, bounded_json, health, idempotency, outcomes, webhooks
+from registration import access, bounded_json, event_changes, health, idempotency, outcomes, webhooks
 from registration.api_responses import IDEMPOTENCY_ERRORS, error_responses
 from registration.data import RegistrationStore, get_store
 from registration.data.pages import MAX_PAGE
@@ -39,7 +39,10 @@ from registration.models import (
     CreatedWebhook,
     ErrorBody,
     Event,
+    EventChange,
     EventId,
+    EventPatch,
+    EventState,
     Health,
     Identifier,
     Instant,
@@ -82,6 +85,15 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, 1 to {M
 NextToken = Annotated[
     str | None,
     Query(min_length=1, max_length=4096, description="The `nextToken` of the previous page"),
+]
+EventT = TypeVar("EventT", bound=Event)
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias=event_changes.IF_MATCH_HEADER,
+        max_length=1024,
+        description='The ETag of the version changed (`"3"`); another current version is a 412',
+    ),
 ]
 StartsFrom = Annotated[
     Instant | None,
@@ -289,9 +301,49 @@ def list_events(
     tags=["events"],
     responses=_responses(200, "The event with its registered and waitlist counts", "EventNotFound"),
 )
-def get_event(eventId: EventIdPath) -> Event:
+def get_event(eventId: EventIdPath) -> Response[Event]:
     _caller()  # any signed-in caller
-    return get_store().get_event(eventId).public()
+    event = get_store().get_event(eventId)
+    return _with_etag(event.public(), event)
+
+
+@app.patch(
+    "/events/<eventId>",
+    summary="Change an event",
+    description=(
+        "A JSON merge patch of the event's own fields (a null removes an optional one). "
+        "Added seats go to the waitlist's heads at once, in order; lowering the capacity "
+        "evicts nobody. With `If-Match`, only the version it names is changed. For the "
+        "event's organizer and admins."
+    ),
+    operation_id="changeEvent",
+    tags=["events"],
+    responses=_responses(
+        200,
+        "The event as changed, with its new ETag, and who got the added seats",
+        "EventNotFound",
+        "WaitlistNotEmpty",
+        "PreconditionFailed",
+        "ContentionLimitExceeded",
+    ),
+)
+def change_event(eventId: EventIdPath, patch: EventPatch, if_match: IfMatch = None) -> Response[EventChange]:
+    _require_object_body()
+    expected = event_changes.versions_matching(if_match)
+    store = _managed_event(eventId, "change event")
+    outcome = event_changes.change_event(store, eventId, patch, expected, _request_id())
+    logger.info(
+        "event changed",
+        extra={"eventId": eventId, "fields": sorted(patch.changes()), "promoted": len(outcome.promoted)},
+    )
+    answer = EventChange(**outcome.event.public().model_dump(), promoted=outcome.promoted)
+    return _with_etag(answer, outcome.event)
+
+
+def _with_etag(body: EventT, event: EventState) -> Response[EventT]:
+    """200 with the event's version as its ETag (what `If-Match` names)."""
+    headers = {"ETag": event_changes.entity_tag(event)}
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.get(

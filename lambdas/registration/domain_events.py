@@ -40,6 +40,7 @@ EVENT_TYPES = (EVENT_CREATED, REGISTERED, WAITLISTED, PROMOTED, UNREGISTERED, LE
 # Why the head of a waitlist got a seat.
 BY_UNREGISTRATION: Final = "unregistration"
 BY_RECONCILIATION: Final = "reconciliation"
+BY_CAPACITY: Final = "capacity"
 PromotionReason = Literal["unregistration", "reconciliation", "capacity"]
 
 EventType = Literal[

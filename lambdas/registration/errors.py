@@ -116,6 +116,18 @@ class EventStarted(DomainError):
     http_status = 409
 
 
+class WaitlistNotEmpty(DomainError):
+    """Turning an event's waitlist off while anyone is on it."""
+
+    http_status = 409
+
+
+class PreconditionFailed(DomainError):
+    """An `If-Match` that names another version of the event than the current one."""
+
+    http_status = 412
+
+
 class ContentionLimitExceeded(DomainError):
     """The decision was re-taken too many times in a row; the caller may retry later."""
 

@@ -206,9 +206,50 @@ class EventState(Event):
     """
 
     waitlistSeq: int = 0
+    # Counts the edits of the event's own fields (`PATCH /events/{id}`, its ETag), never
+    # the counters: a registration does not make an organizer's If-Match stale.
+    version: int = 1
+    # Seats above capacity that lowering it left (nobody is evicted): reconciliation
+    # calls an event overbooked only beyond them.
+    keptOverCapacity: int = 0
 
     def public(self) -> Event:
-        return Event.model_validate(self.model_dump(exclude={"waitlistSeq"}))
+        return Event.model_validate(self.model_dump(exclude=INTERNAL_EVENT_FIELDS))
+
+
+INTERNAL_EVENT_FIELDS = {"waitlistSeq", "version", "keptOverCapacity"}
+# What `PATCH /events/{id}` may change; the nullable ones a null removes.
+EDITABLE_EVENT_FIELDS = ("title", "capacity", "hasWaitlist", *("description", "location"), *SCHEDULE_FIELDS)
+REQUIRED_EVENT_FIELDS = frozenset({"title", "capacity", "hasWaitlist"})
+
+
+class EventPatch(EventDetails):
+    """A JSON merge patch (RFC 7396) of an event: the fields sent replace theirs, a null
+    removes an optional one; the id, the organizer and the counters are not editable."""
+
+    title: DisplayText | None = None
+    capacity: Capacity | None = None
+    hasWaitlist: bool | None = Field(default=None, strict=True)
+
+    @model_validator(mode="after")
+    def _required_stay(self) -> EventPatch:
+        removed = sorted(f for f in REQUIRED_EVENT_FIELDS & self.model_fields_set if getattr(self, f) is None)
+        if removed:
+            raise ValueError(f"{', '.join(removed)} cannot be removed (null)")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, with their values (None: remove)."""
+        return {f: getattr(self, f) for f in EDITABLE_EVENT_FIELDS if f in self.model_fields_set}
+
+
+class EventChange(Event):
+    """`PATCH /events/{id}`: the event as changed, and who the change seated."""
+
+    promoted: list[str] = Field(
+        default_factory=list,
+        description="Users moved from the waitlist into seats the change added, in FIFO order",
+    )
 
 
 # --- registrations ---------------------------------------------------------------------

@@ -145,7 +145,8 @@ def plan_repair(event: EventState, found: Survey) -> Plan:
         after=after,
         groups=tuple(groups),
         entries=entries,
-        overbooked=found.seats > event.capacity,
+        # Lowering capacity keeps the seats above it: only more than those is overbooking.
+        overbooked=found.seats > event.capacity + event.keptOverCapacity,
     )
 
 

@@ -271,8 +271,13 @@ def check_registration(store: RegistrationStore, state: UnregisterState) -> Regi
             decidedAt=decided_at,
             seq=membership.seq,
         )
-    # Once the event has started, a freed seat stays free: nobody is promoted into it.
-    promotes = event.waitlistCount > 0 and not schedule.has_started(event, decided_at)
+    # Once the event has started, a freed seat stays free: nobody is promoted into it. Nor
+    # while the event holds more seats than its (lowered) capacity: this one is not free.
+    promotes = (
+        event.waitlistCount > 0
+        and event.registeredCount <= event.capacity
+        and not schedule.has_started(event, decided_at)
+    )
     head = store.waitlist_head(event.eventId) if promotes else None
     if head is not None:
         return RegistrationCheck(

@@ -180,3 +180,178 @@ def test_one_persons_seat_or_place_for_them_the_organizer_and_admins(client: Cli
     assert moved["position"] == 1
     client.get(f"/events/{event_id}/registrations/{seated}").error(404, "NotRegistered")
     client.get(f"/events/{uid('nowhere')}/registrations/{seated}").error(404, "EventNotFound")
+
+
+# --- changing an event ---------------------------------------------------------------------
+
+
+def _patch(caller: Client, event_id: str, body: Any, etag: str | None = None) -> Any:
+    headers = {"If-Match": etag} if etag is not None else None
+    return caller.request("PATCH", f"/events/{event_id}", body, headers=headers)
+
+
+def _waiting(client: Client, capacity: int, waiting: int) -> tuple[str, list[str], list[str]]:
+    """An event whose `capacity` seats are taken and `waiting` more users wait, in order."""
+    event_id = _event(client, capacity=capacity)["eventId"]
+    seated = [client.user() for _ in range(capacity)]
+    queued = [client.user() for _ in range(waiting)]
+    for user_id in seated + queued:
+        assert client.register(event_id, user_id).status == 201
+    return event_id, seated, queued
+
+
+def test_a_merge_patch_changes_the_fields_sent_and_a_null_removes_one(client: Client) -> None:
+    created = _event(client, location="Room 1", description="First draft")
+    event_id = created["eventId"]
+    read = client.get(f"/events/{event_id}")
+    etag = read.header("ETag")
+    assert etag
+
+    changed = _patch(
+        client,
+        event_id,
+        {"title": "Renamed", "description": None, "startsAt": "2032-01-01T10:00:00+01:00"},
+        etag,
+    )
+
+    assert changed.status == 200, changed.raw
+    body = changed.body
+    assert (body["title"], body["description"], body["location"]) == ("Renamed", None, "Room 1")
+    assert body["startsAt"] == "2032-01-01T09:00:00.000Z"
+    assert body["promoted"] == []
+    assert changed.header("ETag") not in (None, etag)
+    again = client.get(f"/events/{event_id}")
+    assert again.header("ETag") == changed.header("ETag")
+    assert {k: v for k, v in again.body.items()} == {k: v for k, v in body.items() if k != "promoted"}
+
+
+def test_a_stale_if_match_is_a_412_and_changes_nothing(client: Client) -> None:
+    event_id = _event(client)["eventId"]
+    first = client.get(f"/events/{event_id}").header("ETag")
+    assert _patch(client, event_id, {"title": "One"}, first).status == 200
+
+    stale = _patch(client, event_id, {"title": "Two"}, first)
+
+    stale.error(412, "PreconditionFailed")
+    assert client.get(f"/events/{event_id}").body["title"] == "One"
+    assert _patch(client, event_id, {"title": "Two"}, "*").status == 200
+    _patch(client, event_id, {"title": "Three"}, "not-a-tag").error(422, "ValidationError")
+
+
+def test_registrations_do_not_make_an_etag_stale(client: Client) -> None:
+    event_id = _event(client, capacity=3)["eventId"]
+    etag = client.get(f"/events/{event_id}").header("ETag")
+    assert client.register(event_id, client.user()).status == 201
+
+    assert client.get(f"/events/{event_id}").header("ETag") == etag
+    assert _patch(client, event_id, {"location": "Hall C"}, etag).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": None}, "title"),
+        ({"capacity": -1}, "capacity"),
+        ({"capacity": "9"}, "capacity"),
+        ({"eventId": "other"}, "eventId"),
+        ({"registeredCount": 0}, "registeredCount"),
+        ({"endsAt": "2031-01-01T00:00:00Z"}, "endsAt"),
+    ],
+)
+def test_an_impossible_patch_is_a_422_and_changes_nothing(
+    client: Client, body: dict[str, Any], field: str
+) -> None:
+    created = _event(client)
+    event_id = created["eventId"]
+
+    answer = _patch(client, event_id, body)
+
+    error = answer.error(422, "ValidationError")
+    assert field in str(error), error
+    assert client.get(f"/events/{event_id}").body == created
+
+
+def test_only_the_organizer_and_admins_change_an_event(client: Client) -> None:
+    organizer = client.as_caller(client.user("olga"), ORGANIZERS)
+    event_id = _event(organizer)["eventId"]
+
+    _patch(client.as_caller(client.user("rival"), ORGANIZERS), event_id, {"title": "Mine"}).error(
+        403, "Forbidden"
+    )
+    _patch(client.as_caller(client.user()), event_id, {"title": "Mine"}).error(403, "Forbidden")
+    _patch(organizer, uid("nowhere"), {"title": "Mine"}).error(404, "EventNotFound")
+
+    assert _patch(organizer, event_id, {"title": "Ours"}).status == 200
+    assert client.get(f"/events/{event_id}").body["title"] == "Ours"
+
+
+def test_added_seats_go_to_the_waitlists_heads_in_order(client: Client) -> None:
+    event_id, _, queued = _waiting(client, capacity=2, waiting=5)
+
+    raised = _patch(client, event_id, {"capacity": 5})
+
+    assert raised.status == 200, raised.raw
+    assert raised.body["promoted"] == queued[:3]
+    assert (raised.body["registeredCount"], raised.body["waitlistCount"]) == (5, 2)
+    waiting = [e["userId"] for e in client.all_items(f"/events/{event_id}/waitlist", limit=10)]
+    assert waiting == queued[3:]
+    assert client.get(f"/events/{event_id}/registrations/{queued[3]}").body["position"] == 1
+
+
+def test_more_seats_than_one_transaction_holds_seat_the_whole_waitlist(client: Client) -> None:
+    event_id, _, queued = _waiting(client, capacity=1, waiting=40)
+
+    raised = _patch(client, event_id, {"capacity": 100})
+
+    assert raised.body["promoted"] == queued
+    assert (raised.body["registeredCount"], raised.body["waitlistCount"]) == (41, 0)
+    late = client.user()
+    assert client.register(event_id, late).body["status"] == "registered"
+
+
+def test_lowering_capacity_evicts_nobody_and_seats_nobody_until_below_it(client: Client) -> None:
+    event_id, seated, queued = _waiting(client, capacity=4, waiting=1)
+
+    lowered = _patch(client, event_id, {"capacity": 2})
+
+    assert lowered.status == 200, lowered.raw
+    assert (lowered.body["capacity"], lowered.body["registeredCount"]) == (2, 4)
+    for leaving in seated[:2]:  # 4 -> 3 -> 2 seats: none of them is a free seat
+        assert client.unregister(event_id, leaving).body["promoted"] is None
+    assert client.get(f"/events/{event_id}").body["waitlistCount"] == 1
+    assert client.unregister(event_id, seated[2]).body["promoted"] == queued[0]
+    event = client.get(f"/events/{event_id}").body
+    assert (event["registeredCount"], event["waitlistCount"]) == (2, 0)
+
+
+def test_the_waitlist_is_turned_off_only_when_nobody_waits(client: Client) -> None:
+    event_id, _, queued = _waiting(client, capacity=1, waiting=1)
+
+    _patch(client, event_id, {"hasWaitlist": False}).error(409, "WaitlistNotEmpty")
+
+    assert client.unregister(event_id, queued[0]).status == 200
+    assert _patch(client, event_id, {"hasWaitlist": False}).status == 200
+    client.register(event_id, client.user()).error(409, "EventFull")
+    assert _patch(client, event_id, {"hasWaitlist": True}).status == 200
+    assert client.register(event_id, client.user()).body["status"] == "waitlisted"
+
+
+@pytest.mark.local_only("reads the local bus's domain events")
+def test_each_added_seat_is_a_promotion_for_capacity_on_the_bus(server: Any, client: Client) -> None:
+    from infrastructure.ops.local_backend import LocalBackend
+
+    event_id, _, queued = _waiting(client, capacity=1, waiting=3)
+    backend = LocalBackend(server.url)
+    _, cursor = backend.domain_events(None, event_id, wait=0)
+
+    assert _patch(client, event_id, {"capacity": 3}).body["promoted"] == queued[:2]
+
+    seen: list[dict[str, Any]] = []  # the registrations' events may still be on their way
+    while len(seen) < 2:
+        more, cursor = backend.domain_events(cursor, event_id, wait=10)
+        assert more, "no promotion reached the bus"
+        seen += [e for e in more if e["detail-type"] == "registration.promoted"]
+    assert sorted((e["detail-type"], e["detail"]["userId"], e["detail"]["reason"]) for e in seen) == sorted(
+        ("registration.promoted", user_id, "capacity") for user_id in queued[:2]
+    )
+    assert {e["detail"]["fromPosition"] for e in seen} == {1}

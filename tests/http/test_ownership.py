@@ -149,6 +149,12 @@ MATRIX: list[tuple[str, Request, dict[str, int], str | None]] = [
         None,
     ),
     (
+        "PATCH /events/{eventId}",
+        lambda c, k: k.request("PATCH", f"/events/{c.event_id}", {"location": "Room 2"}),
+        EXPECTED["PATCH /events/{eventId}"],
+        None,
+    ),
+    (
         "GET /events/{eventId}/registrations/{userId}",
         lambda c, k: k.get(f"/events/{c.event_id}/registrations/{c.target}"),
         EXPECTED["GET /events/{eventId}/registrations/{userId}"],

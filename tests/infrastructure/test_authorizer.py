@@ -105,11 +105,11 @@ def test_a_route_added_later_is_guarded_unless_listed_as_open() -> None:
     stack, registration_api = api_only({})
     mock = apigateway.MockIntegration()
     registration_api.rest_api.root.add_resource("later").add_method("GET", mock)
-    registration_api.rest_api.root.resource_for_path("/events/{eventId}").add_method("PATCH", mock)
+    registration_api.rest_api.root.resource_for_path("/events/{eventId}").add_method("PUT", mock)
     template = Template.from_stack(stack).to_json()
     routes = method_routes(template)
     authorizer_id, _ = _authorizer(template)
-    for route in (("GET", "/later"), ("PATCH", "/events/{eventId}")):
+    for route in (("GET", "/later"), ("PUT", "/events/{eventId}")):
         assert routes[route]["AuthorizationType"] == "COGNITO_USER_POOLS", route
         assert routes[route]["AuthorizerId"] == {"Ref": authorizer_id}, route
     assert routes[HEALTH]["AuthorizationType"] == "NONE"

@@ -258,15 +258,20 @@ def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthe
             removes = actions == {"dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id
             assert reads or removes, (logical_id, statement)
         elif statement["Condition"] == EVENTS_ONLY:
-            # The one read of an event outside the event's own tasks: ClaimRequest's,
-            # for who organizes it (the ownership rule), and nothing it could change.
-            assert actions == {"dynamodb:GetItem"} and "ClaimRequest" in logical_id, (logical_id, statement)
+            # ClaimRequest reads who organizes an event (the ownership rule), nothing it
+            # could change; the API function changes events (`PATCH /events/{id}`, with
+            # the seats it adds), in the events' partitions only.
+            reads = actions == {"dynamodb:GetItem"} and "ClaimRequest" in logical_id
+            changes = (
+                actions == {"dynamodb:UpdateItem", "dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id
+            )
+            assert reads or changes, (logical_id, statement)
         else:
             assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
     # ClaimRequest's (twice) and RecordOutcome's roles, the API function's updates and
-    # deletes of idempotency records and its deletes of subscriptions, and the two webhook
-    # functions'.
-    assert len(confined) == 7, confined
+    # deletes of idempotency records, of subscriptions and in events' partitions, and the
+    # two webhook functions'.
+    assert len(confined) == 8, confined
 
 
 # Table encryption and point-in-time recovery (test_template.py), stage throttling and

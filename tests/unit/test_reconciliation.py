@@ -466,3 +466,14 @@ def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(monkeypatch:
     assert details["eventId"] == "e"
     assert details["before"] == {"registeredCount": 2, "waitlistCount": 0, "waitlistSeq": 0}
     assert details["after"] == {"registeredCount": 1, "waitlistCount": 0, "waitlistSeq": 0}
+
+
+def test_seats_kept_above_a_lowered_capacity_are_not_overbooking(store: RegistrationStore) -> None:
+    _event(store, capacity=3)
+    _register(store, "e", "a", "b", "c")
+    store.change_event(store.get_event("e"), {"capacity": 1}, [], "lower", "2026-01-01T00:00:00.000Z")
+    result = _reconcile(store)
+    assert not result.overbooked
+    # Beyond the seats it kept, it is.
+    set_fields(store, "e", capacity=0)
+    assert _reconcile(store).overbooked

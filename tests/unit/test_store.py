@@ -7,6 +7,7 @@ import copy
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -446,3 +447,63 @@ def test_the_same_transaction_from_another_request_is_applied_again(store: Regis
         assert store.release_seat("e", "a", f"leave-{n}", AT) is True
         assert store.get_membership("e", "a") is None
         assert store.get_event("e").registeredCount == 0
+
+
+# --- capacity changes --------------------------------------------------------------------
+
+
+def _change(store: RegistrationStore, **fields: Any) -> None:
+    seen = store.get_event("e")
+    store.change_event(seen, fields, [], f"change-{uuid.uuid4().hex}", AT)
+
+
+def test_a_seat_above_a_lowered_capacity_is_released_not_handed_over(store: RegistrationStore) -> None:
+    _seed(store, capacity=2, users="abc")
+    store.take_seat("e", "a", "r1", AT)
+    store.take_seat("e", "b", "r2", AT)
+    store.join_waitlist(store.get_event("e"), "c", "r3", AT)
+    _change(store, capacity=1)
+    head = store.waitlist_head("e")
+    assert head is not None and store.get_event("e").keptOverCapacity == 1
+
+    with pytest.raises(errors.DecisionStale):  # 2 seats of 1: the one freed is not free
+        store.hand_over_seat("e", "a", head, "r4", AT)
+    store.release_seat("e", "a", "r5", AT)
+
+    event = store.get_event("e")
+    assert (event.registeredCount, event.waitlistCount) == (1, 1)
+    with pytest.raises(errors.DecisionStale):  # within capacity again: now it is handed over
+        store.release_seat("e", "b", "r6", AT)
+    store.hand_over_seat("e", "b", head, "r7", AT)
+    assert [r.userId for r in store.list_registrations("e").items] == ["c"]
+
+
+def test_a_change_decided_on_other_counters_or_version_is_stale(store: RegistrationStore) -> None:
+    _seed(store, capacity=1, users="ab")
+    seen = store.get_event("e")
+    store.take_seat("e", "a", "r1", AT)
+
+    with pytest.raises(errors.DecisionStale):  # the counters moved: the seats are not what it saw
+        store.change_event(seen, {"capacity": 3}, [], "c1", AT)
+    store.change_event(seen, {"title": "Renamed"}, [], "c2", AT)  # a title needs the version only
+    with pytest.raises(errors.DecisionStale):  # the version moved
+        store.change_event(seen, {"title": "Again"}, [], "c3", AT)
+    event = store.get_event("e")
+    assert (event.title, event.capacity, event.version) == ("Renamed", 1, 2)
+
+
+def test_promotions_into_free_seats_need_exactly_those_seats(store: RegistrationStore) -> None:
+    _seed(store, capacity=0, users="abc")
+    for n, user in enumerate("abc"):
+        store.join_waitlist(store.get_event("e"), user, f"r{n}", AT)
+    _change(store, capacity=0)  # nothing changes: no seats
+    seen = store.get_event("e")
+    heads = store.waitlist_heads("e", 2)
+    with pytest.raises(ValueError):
+        store.promote_into_free_seats(seen, heads, "p0", AT)
+
+    store.change_event(seen, {"capacity": 2}, heads, "p1", AT)
+
+    event = store.get_event("e")
+    assert (event.capacity, event.registeredCount, event.waitlistCount) == (2, 2, 1)
+    assert [w.userId for w in store.list_waitlist("e").items] == ["c"]

@@ -58,6 +58,11 @@ class Memberships(Listings):
         items = self._first(keys.event_pk(event_id), keys.QUEUE_PREFIX, 1)
         return WaitlistHead.model_validate(items[0]) if items else None
 
+    def waitlist_heads(self, event_id: str, count: int) -> list[WaitlistHead]:
+        """The first `count` waitlist slots, in order (strongly consistent)."""
+        items = self._first(keys.event_pk(event_id), keys.QUEUE_PREFIX, count)
+        return [WaitlistHead.model_validate(item) for item in items]
+
     def waitlist_position(self, event_id: str, seq: int) -> int:
         """1-based place of the slot `seq`: counts the slots up to it (listing path only)."""
         pages = self._pages(

@@ -156,7 +156,8 @@ class Registrations(Transactions):
     def release_seat(
         self, event_id: str, user_id: str, request_id: str, at: str, completion: Completion | None = None
     ) -> bool:
-        """Frees the user's seat; only while nobody waits (otherwise the seat is handed over)."""
+        """Frees the user's seat; only while nobody waits (otherwise the seat is handed
+        over), or the event has started, or holds more seats than its capacity."""
         left = domain_events.domain_event(domain_events.UNREGISTERED, event_id, request_id, at, user_id)
         return self._transact(
             [
@@ -174,10 +175,13 @@ class Registrations(Transactions):
                             "Key": keys.event_key(event_id),
                             "UpdateExpression": "SET registeredCount = registeredCount - :one",
                             # While anyone waits the seat is handed over, unless the
-                            # event has started (then nobody is promoted).
+                            # event has started or the seat was above a lowered
+                            # capacity (then nobody is promoted).
                             "ConditionExpression": (
-                                "registeredCount > :zero AND (waitlistCount = :zero OR startsAt <= :at)"
+                                "registeredCount > :zero AND (waitlistCount = :zero OR startsAt <= :at "
+                                "OR registeredCount > #capacity)"
                             ),
+                            "ExpressionAttributeNames": {"#capacity": "capacity"},
                             "ExpressionAttributeValues": {":one": 1, ":zero": 0, ":at": at},
                         }
                     }
@@ -365,18 +369,18 @@ def _change(change: domain_events.DomainEvent) -> TxItem:
 
 def _one_waiter_fewer(event_id: str, *, promoted_at: str | None = None) -> TxItem:
     """The event's waitlist count, one lower (somebody left it or, `promoted_at` a time,
-    took a seat: only while the event has not started then)."""
+    took a freed seat: only while the event has not started then, and the seat freed is
+    within capacity)."""
     condition = "waitlistCount > :zero"
     values: dict[str, Any] = {":one": 1, ":zero": 0}
+    update: dict[str, Any] = {
+        "Key": keys.event_key(event_id),
+        "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
+    }
     if promoted_at is not None:
-        condition, values = f"{condition} AND {NOT_STARTED_AT}", {**values, ":at": promoted_at}
+        condition = f"{condition} AND registeredCount <= #capacity AND {NOT_STARTED_AT}"
+        values[":at"] = promoted_at
+        update["ExpressionAttributeNames"] = {"#capacity": "capacity"}
     return TxItem(
-        {
-            "Update": {
-                "Key": keys.event_key(event_id),
-                "UpdateExpression": "SET waitlistCount = waitlistCount - :one",
-                "ConditionExpression": condition,
-                "ExpressionAttributeValues": values,
-            }
-        }
+        {"Update": {**update, "ConditionExpression": condition, "ExpressionAttributeValues": values}}
     )
