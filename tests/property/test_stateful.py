@@ -1,4 +1,5 @@
-"""Random sequences of create/register/unregister through the workflows, against a plain model.
+"""Random sequences of create/register/unregister through the workflows and organizers'
+changes of capacity and waitlist (the API's `PATCH /events/{id}` logic), against a plain model.
 
 After every step: requirement 6 (counts equal the registered users and never exceed
 capacity; the waitlist is in arrival order), each user's registrations as listed, and the
@@ -16,8 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from infrastructure.local.engine import LocalEngine
+from registration import event_changes
 from registration.data import RegistrationStore
-from registration.models import NewEvent, NewUser
+from registration.errors import WaitlistNotEmpty
+from registration.models import EventPatch, NewEvent, NewUser
 from tests.fixtures.workflows import Outcome, Workflows
 
 # What a domain event says, as compared: (type, eventId, userId, requestId, data...).
@@ -119,7 +122,8 @@ class RegistrationMachine(RuleBasedStateMachine):
         outcome = self.workflows.unregister(event, user)
         if user in m.registered:
             m.registered.discard(user)
-            promoted = m.waitlist.pop(0) if m.waitlist else None
+            # A seat above a lowered capacity is not a free seat.
+            promoted = m.waitlist.pop(0) if m.waitlist and len(m.registered) < m.capacity else None
             left: Change = {"type": "registration.unregistered", "eventId": event, "userId": user}
             if promoted:
                 m.registered.add(promoted)
@@ -150,6 +154,44 @@ class RegistrationMachine(RuleBasedStateMachine):
         else:
             assert outcome.error == "NotRegistered", outcome
 
+    @rule(event=events, capacity=st.integers(0, 4), has_waitlist=st.none() | st.booleans())
+    def change_event(self, event: str, capacity: int, has_waitlist: bool | None) -> None:
+        m = self.model[event]
+        sent = (
+            {"capacity": capacity}
+            if has_waitlist is None
+            else {"capacity": capacity, "hasWaitlist": has_waitlist}
+        )
+        request_id = f"change-{uuid.uuid4().hex}"
+        if has_waitlist is False and m.waitlist:
+            try:
+                event_changes.change_event(self.store, event, EventPatch(**sent), None, request_id)
+            except WaitlistNotEmpty:
+                return
+            raise AssertionError("turned a waitlist off while people wait")
+        outcome = event_changes.change_event(self.store, event, EventPatch(**sent), None, request_id)
+        m.capacity = capacity
+        m.has_waitlist = m.has_waitlist if has_waitlist is None else has_waitlist
+        free = max(0, capacity - len(m.registered))
+        promoted, m.waitlist = m.waitlist[:free], m.waitlist[free:]
+        m.registered.update(promoted)
+        assert outcome.promoted == promoted
+        assert (outcome.event.capacity, outcome.event.hasWaitlist) == (m.capacity, m.has_waitlist)
+        if promoted:
+            self.changes.append(
+                [
+                    {
+                        "type": "registration.promoted",
+                        "eventId": event,
+                        "userId": user,
+                        "fromPosition": 1,
+                        "reason": "capacity",
+                        "requestId": request_id,
+                    }
+                    for user in promoted
+                ]
+            )
+
     @rule(event=events)
     def register_unknown_user(self, event: str) -> None:
         assert self.workflows.register(event, f"ghost-{uuid.uuid4().hex[:8]}").error == "UserNotFound"
@@ -160,12 +202,13 @@ class RegistrationMachine(RuleBasedStateMachine):
             event = self.store.get_event(event_id)
             registered = {r.userId for r in self.store.list_registrations(event_id, limit=100).items}
             waitlist = [w.userId for w in self.store.list_waitlist(event_id, limit=100).items]
-            assert event.registeredCount == len(registered) <= event.capacity
+            # Above capacity only by the seats a lowered capacity kept.
+            assert event.registeredCount == len(registered) <= event.capacity + event.keptOverCapacity
             assert registered == m.registered
             assert waitlist == m.waitlist
             assert event.waitlistCount == len(waitlist)
             # Fairness: nobody waits while a seat is free.
-            assert not waitlist or event.registeredCount == event.capacity
+            assert not waitlist or event.registeredCount >= event.capacity
 
     def teardown(self) -> None:
         """The whole example's event log against its changes, once (a drain per step
