@@ -77,6 +77,7 @@ SCENARIOS = {
     "registerWithoutWaitlist": "500 registrations, one 50-seat event without a waitlist",
     "unregisterWithPromotion": "the 50 registered users unregister at once (450 waiting)",
     "mixedWorkload": "random register / unregister / leave waitlist, 4 events, 30 users",
+    "capacityRaisedDuringStampede": "capacity 10 -> 40 while 105 more registrations arrive (15 before)",
 }
 
 

@@ -392,3 +392,55 @@ def test_a_random_mixed_workload_keeps_every_invariant(
         promotions=sum(1 for r in run.results if r.answer.status == 200 and r.answer.body.get("promoted")),
         invariantsChecked=len(events),
     )
+
+
+# --- an organizer adds seats during a stampede -----------------------------------------
+
+RACE_SEATS, RACE_RAISED, RACE_CROWD = 10, 40, 120
+
+
+def test_seats_added_during_a_stampede_go_to_the_heads_and_keep_every_invariant(
+    client: Client, local_store: RegistrationStore, local_engine: LocalEngine, figures: dict[str, Any]
+) -> None:
+    """The capacity rises from 10 to 40 while 120 registrations arrive, 32 in flight: the
+    change is re-decided on every registration that got there first, its promotions are
+    the heads of their time, and the table ends as one queue would have it."""
+    event_id = client.event(capacity=RACE_SEATS, has_waitlist=True, prefix="raise")
+    users = _users(local_store, RACE_CROWD, "raise")
+    early = users[: RACE_SEATS + 5]  # so that some wait whenever the change lands
+    for user_id in early:
+        assert client.register(event_id, user_id).status == 201
+    calls: list[tuple[str, Callable[[], Answer]]] = [
+        (u, lambda u=u: client.register(event_id, u))  # type: ignore[misc]
+        for u in users[len(early) :]
+    ]
+    calls.insert(
+        RACE_CROWD // 3,
+        ("patch", lambda: client.request("PATCH", f"/events/{event_id}", {"capacity": RACE_RAISED})),
+    )
+
+    run = _run(calls, sample=_event_reader(client, event_id))
+
+    _no_server_errors(run)
+    (change,) = [r.answer for r in run.results if r.label == "patch"]
+    assert change.status == 200, change.raw
+    registrations = [r.answer for r in run.results if r.label != "patch"]
+    assert [a.status for a in registrations] == [201] * (RACE_CROWD - len(early))
+    assert not [r for r in run.reads if r["registeredCount"] > r["capacity"]]
+    seated_at_once = sum(1 for a in registrations if a.body["status"] == "registered")
+    assert len(change.body["promoted"]) >= 5
+    assert RACE_SEATS + seated_at_once + len(change.body["promoted"]) == RACE_RAISED
+
+    partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, event_id)
+    assert invariant_violations(partition) == []
+    assert (len(partition.seats), len(partition.slots)) == (RACE_RAISED, RACE_CROWD - RACE_RAISED)
+    # FIFO: everyone the change seated had joined before everyone still waiting.
+    promoted_from = [int(s["promotedFromSeq"]) for s in partition.seats.values() if "promotedFromSeq" in s]
+    assert len(promoted_from) == len(change.body["promoted"])
+    assert max(promoted_from, default=0) < min(int(s["seq"]) for s in partition.slots)
+
+    figures["capacityRaisedDuringStampede"] = run.summary(
+        capacity=RACE_SEATS,
+        raisedTo=RACE_RAISED,
+        promotedByTheChange=len(change.body["promoted"]),
+    )
