@@ -68,6 +68,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/users"),
     ("GET", "/users"),
     ("GET", "/users/{userId}"),
+    ("PATCH", "/users/{userId}"),
     ("GET", "/users/{userId}/registrations"),
     ("POST", "/events"),
     ("GET", "/events"),

@@ -63,15 +63,16 @@ ACCESS_LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 # The API function reads and writes users and events and lists everything. Its one
 # change to seats and the waitlist is `PATCH /events/{id}` seating waitlist heads in
 # seats the change adds: UpdateItem and DeleteItem confined to the events' partitions
-# (`EVENT#*`, EVENT_CHANGE_ACTIONS). For
+# (`EVENT#*`, EVENT_CHANGE_ACTIONS). `PATCH /users/{id}` updates a user (`USER#*`). For
 # `Idempotency-Key` on its own POST routes it also claims (PutItem), completes
 # (UpdateItem) and releases (DeleteItem) idempotency records: the update and delete are
-# confined to those records by IAM's `dynamodb:LeadingKeys`, so it can never update or
-# delete a user.
+# confined to those records by IAM's `dynamodb:LeadingKeys`, so it can never delete a
+# user.
 API_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchGetItem")
 API_IDEMPOTENCY_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 API_INDEX_ACTIONS = ("dynamodb:Query",)
 EVENT_CHANGE_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
+USER_LEADING_KEYS = [f"{keys.USER_PREFIX}*"]
 # `DELETE /webhooks/{id}` removes a subscription: the one delete the API makes outside
 # the idempotency records, confined to the subscriptions' keys.
 WEBHOOK_LEADING_KEYS = [f"{keys.WEBHOOK_PREFIX}*"]
@@ -239,6 +240,11 @@ class RegistrationApi(Construct):
                     actions=list(EVENT_CHANGE_ACTIONS),
                     resources=[table.table_arn],
                     conditions=task_functions.leading_keys_condition(task_functions.EVENT_LEADING_KEYS),
+                ),
+                iam.PolicyStatement(
+                    actions=["dynamodb:UpdateItem"],
+                    resources=[table.table_arn],
+                    conditions=task_functions.leading_keys_condition(USER_LEADING_KEYS),
                 ),
                 iam.PolicyStatement(
                     actions=list(API_INDEX_ACTIONS), resources=[f"{table.table_arn}/index/{GSI1_NAME}"]

@@ -55,6 +55,7 @@ from registration.models import (
     StoredResponse,
     User,
     UserId,
+    UserPatch,
     UserRegistration,
     WaitlistEntry,
     Webhook,
@@ -233,6 +234,22 @@ def list_users(limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None) -> Page
 def get_user(userId: UserIdPath) -> User:
     access.require_self_or_admin(_caller(), userId, f"read user {userId}")
     return get_store().get_user(userId)
+
+
+@app.patch(
+    "/users/<userId>",
+    summary="Change a user",
+    description="A JSON merge patch of `name` and `email` (a null removes the email); for the user and admins.",
+    operation_id="changeUser",
+    tags=["users"],
+    responses=_responses(200, "The user as changed", "UserNotFound"),
+)
+def change_user(userId: UserIdPath, patch: UserPatch) -> User:
+    _require_object_body()
+    access.require_self_or_admin(_caller(), userId, f"change user {userId}")
+    changed = get_store().change_user(userId, patch.changes())
+    logger.info("user changed", extra={"userId": userId, "fields": sorted(patch.changes())})
+    return changed
 
 
 @app.get(

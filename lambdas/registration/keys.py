@@ -29,8 +29,11 @@ SEQ_WIDTH = 12
 Key = dict[str, str]
 
 
+USER_PREFIX = "USER#"
+
+
 def user_pk(user_id: str) -> str:
-    return f"USER#{user_id}"
+    return f"{USER_PREFIX}{user_id}"
 
 
 EVENT_PREFIX = "EVENT#"

@@ -120,10 +120,45 @@ class NewUser(_Input):
     name: DisplayText
 
 
+MAX_EMAIL = 254
+Email = Annotated[
+    str,
+    StringConstraints(
+        strict=True,
+        max_length=MAX_EMAIL,
+        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+$",
+    ),
+    Field(
+        description=f"An email address (local@domain), at most {MAX_EMAIL} characters",
+        examples=["ada@example.org"],
+    ),
+]
+
+
 class User(Record):
     userId: str
     name: str
     createdAt: Timestamp
+    email: str | None = Field(
+        default=None, description="Kept for later use; shown to the user and admins only"
+    )
+
+
+class UserPatch(_Input):
+    """A JSON merge patch of a user: `name` replaced, `email` set or (null) removed."""
+
+    name: DisplayText | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _name_stays(self) -> UserPatch:
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be removed (null)")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, with their values (None: remove)."""
+        return {f: getattr(self, f) for f in ("name", "email") if f in self.model_fields_set}
 
 
 # --- events ----------------------------------------------------------------------------

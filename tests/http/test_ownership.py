@@ -101,6 +101,12 @@ MATRIX: list[tuple[str, Request, dict[str, int], str | None]] = [
         None,
     ),
     (
+        "PATCH /users/{userId}",
+        lambda c, k: k.request("PATCH", f"/users/{c.target}", {"email": "someone@example.org"}),
+        EXPECTED["PATCH /users/{userId}"],
+        None,
+    ),
+    (
         "GET /users/{userId}/registrations",
         lambda c, k: k.get(f"/users/{c.target}/registrations"),
         EXPECTED["GET /users/{userId}/registrations"],

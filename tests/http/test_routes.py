@@ -108,7 +108,7 @@ def test_users_are_listed_page_by_page(client: Client) -> None:
 
     ids = [u["userId"] for u in listed]
     assert len(ids) == len(set(ids)), "a user appeared on two pages"
-    assert all(set(u) == {"userId", "name", "createdAt"} for u in listed)
+    assert all(set(u) == {"userId", "name", "createdAt", "email"} for u in listed)
 
 
 @pytest.mark.parametrize(

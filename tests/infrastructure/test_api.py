@@ -16,7 +16,7 @@ from infrastructure.workflow_responses import workflow_headers
 from registration import outcomes
 from tests.fixtures.mapping_templates import REQUEST_ID, evaluate, evaluate_response
 from tests.infrastructure.conftest import Synthesized
-from tests.infrastructure.test_security import EVENTS_ONLY, WEBHOOKS_ONLY
+from tests.infrastructure.test_security import EVENTS_ONLY, USERS_ONLY, WEBHOOKS_ONLY
 from tests.infrastructure.test_template import (
     IDEMPOTENCY_ONLY,
     POWERTOOLS_LAYER,
@@ -672,19 +672,23 @@ def test_api_function_role_is_least_privilege(synthesized: Synthesized, api_func
         listed = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for resource in (join_to_text(r) for r in listed):
             if "Condition" in statement:
-                assert statement["Condition"] in (IDEMPOTENCY_ONLY, WEBHOOKS_ONLY, EVENTS_ONLY), statement
+                assert statement["Condition"] in (IDEMPOTENCY_ONLY, WEBHOOKS_ONLY, EVENTS_ONLY, USERS_ONLY), (
+                    statement
+                )
                 keys_ = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
                 confined.append((resource, tuple(keys_), set(actions)))
                 continue
             grants.setdefault(resource, set()).update(actions)
     # Updates and deletes only on idempotency records (`IDEMPOTENCY#...` partition keys),
-    # in events' partitions (`EVENT#...`: `PATCH /events/{id}` and the seats it adds), and
-    # deletes of webhook subscriptions (`WEBHOOK#...`): never on a user.
+    # in events' partitions (`EVENT#...`: `PATCH /events/{id}` and the seats it adds),
+    # updates of users (`PATCH /users/{id}`) and deletes of webhook subscriptions
+    # (`WEBHOOK#...`): never a user deleted.
     assert sorted(confined, key=str) == sorted(
         [
             (f"${{{table}.Arn}}", ("IDEMPOTENCY#*",), {"dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
             (f"${{{table}.Arn}}", ("WEBHOOK#*",), {"dynamodb:DeleteItem"}),
             (f"${{{table}.Arn}}", ("EVENT#*",), {"dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
+            (f"${{{table}.Arn}}", ("USER#*",), {"dynamodb:UpdateItem"}),
         ],
         key=str,
     )

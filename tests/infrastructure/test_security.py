@@ -231,6 +231,7 @@ STREAM_READ_ACTIONS = {
 KEYED_ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 IDEMPOTENCY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDEMPOTENCY#*"]}}
 EVENTS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["EVENT#*"]}}
+USERS_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["USER#*"]}}
 # Subscription items: the delivery function reads them, the API function removes them;
 # the fan-out lists them (a Query on GSI1's WEBHOOKS partition: a Query always names its
 # partition key's value).
@@ -266,12 +267,18 @@ def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthe
                 actions == {"dynamodb:UpdateItem", "dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id
             )
             assert reads or changes, (logical_id, statement)
+        elif statement["Condition"] == USERS_ONLY:
+            # `PATCH /users/{id}`: the API function updates a user, never deletes one.
+            assert actions == {"dynamodb:UpdateItem"} and "HttpApiApiRole" in logical_id, (
+                logical_id,
+                statement,
+            )
         else:
             assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
     # ClaimRequest's (twice) and RecordOutcome's roles, the API function's updates and
-    # deletes of idempotency records, of subscriptions and in events' partitions, and the
-    # two webhook functions'.
-    assert len(confined) == 8, confined
+    # deletes of idempotency records, of subscriptions and in events' partitions, its
+    # updates of users, and the two webhook functions'.
+    assert len(confined) == 9, confined
 
 
 # Table encryption and point-in-time recovery (test_template.py), stage throttling and

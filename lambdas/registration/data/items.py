@@ -51,7 +51,7 @@ def user_item(user: User) -> Item:
         "entity": "USER",
         "GSI1PK": keys.USERS,
         "GSI1SK": keys.user_pk(user.userId),
-        **user.model_dump(),
+        **user.model_dump(exclude_none=True),
     }
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from registration import keys
-from registration.data.dynamo import error_code, now_iso, serialize
+from registration.data.dynamo import deserialize, error_code, now_iso, serialize
 from registration.data.items import user_item
 from registration.data.pages import LISTING_USERS, Listings
 from registration.data.transactions import Transactions
@@ -42,6 +43,38 @@ class Users(Transactions, Listings):
         if item is None:
             raise UserNotFound(f"User {user_id} does not exist")
         return User.model_validate(item)
+
+    def change_user(self, user_id: str, changes: dict[str, Any]) -> User:
+        """Sets the fields given (None removes one) on an existing user; the user as changed."""
+        names = {f"#f{n}": field for n, field in enumerate(sorted(changes))}
+        sets = [f"{alias} = :{alias[1:]}" for alias, field in names.items() if changes[field] is not None]
+        removes = [alias for alias, field in names.items() if changes[field] is None]
+        values = {
+            f":{alias[1:]}": changes[field] for alias, field in names.items() if changes[field] is not None
+        }
+        update = " ".join(
+            part
+            for part in (sets and "SET " + ", ".join(sets), removes and "REMOVE " + ", ".join(removes))
+            if part
+        )
+        if not update:
+            return self.get_user(user_id)
+        try:
+            response = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=serialize(keys.user_key(user_id)),
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames=names,
+                **({"ExpressionAttributeValues": serialize(values)} if values else {}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise UserNotFound(f"User {user_id} does not exist") from None
+            raise
+        return User.model_validate(deserialize(response["Attributes"]))
 
     def list_users(self, limit: int = 25, next_token: str | None = None) -> Page[User]:
         items, token = self._query_gsi(LISTING_USERS, keys.USERS, limit, next_token)
