@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -29,7 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import access, bounded_json, event_changes, health, idempotency, outcomes, webhooks
+from registration import access, bounded_json, event_changes, exports, health, idempotency, outcomes, webhooks
 from registration.api_responses import IDEMPOTENCY_ERRORS, error_responses
 from registration.data import RegistrationStore, get_store
 from registration.data.pages import MAX_PAGE
@@ -112,6 +112,15 @@ def _responses(status: int, description: str, *codes: str) -> dict[int, OpenAPIR
         status: {"description": description},
         **{code: {"description": r["description"], "content": body} for code, r in errors.items()},
     }
+
+
+def _with_csv(responses: dict[int, OpenAPIResponse], page: Any) -> dict[int, OpenAPIResponse]:
+    """A listing's 200 also in CSV (`Accept: text/csv`)."""
+    responses[200]["content"] = {
+        content_types.APPLICATION_JSON: {"model": page},
+        exports.CSV: {"schema": {"type": "string", "description": "A header line, then one line a row"}},
+    }
+    return responses
 
 
 def _keyed_answer(status: int) -> Callable[[Any], Completion | None] | None:
@@ -368,12 +377,21 @@ def _with_etag(body: EventT, event: EventState) -> Response[EventT]:
     summary="Users registered for an event",
     operation_id="listRegistrations",
     tags=["registrations"],
-    responses=_responses(200, "A page of the event's seats", "EventNotFound"),
+    description="With `Accept: text/csv`, every seat in one CSV answer (an export).",
+    responses=_with_csv(
+        _responses(
+            200, "A page of the event's seats (or all of them as CSV)", "EventNotFound", "ExportTooLarge"
+        ),
+        Page[Registration],
+    ),
 )
 def list_registrations(
     eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
 ) -> Page[Registration]:
     store = _managed_event(eventId, "list the seats of event")
+    if _wants_csv():
+        rows = exports.every_page(lambda token: store.list_registrations(eventId, exports.EXPORT_PAGE, token))
+        _export(eventId, "registrations", rows, list(Registration.model_fields))
     return store.list_registrations(eventId, limit, nextToken)
 
 
@@ -382,13 +400,57 @@ def list_registrations(
     summary="An event's waitlist, first come first served",
     operation_id="listWaitlist",
     tags=["registrations"],
-    responses=_responses(200, "A page of the waitlist in FIFO order; positions are 1-based", "EventNotFound"),
+    description="With `Accept: text/csv`, the whole waitlist in one CSV answer (an export).",
+    responses=_with_csv(
+        _responses(
+            200,
+            "A page of the waitlist in FIFO order; positions are 1-based (or all of it as CSV)",
+            "EventNotFound",
+            "ExportTooLarge",
+        ),
+        Page[WaitlistEntry],
+    ),
 )
 def list_waitlist(
     eventId: EventIdPath, limit: Limit = DEFAULT_PAGE, nextToken: NextToken = None
 ) -> Page[WaitlistEntry]:
     store = _managed_event(eventId, "list the waitlist of event")
+    if _wants_csv():
+        rows = exports.every_page(lambda token: store.list_waitlist(eventId, exports.EXPORT_PAGE, token))
+        _export(eventId, "waitlist", rows, list(WaitlistEntry.model_fields))
     return store.list_waitlist(eventId, limit, nextToken)
+
+
+class _Exported(Exception):
+    """A CSV answer of a listing route, whose return annotation (and so its response
+    validation) is the JSON page: raised past the validation, answered as it is."""
+
+    def __init__(self, response: Response[str]) -> None:
+        super().__init__("exported")
+        self.response = response
+
+
+@app.exception_handler(_Exported)  # type: ignore[untyped-decorator]
+def answer_export(exported: _Exported) -> Response[str]:
+    return exported.response
+
+
+def _wants_csv() -> bool:
+    return exports.wants_csv(app.current_event.headers.get("accept"))
+
+
+def _export(event_id: str, listing: str, rows: Iterator[Any], columns: list[str]) -> NoReturn:
+    body = exports.to_csv(rows, columns, f"the {listing} of event {event_id}")
+    logger.info("exported", extra={"eventId": event_id, "listing": listing, "bytes": len(body)})
+    disposition = f'attachment; filename="{event_id}-{listing}.csv"'
+    raise _Exported(
+        Response(
+            status_code=200,
+            content_type=f"{exports.CSV}; charset=utf-8",
+            body=body,
+            headers={"Content-Disposition": disposition},
+        )
+    )
 
 
 @app.get(

@@ -128,6 +128,12 @@ class PreconditionFailed(DomainError):
     http_status = 412
 
 
+class ExportTooLarge(DomainError):
+    """A CSV export larger than one API answer may carry."""
+
+    http_status = 413
+
+
 class ContentionLimitExceeded(DomainError):
     """The decision was re-taken too many times in a row; the caller may retry later."""
 

@@ -4,6 +4,8 @@ start, registration windows, and where one person stands.
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -355,3 +357,37 @@ def test_each_added_seat_is_a_promotion_for_capacity_on_the_bus(server: Any, cli
         ("registration.promoted", user_id, "capacity") for user_id in queued[:2]
     )
     assert {e["detail"]["fromPosition"] for e in seen} == {1}
+
+
+# --- exports -------------------------------------------------------------------------------
+
+
+def test_an_organizer_exports_every_seat_and_the_whole_waitlist_as_csv(client: Client) -> None:
+    organizer = client.as_caller(client.user("olga"), ORGANIZERS)
+    event_id = _event(organizer, capacity=3)["eventId"]
+    users = [client.user() for _ in range(7)]
+    for user_id in users:
+        assert client.register(event_id, user_id).status == 201
+
+    seats = organizer.request("GET", f"/events/{event_id}/registrations", headers={"Accept": "text/csv"})
+    queue = organizer.request(
+        "GET",
+        f"/events/{event_id}/waitlist?limit=1",
+        headers={"Accept": "text/csv;q=0.9, application/json;q=0.5"},
+    )
+
+    assert seats.status == 200, seats.raw
+    assert seats.header("Content-Type") == "text/csv; charset=utf-8"
+    assert f'filename="{event_id}-registrations.csv"' in (seats.header("Content-Disposition") or "")
+    rows = list(csv.reader(io.StringIO(seats.raw.decode())))
+    assert rows[0] == ["eventId", "userId", "registeredAt"]
+    assert sorted(r[1] for r in rows[1:]) == sorted(users[:3])
+    waiting = list(csv.DictReader(io.StringIO(queue.raw.decode())))
+    assert [(w["userId"], w["position"]) for w in waiting] == [
+        (u, str(n)) for n, u in enumerate(users[3:], 1)
+    ]
+    # JSON stays the default, and the export follows the listing's rules.
+    assert organizer.get(f"/events/{event_id}/waitlist").body["items"][0]["userId"] == users[3]
+    client.as_caller(users[0]).request(
+        "GET", f"/events/{event_id}/registrations", headers={"Accept": "text/csv"}
+    ).error(403, "Forbidden")
