@@ -17,12 +17,13 @@ from infrastructure import names
 from infrastructure.bench.bulk_load import load_event, load_users, serialize
 from infrastructure.bench.local_stack import BenchError, dynamodb_client
 from infrastructure.bench.meter import CallRecord, Meter, calls_by_operation, total
-from infrastructure.bench.results import Measure, Results, Settings, figures
+from infrastructure.bench.results import PROMOTED_BY_A_RAISE, Measure, Results, Settings, figures
 from infrastructure.local.engine import LocalEngine
-from registration import keys
+from registration import event_changes, keys
 from registration.data import RegistrationStore, get_store
 from registration.data.dynamo import now_iso
 from registration.data.items import seat_item
+from registration.models import EventPatch
 
 # One measured run: the calls it made; Lambda invocations, state transitions, execution ms, Lambda ms.
 Run = tuple[list[CallRecord], tuple[int, int, float, float]]
@@ -153,6 +154,20 @@ class CostBench:
             self.meter.client.transact_write_items(TransactItems=actions)
         return records, (0, 0, (time.perf_counter() - began) * 1000, 0.0)
 
+    def _raise_capacity(self, event_id: str) -> Run:
+        """`PATCH /events/{id}` adding PROMOTED_BY_A_RAISE seats, as the API function runs it
+        (one invocation, no workflow), through the handlers' metered store."""
+        store = get_store()
+        event = store.get_event(event_id)
+        patch = EventPatch(capacity=event.capacity + PROMOTED_BY_A_RAISE)
+        began = time.perf_counter()
+        with self.meter.counting() as records:
+            outcome = event_changes.change_event(store, event_id, patch, None, uuid.uuid4().hex)
+        took = (time.perf_counter() - began) * 1000
+        if len(outcome.promoted) != PROMOTED_BY_A_RAISE:
+            raise BenchError(f"raising {event_id}'s capacity promoted {outcome.promoted}")
+        return records, (1, 0, took, took)
+
     def _floor_run(self, event_id: str, user_id: str) -> Callable[[], Run]:
         return lambda: self._floor(event_id, user_id)
 
@@ -247,6 +262,21 @@ class CostBench:
                     run(unregister, full, u, {"status": "unregistered", "promoted": queued.waitlisted[n]})
                     for n, u in enumerate(queued.seated[:repeats])
                 ],
+            )
+        )
+        # A full event of `size` registrants with enough people waiting for every raise.
+        raised = f"bench-raise-{size:07d}"
+        load_event(
+            self.loader,
+            raised,
+            capacity=size,
+            seated=size,
+            waitlisted=PROMOTED_BY_A_RAISE * repeats,
+            has_waitlist=True,
+        )
+        out.append(
+            self._measure(
+                "raise_capacity", size, raised, [lambda: self._raise_capacity(raised) for _ in range(repeats)]
             )
         )
         return out

@@ -13,6 +13,8 @@ from infrastructure.bench.load import LoadResult
 
 COMMAND = "make bench"
 
+# A measured capacity change adds this many seats to a full event with a longer waitlist.
+PROMOTED_BY_A_RAISE = 10
 # The operations, in report order: key -> label.
 OPERATIONS: dict[str, str] = {
     "register_seat": "register into a seat",
@@ -23,8 +25,11 @@ OPERATIONS: dict[str, str] = {
     "unregister_promote": "unregister, head of waitlist promoted",
     "unregister_release": "unregister, no waitlist",
     "leave_waitlist": "leave the waitlist",
+    "raise_capacity": f"capacity +{PROMOTED_BY_A_RAISE} (PATCH), {PROMOTED_BY_A_RAISE} heads promoted",
 }
-WORKFLOW_OPERATIONS = [k for k in OPERATIONS if k != "register_floor"]
+# Run by the API function, not a workflow.
+NOT_WORKFLOWS = ("register_floor", "raise_capacity")
+WORKFLOW_OPERATIONS = [k for k in OPERATIONS if k not in NOT_WORKFLOWS]
 MAX_REGISTER_ROUND_TRIPS = 3
 MAX_REGISTER_INVOCATIONS = 4
 
