@@ -73,9 +73,16 @@ API_IDEMPOTENCY_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 API_INDEX_ACTIONS = ("dynamodb:Query",)
 EVENT_CHANGE_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 USER_LEADING_KEYS = [f"{keys.USER_PREFIX}*"]
-# `DELETE /webhooks/{id}` removes a subscription: the one delete the API makes outside
-# the idempotency records, confined to the subscriptions' keys.
+# `DELETE /webhooks/{id}` removes a subscription, confined to the subscriptions' keys.
 WEBHOOK_LEADING_KEYS = [f"{keys.WEBHOOK_PREFIX}*"]
+# The API function's updates and deletes, each confined by `dynamodb:LeadingKeys` to the
+# partitions it may change: (actions, leading keys).
+API_CONFINED_WRITES: tuple[tuple[tuple[str, ...], list[str]], ...] = (
+    (API_IDEMPOTENCY_ACTIONS, task_functions.IDEMPOTENCY_LEADING_KEYS),
+    (("dynamodb:DeleteItem",), WEBHOOK_LEADING_KEYS),
+    (EVENT_CHANGE_ACTIONS, task_functions.EVENT_LEADING_KEYS),
+    (("dynamodb:UpdateItem",), USER_LEADING_KEYS),
+)
 
 # --- access log -------------------------------------------------------------------------
 
@@ -226,25 +233,13 @@ class RegistrationApi(Construct):
             layer=layer,
             statements=[
                 iam.PolicyStatement(actions=list(API_TABLE_ACTIONS), resources=[table.table_arn]),
-                iam.PolicyStatement(
-                    actions=list(API_IDEMPOTENCY_ACTIONS),
-                    resources=[table.table_arn],
-                    conditions=task_functions.leading_keys_condition(task_functions.IDEMPOTENCY_LEADING_KEYS),
-                ),
-                iam.PolicyStatement(
-                    actions=["dynamodb:DeleteItem"],
-                    resources=[table.table_arn],
-                    conditions=task_functions.leading_keys_condition(WEBHOOK_LEADING_KEYS),
-                ),
-                iam.PolicyStatement(
-                    actions=list(EVENT_CHANGE_ACTIONS),
-                    resources=[table.table_arn],
-                    conditions=task_functions.leading_keys_condition(task_functions.EVENT_LEADING_KEYS),
-                ),
-                iam.PolicyStatement(
-                    actions=["dynamodb:UpdateItem"],
-                    resources=[table.table_arn],
-                    conditions=task_functions.leading_keys_condition(USER_LEADING_KEYS),
+                *(
+                    iam.PolicyStatement(
+                        actions=list(actions),
+                        resources=[table.table_arn],
+                        conditions=task_functions.leading_keys_condition(leading_keys),
+                    )
+                    for actions, leading_keys in API_CONFINED_WRITES
                 ),
                 iam.PolicyStatement(
                     actions=list(API_INDEX_ACTIONS), resources=[f"{table.table_arn}/index/{GSI1_NAME}"]
