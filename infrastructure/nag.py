@@ -11,6 +11,7 @@ resource); any other wildcard stays a finding.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,13 @@ QUALIFIED_INVOKE_REASON = (
     "lambda:InvokeFunction on the function and its qualified ARNs (versions, aliases) of "
     "that same function only, as Step Functions' LambdaInvoke grants it."
 )
+MAP_CHILDREN_REASON = (
+    "A Distributed Map's child executions and map runs are named by Step Functions under "
+    "its state machine's own name: describing, stopping and redriving them needs that "
+    "prefix, which names this one state machine's executions only (CDK's DistributedMapPolicy)."
+)
+MAP_CHILD_ACTIONS = frozenset({"states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"})
+MAP_POLICY_ID = "DistributedMapPolicy"
 STANDARD_LOGS_REASON = (
     "A Standard workflow: Step Functions keeps every execution's full history (90 days, "
     "console, redrive); its tasks log structured lines with the run id."
@@ -142,6 +150,29 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _owner_id(policy: iam.CfnPolicy) -> str:
+    """The id of the construct a policy resource belongs to (`iam.Policy`'s `Resource`)."""
+    owner = policy.node.scope
+    return owner.node.id if owner is not None else ""
+
+
+def _as_nag_text(resource: Any) -> str:
+    """A resource as cdk-nag names it in a finding: a `Fn::Join`'s parts joined, pseudo
+    parameters as `<AWS::Region>`, other tokens as their compact JSON."""
+    if not isinstance(resource, dict) or "Fn::Join" not in resource:
+        return str(resource)
+    separator, parts = resource["Fn::Join"]
+    texts = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and str(part.get("Ref", "")).startswith("AWS::"):
+            texts.append(f"<{part['Ref']}>")
+        else:
+            texts.append(json.dumps(part, separators=(",", ":")))
+    return str(separator).join(texts)
+
+
 def _qualified_function(resource: Any) -> str | None:
     """`<LogicalId>` when `resource` is `{"Fn::Join": ["", [GetAtt(LogicalId.Arn), ":*"]]}`."""
     if not isinstance(resource, dict) or "Fn::Join" not in resource:
@@ -171,6 +202,8 @@ def _policy_findings(stack: Stack, policy: iam.CfnPolicy) -> list[tuple[str, str
             function = _qualified_function(resource)
             if function and actions == {"lambda:InvokeFunction"}:
                 found[f"AwsSolutions-IAM5[Resource::<{function}.Arn>:*]"] = QUALIFIED_INVOKE_REASON
+            if actions <= MAP_CHILD_ACTIONS and _owner_id(policy) == MAP_POLICY_ID:
+                found[f"AwsSolutions-IAM5[Resource::{_as_nag_text(resource)}]"] = MAP_CHILDREN_REASON
     if star_actions and star_actions <= WILDCARD_ONLY_ACTIONS:
         found["AwsSolutions-IAM5[Resource::*]"] = WILDCARD_REASON
     return sorted(found.items())

@@ -21,10 +21,12 @@ LOCAL_ACCOUNT = "123456789012"
 REGISTER_WORKFLOW = "register"
 UNREGISTER_WORKFLOW = "unregister"
 RECONCILE_WORKFLOW = "reconcile"
+CANCEL_WORKFLOW = "cancel"
 WORKFLOW_OUTPUTS = {
     REGISTER_WORKFLOW: "RegisterStateMachineArn",
     UNREGISTER_WORKFLOW: "UnregisterStateMachineArn",
     RECONCILE_WORKFLOW: "ReconcileStateMachineArn",
+    CANCEL_WORKFLOW: "CancelStateMachineArn",
 }
 TABLE_OUTPUT = "TableName"
 
@@ -74,6 +76,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/events"),
     ("GET", "/events/{eventId}"),
     ("PATCH", "/events/{eventId}"),
+    ("POST", "/events/{eventId}/cancel"),
     ("GET", "/events/{eventId}/registrations"),
     ("GET", "/events/{eventId}/registrations/{userId}"),
     ("GET", "/events/{eventId}/waitlist"),
@@ -109,6 +112,15 @@ USER_GROUPS = (ORGANIZERS_GROUP, ADMINS_GROUP)
 USER_POOL_ID_OUTPUT = "UserPoolId"
 USER_POOL_CLIENT_ID_OUTPUT = "UserPoolClientId"
 USER_POOL_ISSUER_OUTPUT = "UserPoolIssuerUrl"
+
+# Cancelling an event: the API function marks it cancelled and starts CANCEL_WORKFLOW, a
+# Standard workflow (`workflows.cancel`) whose functions are these (construct id -> handler).
+CANCEL_HANDLERS = {
+    "NextCancellationBatch": "handlers.next_cancellation_batch.handler",
+    "ReleaseRegistrations": "handlers.release_registrations.handler",
+}
+# Its executions are named `cancel-<eventId>`: one per event (Standard names are unique).
+CANCEL_EXECUTION_PREFIX = f"{CANCEL_WORKFLOW}-"
 
 # Reconciliation: a Standard workflow (RECONCILE_WORKFLOW) started by an EventBridge
 # Scheduler schedule. Its functions: construct id -> handler.

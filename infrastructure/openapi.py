@@ -78,6 +78,7 @@ REGISTER_ERRORS = (
     "AlreadyRegistered",
     "AlreadyWaitlisted",
     "EventFull",
+    "EventCancelled",
     "RegistrationNotOpen",
     "RegistrationClosed",
     "EventStarted",

@@ -29,6 +29,7 @@ ALREADY_WAITLISTED = errors.AlreadyWaitlisted.code
 EVENT_FULL = errors.EventFull.code
 REGISTRATION_NOT_OPEN = errors.RegistrationNotOpen.code
 REGISTRATION_CLOSED = errors.RegistrationClosed.code
+EVENT_CANCELLED = errors.EventCancelled.code
 EVENT_STARTED = errors.EventStarted.code
 NOT_REGISTERED = errors.NotRegistered.code
 CONTENTION_LIMIT_EXCEEDED = errors.ContentionLimitExceeded.code

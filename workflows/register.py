@@ -65,6 +65,7 @@ class RegisterWorkflow(Construct):
             fails,
             [
                 common.ALREADY_REGISTERED,
+                common.EVENT_CANCELLED,
                 common.REGISTRATION_NOT_OPEN,
                 common.REGISTRATION_CLOSED,
                 common.EVENT_STARTED,

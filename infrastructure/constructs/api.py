@@ -255,6 +255,13 @@ class RegistrationApi(Construct):
                 resources=[machine.state_machine_arn for machine in checked.values()],
             )
         )
+        # `POST /events/{id}/cancel` starts the cancel workflow itself.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:StartExecution"],
+                resources=[state_machines[names.CANCEL_WORKFLOW].state_machine_arn],
+            )
+        )
         for workflow, machine in checked.items():
             function.add_environment(names.ENV_WORKFLOW_ARNS[workflow], machine.state_machine_arn)
         return function

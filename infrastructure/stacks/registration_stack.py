@@ -19,6 +19,7 @@ from constructs import Construct
 
 from infrastructure import names
 from infrastructure.constructs.api import RegistrationApi
+from infrastructure.constructs.cancellation import Cancellation
 from infrastructure.constructs.domain_events import DomainEvents
 from infrastructure.constructs.identity import Identity
 from infrastructure.constructs.monitoring import Monitoring
@@ -43,11 +44,15 @@ class RegistrationStack(Stack):
         # The user pool (created, or the one given as context) whose ID tokens the API's
         # authorizer accepts: every route but the health check wants one.
         self.identity = Identity(self, names.IDENTITY_CONSTRUCT_ID)
+        # Cancelled events' seats, released by a Standard workflow the API starts.
+        self.cancellation = Cancellation(
+            self, "Cancellation", table=self.table, powertools_layer=self.task_functions.powertools_layer
+        )
         self.api = RegistrationApi(
             self,
             "HttpApi",
             table=self.table,
-            state_machines=self.state_machines,
+            state_machines={**self.state_machines, names.CANCEL_WORKFLOW: self.cancellation.state_machine},
             powertools_layer=self.task_functions.powertools_layer,
             user_pool=self.identity.user_pool,
         )
@@ -82,10 +87,14 @@ class RegistrationStack(Stack):
                     self.unregister_workflow.log_group,
                 ),
             },
-            standard_workflows={names.RECONCILE_WORKFLOW: self.reconcile_state_machine},
+            standard_workflows={
+                names.RECONCILE_WORKFLOW: self.reconcile_state_machine,
+                names.CANCEL_WORKFLOW: self.cancellation.state_machine,
+            },
             functions={
                 **self.task_functions.functions,
                 **self.reconciliation.functions,
+                **self.cancellation.functions,
                 names.API_FUNCTION_ID: self.api.function,
                 **self.webhooks.functions,
             },
@@ -93,12 +102,14 @@ class RegistrationStack(Stack):
             error_alarmed_functions=[
                 names.API_FUNCTION_ID,
                 *self.reconciliation.functions,
+                *self.cancellation.functions,
                 *self.webhooks.functions,
             ],
             table=self.table,
             rest_api=self.api.rest_api,
             existing_alarms=[
                 self.reconciliation.failures_alarm,
+                self.cancellation.failures_alarm,
                 self.reconciliation.repairs_alarm,
                 *self.domain_events.alarms,
                 *self.webhooks.alarms,
@@ -123,6 +134,12 @@ class RegistrationStack(Stack):
             names.WORKFLOW_OUTPUTS[names.RECONCILE_WORKFLOW],
             value=self.reconciliation.state_machine.state_machine_arn,
             description="ARN of the reconcile Standard state machine (scheduled; start it by hand too)",
+        )
+        CfnOutput(
+            self,
+            names.WORKFLOW_OUTPUTS[names.CANCEL_WORKFLOW],
+            value=self.cancellation.state_machine.state_machine_arn,
+            description="ARN of the cancel Standard state machine (POST /events/{id}/cancel starts it)",
         )
         CfnOutput(
             self,

@@ -29,12 +29,23 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import access, bounded_json, event_changes, exports, health, idempotency, outcomes, webhooks
+from registration import (
+    access,
+    bounded_json,
+    cancellation,
+    event_changes,
+    exports,
+    health,
+    idempotency,
+    outcomes,
+    webhooks,
+)
 from registration.api_responses import IDEMPOTENCY_ERRORS, error_responses
 from registration.data import RegistrationStore, get_store
 from registration.data.pages import MAX_PAGE
 from registration.errors import DomainError, TransientDatabaseError, ValidationError, invalid_input
 from registration.models import (
+    CancelledEvent,
     Completion,
     CreatedWebhook,
     ErrorBody,
@@ -160,6 +171,9 @@ def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
     route = (str(event.get("httpMethod", "")).upper(), str(event.get("resource", "")))
     if route == ("POST", "/events"):
         _may_create_event(caller)
+    elif route == ("POST", "/events/{eventId}/cancel"):
+        event_id = str((event.get("pathParameters") or {}).get("eventId") or "")
+        _may_manage(caller, event_id, "cancel event")
     elif route == ("POST", "/webhooks"):
         _may_subscribe(caller, _event_id_in(_body_text(event)))
     elif route == ("POST", "/users"):
@@ -348,6 +362,7 @@ def get_event(eventId: EventIdPath) -> Response[Event]:
         200,
         "The event as changed, with its new ETag, and who got the added seats",
         "EventNotFound",
+        "EventCancelled",
         "WaitlistNotEmpty",
         "PreconditionFailed",
         "ContentionLimitExceeded",
@@ -421,6 +436,37 @@ def list_waitlist(
     return store.list_waitlist(eventId, limit, nextToken)
 
 
+@app.post(
+    "/events/<eventId>/cancel",
+    status_code=202,
+    summary="Cancel an event",
+    description=(
+        "No registration is taken from now on; every seat and waitlist place is released by the "
+        "cancel workflow (a Standard execution named in the answer), each a "
+        "`registration.unregistered` with `reason: event_cancelled`. Cancelling again answers "
+        "the same run. For the event's organizer and admins."
+    ),
+    operation_id="cancelEvent",
+    tags=["events"],
+    responses=_responses(
+        202, "The event, cancelled, and the run releasing its seats", "EventNotFound", *IDEMPOTENCY_ERRORS
+    ),
+)
+def cancel_event(eventId: EventIdPath) -> CancelledEvent:
+    store = _managed_event(eventId, "cancel event")
+    event = cancellation.cancel(store, eventId)
+    execution = cancellation.start_release(eventId, _request_id())
+    logger.info("event cancelled", extra={"eventId": eventId, "execution": execution})
+    return CancelledEvent(
+        eventId=eventId,
+        status=event.status,
+        cancelledAt=event.cancelledAt or "",
+        registeredCount=event.registeredCount,
+        waitlistCount=event.waitlistCount,
+        execution=execution,
+    )
+
+
 class _Exported(Exception):
     """A CSV answer of a listing route, whose return annotation (and so its response
     validation) is the JSON page: raised past the validation, answered as it is."""
@@ -478,7 +524,10 @@ def get_registration(eventId: EventIdPath, userId: UserIdPath) -> RegistrationVi
 def _managed_event(event_id: str, action: str) -> RegistrationStore:
     """The store, once the caller is found to manage the event (its organizer or an
     admin); a caller who could manage no event is refused before the event is read."""
-    caller = _caller()
+    return _may_manage(_caller(), event_id, action)
+
+
+def _may_manage(caller: access.Caller, event_id: str, action: str) -> RegistrationStore:
     what = f"{action} {event_id}"
     store = get_store()
     if caller.is_admin:

@@ -42,6 +42,9 @@ BY_UNREGISTRATION: Final = "unregistration"
 BY_RECONCILIATION: Final = "reconciliation"
 BY_CAPACITY: Final = "capacity"
 PromotionReason = Literal["unregistration", "reconciliation", "capacity"]
+# Why a registration ended without its user leaving.
+EVENT_CANCELLED: Final = "event_cancelled"
+Reason = PromotionReason | Literal["event_cancelled"]
 
 EventType = Literal[
     "event.created",
@@ -67,9 +70,10 @@ class DomainEvent(BaseModel):
     requestId: str
     # registration.waitlisted: the place joined (1 = the head).
     position: Annotated[int, Field(ge=1)] | None = None
-    # registration.promoted: the place the user was promoted from, and why.
+    # registration.promoted: the place the user was promoted from, and why;
+    # registration.unregistered: why, when the user did not leave (the event was cancelled).
     fromPosition: Annotated[int, Field(ge=1)] | None = None
-    reason: PromotionReason | None = None
+    reason: Reason | None = None
 
     def attributes(self) -> dict[str, str]:
         """What the item carrying this event adds to its attributes."""

@@ -98,6 +98,12 @@ class EventFull(DomainError):
     http_status = 409
 
 
+class EventCancelled(DomainError):
+    """Registering for, or changing, an event its organizer cancelled."""
+
+    http_status = 409
+
+
 class RegistrationNotOpen(DomainError):
     """Registering before the event's `registrationOpensAt`."""
 

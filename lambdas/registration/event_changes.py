@@ -22,6 +22,7 @@ from registration.data.event_changes import PROMOTIONS_PER_TRANSACTION
 from registration.errors import (
     ContentionLimitExceeded,
     DecisionStale,
+    EventCancelled,
     PreconditionFailed,
     ValidationError,
     WaitlistNotEmpty,
@@ -105,6 +106,8 @@ def change_event(
 
 
 def _check(changed: EventState, current: EventState) -> None:
+    if schedule.is_cancelled(current):
+        raise EventCancelled(f"Event {current.eventId} was cancelled at {current.cancelledAt}")
     problems = schedule_problems(changed.model_dump(include=set(SCHEDULE_FIELDS)))
     if problems:
         detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
@@ -117,8 +120,8 @@ def _check(changed: EventState, current: EventState) -> None:
 
 
 def _free_seats(event: EventState, at: str) -> int:
-    """Seats a head could take now: none once the event has started."""
-    if schedule.has_started(event, at):
+    """Seats a head could take now: none once the event has started or is cancelled."""
+    if schedule.is_cancelled(event) or schedule.has_started(event, at):
         return 0
     return max(0, event.capacity - event.registeredCount)
 

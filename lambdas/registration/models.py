@@ -95,6 +95,7 @@ Instant = Annotated[
 ]
 
 RegistrationStatus = Literal["registered", "waitlisted"]
+EventStatus = Literal["scheduled", "cancelled"]
 
 
 def json_text(document: Any) -> str:
@@ -227,6 +228,8 @@ class Event(Record):
     )
     description: str | None = None
     location: str | None = None
+    status: EventStatus = Field(default="scheduled", description="cancelled once its organizer cancels it")
+    cancelledAt: Timestamp | None = None
     startsAt: Timestamp | None = None
     endsAt: Timestamp | None = None
     registrationOpensAt: Timestamp | None = None
@@ -276,6 +279,46 @@ class EventPatch(EventDetails):
     def changes(self) -> dict[str, Any]:
         """The fields sent, with their values (None: remove)."""
         return {f: getattr(self, f) for f in EDITABLE_EVENT_FIELDS if f in self.model_fields_set}
+
+
+class CancellationEntry(BaseModel):
+    """A seat or waitlist place a cancellation releases."""
+
+    userId: str
+    kind: Literal["seat", "waitlisted"]
+    seq: int | None = None
+
+
+class CancellationBatches(BaseModel):
+    """`NextCancellationBatch`'s answer: the next entries to release, in groups (one a
+    child execution of the Distributed Map); none left when empty."""
+
+    groups: list[list[CancellationEntry]]
+    entries: int
+
+
+class CancellationInput(_Input):
+    eventId: EventId
+    requestId: str = Field(min_length=1, max_length=200)
+
+
+class ReleaseGroup(BaseModel):
+    """One child of the Distributed Map: a group of entries of one event."""
+
+    eventId: str
+    requestId: str
+    entries: list[CancellationEntry]
+
+
+class CancelledEvent(BaseModel):
+    """`POST /events/{id}/cancel`: the event, cancelled, and the run releasing its seats."""
+
+    eventId: str
+    status: EventStatus
+    cancelledAt: Timestamp
+    registeredCount: int
+    waitlistCount: int
+    execution: str = Field(description="The cancel workflow's execution (`regctl executions show`)")
 
 
 class EventChange(Event):

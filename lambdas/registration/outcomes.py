@@ -38,6 +38,7 @@ WORKFLOW_ERROR_STATUS: dict[str, int] = {
         "AlreadyRegistered",
         "AlreadyWaitlisted",
         "EventFull",
+        "EventCancelled",
         "RegistrationNotOpen",
         "RegistrationClosed",
         "EventStarted",

@@ -264,6 +264,7 @@ def _promote(
         seen.registeredCount < event.capacity
         and seen.waitlistCount > 0
         and promoted < limit
+        and not schedule.is_cancelled(event)
         and not schedule.has_started(event, now_iso())
     ):
         head = store.waitlist_head(event.eventId)

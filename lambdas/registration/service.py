@@ -276,6 +276,7 @@ def check_registration(store: RegistrationStore, state: UnregisterState) -> Regi
     promotes = (
         event.waitlistCount > 0
         and event.registeredCount <= event.capacity
+        and not schedule.is_cancelled(event)
         and not schedule.has_started(event, decided_at)
     )
     head = store.waitlist_head(event.eventId) if promotes else None

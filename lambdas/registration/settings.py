@@ -16,6 +16,7 @@ PAGE_TOKEN_SECRET = "PAGE_TOKEN_SECRET"
 WORKFLOW_ARNS = {
     "register": "REGISTER_STATE_MACHINE_ARN",
     "unregister": "UNREGISTER_STATE_MACHINE_ARN",
+    "cancel": "CANCEL_STATE_MACHINE_ARN",
 }
 # The webhook functions' deliveries queue (the fan-out sends to it, the delivery function
 # changes the visibility of its messages).

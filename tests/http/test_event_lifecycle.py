@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.http.client import ORGANIZERS, Client, uid
+from tests.http.client import ORGANIZERS, Client, eventually, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("http")]
 
@@ -391,3 +391,52 @@ def test_an_organizer_exports_every_seat_and_the_whole_waitlist_as_csv(client: C
     client.as_caller(users[0]).request(
         "GET", f"/events/{event_id}/registrations", headers={"Accept": "text/csv"}
     ).error(403, "Forbidden")
+
+
+# --- cancelling ----------------------------------------------------------------------------
+
+
+def _released(client: Client, event_id: str) -> dict[str, Any]:
+    def check() -> dict[str, Any]:
+        event = client.get(f"/events/{event_id}").body
+        assert (event["registeredCount"], event["waitlistCount"]) == (0, 0), event
+        return dict(event)
+
+    return eventually(check, timeout=60)
+
+
+def test_a_cancelled_event_takes_nobody_and_releases_every_seat_and_place(client: Client) -> None:
+    organizer = client.as_caller(client.user("olga"), ORGANIZERS)
+    event_id = _event(organizer, capacity=3)["eventId"]
+    users = [client.user() for _ in range(5)]
+    for user_id in users:
+        assert client.register(event_id, user_id).status == 201
+
+    cancelled = organizer.post(f"/events/{event_id}/cancel")
+
+    assert cancelled.status == 202, cancelled.raw
+    assert cancelled.body["status"] == "cancelled"
+    assert cancelled.body["execution"] == f"cancel-{event_id}"
+    client.register(event_id, client.user()).error(409, "EventCancelled")
+    event = _released(client, event_id)
+    assert event["status"] == "cancelled" and event["cancelledAt"] == cancelled.body["cancelledAt"]
+    assert client.all_items(f"/events/{event_id}/registrations", limit=10) == []
+    assert client.all_items(f"/events/{event_id}/waitlist", limit=10) == []
+    for user_id in users:
+        client.unregister(event_id, user_id).error(404, "NotRegistered")
+    again = organizer.post(f"/events/{event_id}/cancel")
+    assert again.status == 202 and again.body["cancelledAt"] == cancelled.body["cancelledAt"]
+    _patch(organizer, event_id, {"capacity": 9}).error(409, "EventCancelled")
+
+
+def test_only_the_organizer_and_admins_cancel_an_event(client: Client) -> None:
+    organizer = client.as_caller(client.user("olga"), ORGANIZERS)
+    event_id = _event(organizer)["eventId"]
+
+    client.as_caller(client.user("rival"), ORGANIZERS).post(f"/events/{event_id}/cancel").error(
+        403, "Forbidden"
+    )
+    client.as_caller(client.user()).post(f"/events/{event_id}/cancel").error(403, "Forbidden")
+    organizer.post(f"/events/{uid('nowhere')}/cancel").error(404, "EventNotFound")
+
+    assert client.get(f"/events/{event_id}").body["status"] == "scheduled"

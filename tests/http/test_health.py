@@ -19,5 +19,6 @@ def test_health_reports_the_table_and_every_workflow(client: Client) -> None:
         "workflows": {
             "register": {"status": "ok", "detail": None},
             "unregister": {"status": "ok", "detail": None},
+            "cancel": {"status": "ok", "detail": None},
         },
     }

@@ -155,6 +155,12 @@ MATRIX: list[tuple[str, Request, dict[str, int], str | None]] = [
         None,
     ),
     (
+        "POST /events/{eventId}/cancel",
+        lambda c, k: k.post(f"/events/{c.event_id}/cancel"),
+        EXPECTED["POST /events/{eventId}/cancel"],
+        None,
+    ),
+    (
         "PATCH /events/{eventId}",
         lambda c, k: k.request("PATCH", f"/events/{c.event_id}", {"location": "Room 2"}),
         EXPECTED["PATCH /events/{eventId}"],

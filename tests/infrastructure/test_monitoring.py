@@ -42,6 +42,7 @@ def _function_names(synthesized: Synthesized) -> dict[str, str]:
     handlers = {
         **names.TASK_HANDLERS,
         **names.RECONCILE_HANDLERS,
+        **names.CANCEL_HANDLERS,
         names.API_FUNCTION_ID: names.API_HANDLER,
         **names.WEBHOOK_HANDLERS,
     }
@@ -73,12 +74,18 @@ def test_faults_of_the_express_workflows_are_alarmed_not_refusals(synthesized: S
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
 
 
-def test_failed_reconcile_runs_and_repairs_keep_their_one_alarm(synthesized: Synthesized) -> None:
+def test_failed_standard_runs_and_repairs_keep_their_one_alarm(synthesized: Synthesized) -> None:
+    """One failed-runs alarm per Standard workflow (reconcile, cancel), one repairs alarm."""
     failed = [p for p in _alarms(synthesized).values() if "ExecutionsFailed" in _metric_names(p)]
     repairs = [
         p for p in _alarms(synthesized).values() if names.RECONCILIATION_REPAIRS_METRIC in _metric_names(p)
     ]
-    assert len(failed) == 1 and len(repairs) == 1
+    machines = {d["Value"]["Ref"] for p in failed for d in p["Dimensions"]}
+    assert machines == {
+        synthesized.output_ref(names.WORKFLOW_OUTPUTS[names.RECONCILE_WORKFLOW]),
+        synthesized.output_ref(names.WORKFLOW_OUTPUTS[names.CANCEL_WORKFLOW]),
+    }
+    assert len(failed) == 2 and len(repairs) == 1
 
 
 def test_every_state_machine_has_a_throttle_alarm(synthesized: Synthesized) -> None:
@@ -90,7 +97,11 @@ def test_every_state_machine_has_a_throttle_alarm(synthesized: Synthesized) -> N
 def test_lambda_throttles_everywhere_errors_where_no_refusals_are_raised(synthesized: Synthesized) -> None:
     functions = _function_names(synthesized)
     assert len(functions) == (
-        len(names.TASK_HANDLERS) + len(names.RECONCILE_HANDLERS) + 1 + len(names.WEBHOOK_HANDLERS)
+        len(names.TASK_HANDLERS)
+        + len(names.RECONCILE_HANDLERS)
+        + len(names.CANCEL_HANDLERS)
+        + 1
+        + len(names.WEBHOOK_HANDLERS)
     )
     by_metric: dict[str, set[str]] = {"Throttles": set(), "Errors": set()}
     for props in _alarms(synthesized).values():
@@ -98,7 +109,12 @@ def test_lambda_throttles_everywhere_errors_where_no_refusals_are_raised(synthes
             (dimension,) = props["Dimensions"]
             by_metric[props["MetricName"]].add(functions[dimension["Value"]["Ref"]])
     assert by_metric["Throttles"] == set(functions.values())
-    assert by_metric["Errors"] == {names.API_FUNCTION_ID, *names.RECONCILE_HANDLERS, *names.WEBHOOK_HANDLERS}
+    assert by_metric["Errors"] == {
+        names.API_FUNCTION_ID,
+        *names.RECONCILE_HANDLERS,
+        *names.CANCEL_HANDLERS,
+        *names.WEBHOOK_HANDLERS,
+    }
 
 
 def test_api_and_table_alarms(synthesized: Synthesized) -> None:

@@ -593,6 +593,7 @@ def test_register_workflow_contract(synthesized: Synthesized, state_machine_ids:
         ("CheckCapacity", "next", "SeatOrWaitlist"),
         ("CheckCapacity", "AlreadyRegistered", "AlreadyRegistered"),
         ("CheckCapacity", "ContentionLimitExceeded", "ContentionLimitExceeded"),
+        ("CheckCapacity", "EventCancelled", "EventCancelled"),
         ("CheckCapacity", "RegistrationNotOpen", "RegistrationNotOpen"),
         ("CheckCapacity", "RegistrationClosed", "RegistrationClosed"),
         ("CheckCapacity", "EventStarted", "EventStarted"),

@@ -458,6 +458,7 @@ def test_health_is_ok_when_the_table_and_the_workflows_answer(
     assert {name: w["status"] for name, w in report["workflows"].items()} == {
         "register": "ok",
         "unregister": "ok",
+        "cancel": "ok",
     }
 
 

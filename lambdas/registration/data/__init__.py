@@ -1,6 +1,6 @@
 """The data layer: the only package that talks to DynamoDB.
 
-One module per aggregate (`users`, `events` and `event_changes`, `registrations` and `memberships` for seats
+One module per aggregate (`users`, `events`, `event_changes` and `cancellations`, `registrations` and `memberships` for seats
 and the waitlist, `idempotency_records`, `repairs` for reconciliation, `webhooks`) over the shared
 `dynamo` (client, codecs, errors, reads), `transactions` and `pages` (listings and their
 tokens). `RegistrationStore` is all of them over one table.
@@ -8,6 +8,7 @@ tokens). `RegistrationStore` is all of them over one table.
 
 from __future__ import annotations
 
+from registration.data.cancellations import Cancellations
 from registration.data.event_changes import EventChanges
 from registration.data.events import Events
 from registration.data.idempotency_records import IdempotencyRecords
@@ -18,7 +19,9 @@ from registration.data.webhooks import Webhooks
 from registration.settings import Settings
 
 
-class RegistrationStore(Users, Events, EventChanges, Memberships, Repairs, IdempotencyRecords, Webhooks):
+class RegistrationStore(
+    Users, Events, EventChanges, Cancellations, Memberships, Repairs, IdempotencyRecords, Webhooks
+):
     """Users, events, seats, the waitlist, idempotency records, repairs and webhook
     subscriptions over one table."""
 

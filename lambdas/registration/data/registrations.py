@@ -18,7 +18,9 @@ from registration.models import Completion, EventState, WaitlistHead
 from registration.reconciliation_models import Counters
 
 # Conditions on the event item at `:at` (times compare as text: `registration.schedule`).
-NOT_STARTED_AT = "(attribute_not_exists(startsAt) OR startsAt > :at)"
+# Nobody takes a seat of a cancelled event, by registering or by promotion.
+NOT_CANCELLED = "attribute_not_exists(cancelledAt)"
+NOT_STARTED_AT = f"{NOT_CANCELLED} AND (attribute_not_exists(startsAt) OR startsAt > :at)"
 # Registration is open: started, closed and not yet open all fail it.
 OPEN_AT = (
     f"{NOT_STARTED_AT} AND (attribute_not_exists(registrationClosesAt) OR registrationClosesAt > :at) "
@@ -175,11 +177,11 @@ class Registrations(Transactions):
                             "Key": keys.event_key(event_id),
                             "UpdateExpression": "SET registeredCount = registeredCount - :one",
                             # While anyone waits the seat is handed over, unless the
-                            # event has started or the seat was above a lowered
-                            # capacity (then nobody is promoted).
+                            # event has started or is cancelled, or the seat was above
+                            # a lowered capacity (then nobody is promoted).
                             "ConditionExpression": (
                                 "registeredCount > :zero AND (waitlistCount = :zero OR startsAt <= :at "
-                                "OR registeredCount > #capacity)"
+                                "OR registeredCount > #capacity OR attribute_exists(cancelledAt))"
                             ),
                             "ExpressionAttributeNames": {"#capacity": "capacity"},
                             "ExpressionAttributeValues": {":one": 1, ":zero": 0, ":at": at},
