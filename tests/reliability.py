@@ -78,6 +78,7 @@ SCENARIOS = {
     "unregisterWithPromotion": "the 50 registered users unregister at once (450 waiting)",
     "mixedWorkload": "random register / unregister / leave waitlist, 4 events, 30 users",
     "capacityRaisedDuringStampede": "capacity 10 -> 40 while 105 more registrations arrive (15 before)",
+    "cancelDuringUnregistrations": "an event of 60 (30 seated, 30 waiting) cancelled while all 60 leave",
 }
 
 

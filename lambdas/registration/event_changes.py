@@ -85,6 +85,8 @@ def change_event(
                 f"Event {event_id} is at version {event.version}, not the one "
                 f"{IF_MATCH_HEADER} names; read it again"
             )
+        if schedule.is_cancelled(event):
+            raise EventCancelled(f"Event {event_id} was cancelled at {event.cancelledAt}")
         changes = {name: value for name, value in requested.items() if getattr(event, name) != value}
         if not changes:
             return ChangeOutcome(event)  # nothing new: the same version
@@ -106,8 +108,6 @@ def change_event(
 
 
 def _check(changed: EventState, current: EventState) -> None:
-    if schedule.is_cancelled(current):
-        raise EventCancelled(f"Event {current.eventId} was cancelled at {current.cancelledAt}")
     problems = schedule_problems(changed.model_dump(include=set(SCHEDULE_FIELDS)))
     if problems:
         detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)

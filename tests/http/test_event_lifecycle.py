@@ -440,3 +440,27 @@ def test_only_the_organizer_and_admins_cancel_an_event(client: Client) -> None:
     organizer.post(f"/events/{uid('nowhere')}/cancel").error(404, "EventNotFound")
 
     assert client.get(f"/events/{event_id}").body["status"] == "scheduled"
+
+
+@pytest.mark.local_only("reads the local bus's domain events")
+def test_each_released_seat_and_place_is_an_unregistration_for_the_cancellation(
+    server: Any, client: Client
+) -> None:
+    from infrastructure.ops.local_backend import LocalBackend
+
+    event_id, seated, queued = _waiting(client, capacity=2, waiting=2)
+    backend = LocalBackend(server.url)
+    _, cursor = backend.domain_events(None, event_id, wait=0)
+
+    cancelled = client.post(f"/events/{event_id}/cancel")
+    assert cancelled.status == 202, cancelled.raw
+    _released(client, event_id)
+
+    ended: list[dict[str, Any]] = []  # the registrations' events may still be on their way
+    while len(ended) < 4:
+        more, cursor = backend.domain_events(cursor, event_id, wait=10)
+        assert more, "not every release reached the bus"
+        ended += [e for e in more if e["detail-type"] == "registration.unregistered"]
+    assert sorted(e["detail"]["userId"] for e in ended) == sorted(seated + queued)
+    assert {e["detail"]["reason"] for e in ended} == {"event_cancelled"}
+    assert {e["detail"]["requestId"] for e in ended} == {cancelled.header("X-Request-Id")}

@@ -27,6 +27,7 @@ import pytest
 from infrastructure.local.dynamodb_local import DynamoDBLocal
 from infrastructure.local.engine import LocalEngine
 from infrastructure.local.http_server import LocalServer
+from registration import domain_events
 from registration.data import RegistrationStore
 from registration.models import NewUser
 from tests.fixtures import engines
@@ -37,7 +38,7 @@ from tests.fixtures.table_checks import (
     scan_table,
     table_violations,
 )
-from tests.http.client import Answer, Client, uid
+from tests.http.client import Answer, Client, eventually, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("concurrency")]
 
@@ -443,4 +444,59 @@ def test_seats_added_during_a_stampede_go_to_the_heads_and_keep_every_invariant(
         capacity=RACE_SEATS,
         raisedTo=RACE_RAISED,
         promotedByTheChange=len(change.body["promoted"]),
+    )
+
+
+# --- an organizer cancels while people leave -------------------------------------------
+
+CANCEL_SEATS, CANCEL_WAITING = 30, 30
+
+
+def test_a_cancellation_racing_unregistrations_releases_everyone_once(
+    client: Client, local_store: RegistrationStore, local_engine: LocalEngine, figures: dict[str, Any]
+) -> None:
+    """60 registrants (30 seated, 30 waiting); the cancel lands while all 60 leave at once,
+    32 in flight: each of them leaves or is released, once, nobody is promoted into the
+    cancelled event, and it ends with nothing."""
+    event_id = client.event(capacity=CANCEL_SEATS, has_waitlist=True, prefix="cancel")
+    users = _users(local_store, CANCEL_SEATS + CANCEL_WAITING, "cancel")
+    for user_id in users:
+        assert client.register(event_id, user_id).status == 201
+    calls: list[tuple[str, Callable[[], Answer]]] = [
+        (u, lambda u=u: client.unregister(event_id, u))  # type: ignore[misc]
+        for u in users
+    ]
+    calls.insert(len(calls) // 4, ("cancel", lambda: client.post(f"/events/{event_id}/cancel")))
+
+    run = _run(calls)
+
+    _no_server_errors(run)
+    (cancel,) = [r.answer for r in run.results if r.label == "cancel"]
+    assert cancel.status == 202, cancel.raw
+    leaving = {r.label: r.answer for r in run.results if r.label != "cancel"}
+    outcomes = Counter(f"{a.status} {a.body.get('status') or a.body.get('error')}" for a in leaving.values())
+    assert set(outcomes) <= {"200 unregistered", "200 left_waitlist", "404 NotRegistered"}, outcomes
+
+    def settled() -> dict[str, Any]:
+        event = client.get(f"/events/{event_id}").body
+        assert (event["registeredCount"], event["waitlistCount"]) == (0, 0), event
+        return dict(event)
+
+    assert eventually(settled, timeout=120)["status"] == "cancelled"
+    partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, event_id)
+    assert invariant_violations(partition) == []
+    assert (partition.seats, partition.slots, partition.memberships) == ({}, [], {})
+    # Each registrant ended once: by leaving (their own change item) or by the release.
+    ended = Counter(
+        str(domain_events.parse(str(c[domain_events.DETAIL_ATTRIBUTE])).userId) for c in partition.changes
+    )
+    assert ended == Counter(users), ended
+    # After the cancel was answered, nobody was promoted into the event.
+    promoted = [a.body["promoted"] for a in leaving.values() if a.status == 200 and a.body.get("promoted")]
+    assert len(promoted) <= CANCEL_WAITING
+
+    figures["cancelDuringUnregistrations"] = run.summary(
+        registrants=len(users),
+        leftThemselves=sum(1 for a in leaving.values() if a.status == 200),
+        releasedByTheCancel=sum(1 for a in leaving.values() if a.status == 404),
     )

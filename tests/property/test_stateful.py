@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from infrastructure.local.engine import LocalEngine
-from registration import event_changes
+from registration import cancellation, event_changes
 from registration.data import RegistrationStore
-from registration.errors import WaitlistNotEmpty
+from registration.errors import EventCancelled, WaitlistNotEmpty
 from registration.models import EventPatch, NewEvent, NewUser
 from tests.fixtures.workflows import Outcome, Workflows
 
@@ -33,6 +33,7 @@ class ModelEvent:
     has_waitlist: bool
     registered: set[str] = field(default_factory=set)
     waitlist: list[str] = field(default_factory=list)
+    cancelled: bool = False
 
 
 class RegistrationMachine(RuleBasedStateMachine):
@@ -86,7 +87,9 @@ class RegistrationMachine(RuleBasedStateMachine):
     def register(self, user: str, event: str) -> None:
         m = self.model[event]
         outcome = self.workflows.register(event, user)
-        if user in m.registered:
+        if m.cancelled:
+            assert outcome.error == "EventCancelled", outcome
+        elif user in m.registered:
             assert outcome.error == "AlreadyRegistered", outcome
         elif user in m.waitlist:
             assert outcome.error == "AlreadyWaitlisted", outcome
@@ -163,6 +166,12 @@ class RegistrationMachine(RuleBasedStateMachine):
             else {"capacity": capacity, "hasWaitlist": has_waitlist}
         )
         request_id = f"change-{uuid.uuid4().hex}"
+        if m.cancelled:
+            try:
+                event_changes.change_event(self.store, event, EventPatch(**sent), None, request_id)
+            except EventCancelled:
+                return
+            raise AssertionError("changed a cancelled event")
         if has_waitlist is False and m.waitlist:
             try:
                 event_changes.change_event(self.store, event, EventPatch(**sent), None, request_id)
@@ -191,6 +200,31 @@ class RegistrationMachine(RuleBasedStateMachine):
                     for user in promoted
                 ]
             )
+
+    @rule(event=events)
+    def cancel(self, event: str) -> None:
+        """As `POST /events/{id}/cancel` does: the mark, then the cancel workflow's run."""
+        m = self.model[event]
+        request_id = f"cancel-{uuid.uuid4().hex}"
+        assert cancellation.cancel(self.store, event).status == "cancelled"
+        run = self.engine.run(
+            "cancel", {"eventId": event, "requestId": request_id}, name=f"{request_id}", timeout=60
+        )
+        assert run.succeeded, (run.status, run.error, run.cause)
+        if not m.cancelled and (m.registered or m.waitlist):
+            self.changes.append(
+                [
+                    {
+                        "type": "registration.unregistered",
+                        "eventId": event,
+                        "userId": user,
+                        "reason": "event_cancelled",
+                        "requestId": request_id,
+                    }
+                    for user in [*sorted(m.registered), *m.waitlist]
+                ]
+            )
+        m.cancelled, m.registered, m.waitlist = True, set(), []
 
     @rule(event=events)
     def register_unknown_user(self, event: str) -> None:

@@ -507,3 +507,55 @@ def test_promotions_into_free_seats_need_exactly_those_seats(store: Registration
     event = store.get_event("e")
     assert (event.capacity, event.registeredCount, event.waitlistCount) == (2, 2, 1)
     assert [w.userId for w in store.list_waitlist("e").items] == ["c"]
+
+
+# --- cancelling ------------------------------------------------------------------------
+
+
+def test_a_cancelled_event_seats_nobody_and_each_release_happens_once(store: RegistrationStore) -> None:
+    from registration.models import CancellationEntry
+
+    _seed(store, capacity=1, users="abc")
+    store.take_seat("e", "a", "r1", AT)
+    store.join_waitlist(store.get_event("e"), "b", "r2", AT)
+    head = store.waitlist_head("e")
+    assert head is not None
+
+    cancelled = store.mark_cancelled("e", AT)
+    again = store.mark_cancelled("e", "2031-01-01T00:00:00.000Z")
+
+    assert (cancelled.status, cancelled.cancelledAt, cancelled.version) == ("cancelled", AT, 2)
+    assert (again.cancelledAt, again.version) == (AT, 2)  # the first cancellation stands
+    with pytest.raises(errors.DecisionStale):  # no hand-over into a cancelled event
+        store.hand_over_seat("e", "a", head, "r3", AT)
+    entries = store.remaining_registrations("e", 10)
+    assert entries == [
+        CancellationEntry(userId="a", kind="seat"),
+        CancellationEntry(userId="b", kind="waitlisted", seq=1),
+    ]
+    assert [store.release_for_cancellation("e", entry, "cancel-r", AT) for entry in entries] == [True, True]
+    # A retry of the same release is DynamoDB's to answer (the same token); a later one finds nothing.
+    assert [store.release_for_cancellation("e", entry, "cancel-r", AT) for entry in entries] == [True, True]
+    later = "2031-01-01T00:00:00.000Z"
+    assert [store.release_for_cancellation("e", entry, "cancel-r", later) for entry in entries] == [
+        False,
+        False,
+    ]
+    event = store.get_event("e")
+    assert (event.registeredCount, event.waitlistCount) == (0, 0)
+    assert store.remaining_registrations("e", 10) == []
+    with pytest.raises(errors.DecisionStale):  # nobody takes a seat of it either
+        store.take_seat("e", "c", "r4", AT)
+    with pytest.raises(errors.EventNotFound):
+        store.mark_cancelled("nowhere", AT)
+
+
+def test_a_release_is_refused_while_the_event_is_not_cancelled(store: RegistrationStore) -> None:
+    from registration.models import CancellationEntry
+
+    _seed(store, capacity=1, users="a")
+    store.take_seat("e", "a", "r1", AT)
+
+    with pytest.raises(errors.DecisionStale):
+        store.release_for_cancellation("e", CancellationEntry(userId="a", kind="seat"), "cancel-r", AT)
+    assert store.get_event("e").registeredCount == 1
