@@ -17,9 +17,9 @@ from infrastructure import names
 from infrastructure.bench.bulk_load import load_event, load_users, serialize
 from infrastructure.bench.local_stack import BenchError, dynamodb_client
 from infrastructure.bench.meter import CallRecord, Meter, calls_by_operation, total
-from infrastructure.bench.results import PROMOTED_BY_A_RAISE, Measure, Results, Settings, figures
+from infrastructure.bench.results import PROMOTED_BY_A_RAISE, CancelRun, Measure, Results, Settings, figures
 from infrastructure.local.engine import LocalEngine
-from registration import event_changes, keys
+from registration import cancellation, event_changes, keys
 from registration.data import RegistrationStore, get_store
 from registration.data.dynamo import now_iso
 from registration.data.items import seat_item
@@ -168,6 +168,36 @@ class CostBench:
             raise BenchError(f"raising {event_id}'s capacity promoted {outcome.promoted}")
         return records, (1, 0, took, took)
 
+    def cancel_at(self, size: int) -> CancelRun:
+        """`POST /events/{id}/cancel` on an event of `size` registrants: the mark, then the
+        cancel workflow's whole run (its Distributed Map's children included)."""
+        event_id = f"bench-cancel-{size:07d}"
+        load_event(self.loader, event_id, capacity=size, seated=size, show_progress=False)
+        request_id = uuid.uuid4().hex
+        began = time.perf_counter()
+        with self.meter.counting() as records:
+            cancellation.cancel(get_store(), event_id)
+            result = self.engine.run(
+                names.CANCEL_WORKFLOW,
+                {"eventId": event_id, "requestId": request_id},
+                name=f"bench-cancel-{size}-{request_id}",
+                timeout=3600,
+            )
+        seconds = time.perf_counter() - began
+        left = self.loader.get_event(event_id)
+        if not result.succeeded or (left.registeredCount, left.waitlistCount) != (0, 0):
+            raise BenchError(f"cancelling {event_id}: {result.status} {result.error or ''}, {left}")
+        invocations, transitions, _ = _history_figures(self.engine, result.execution_arn)
+        groups = -(-size // cancellation.ENTRIES_PER_GROUP)
+        return CancelRun(
+            size=size,
+            seconds=seconds,
+            usage=total(records),
+            groups=groups,
+            transitions=transitions + groups,
+            invocations=invocations + groups,
+        )
+
     def _floor_run(self, event_id: str, user_id: str) -> Callable[[], Run]:
         return lambda: self._floor(event_id, user_id)
 
@@ -308,3 +338,6 @@ def measure_costs(
                 began = time.monotonic()
                 results.costs.extend(bench.at_size(size, newcomers, floor_users, keyed_users))
                 results.load_seconds += time.monotonic() - began
+            for size in settings.sizes:
+                log(f"cost: cancelling an event of {size:,} registrants")
+                results.cancels.append(bench.cancel_at(size))

@@ -35,6 +35,21 @@ MAX_REGISTER_INVOCATIONS = 4
 
 
 @dataclass(frozen=True)
+class CancelRun:
+    """One cancellation of an event of `size` registrants: the cancel workflow's run, its
+    children included (their DynamoDB calls are metered; their transitions and invocations,
+    one each a group, are counted from the groups: the local interpreter keeps no history of
+    a Distributed Map's children)."""
+
+    size: int
+    seconds: float
+    usage: Usage
+    groups: int
+    transitions: int
+    invocations: int
+
+
+@dataclass(frozen=True)
 class Settings:
     sizes: tuple[int, ...]
     concurrency: tuple[int, ...]
@@ -93,6 +108,7 @@ class Results:
     machine: str
     started: datetime
     costs: list[Measure] = field(default_factory=list)
+    cancels: list[CancelRun] = field(default_factory=list)
     loads: list[LoadResult] = field(default_factory=list)
     memory_peaks: dict[str, int] = field(default_factory=dict)
     memory_peak_total: int = 0
