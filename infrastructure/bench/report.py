@@ -358,7 +358,7 @@ def _cancels(results: Results) -> list[str]:
         "",
         "`POST /events/{id}/cancel` on an event whose every seat is taken: the mark, then the cancel "
         "workflow's whole run on the local engine (batches of 1,000, groups of 25 released by a "
-        "Distributed Map, 8 at once), metered like the operations above. The children's "
+        "Distributed Map, two at once), metered like the operations above. The children's "
         "transitions and invocations (one of each a group) are counted from the groups; the rest "
         "comes from the run's history.",
         "",

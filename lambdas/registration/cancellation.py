@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
+import time
 from functools import cache
 from typing import Any
 
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
+from registration.errors import DecisionStale
 from registration.models import CancellationBatches, CancellationEntry, EventState
 from registration.settings import Settings
 
@@ -27,6 +30,11 @@ EXECUTION_PREFIX = f"{WORKFLOW}-"
 ENTRIES_PER_BATCH = 1000
 # Entries one child execution releases (one Lambda invocation, a transaction each).
 ENTRIES_PER_GROUP = 25
+# A release that lost the race for the event's counter this many times fails its group
+# (the task's retry, then the run's redrive, take it from there).
+RELEASE_ATTEMPTS = 8
+RELEASE_BACKOFF_S = 0.01
+RELEASE_BACKOFF_CAP_S = 0.5
 
 
 def cancel(store: RegistrationStore, event_id: str) -> EventState:
@@ -72,8 +80,22 @@ def release_group(
     """(released, already gone) of `entries`."""
     released = gone = 0
     for entry in entries:
-        if store.release_for_cancellation(event_id, entry, request_id, now_iso()):
+        if _release(store, event_id, entry, request_id):
             released += 1
         else:
             gone += 1
     return released, gone
+
+
+def _release(store: RegistrationStore, event_id: str, entry: CancellationEntry, request_id: str) -> bool:
+    """Every release updates the event's counter, which the other groups and the users
+    leaving at the same moment update too: a release that keeps losing that race (its
+    transaction's own retries spent) waits a little and tries again, on a fresh time."""
+    for attempt in range(1, RELEASE_ATTEMPTS + 1):
+        try:
+            return store.release_for_cancellation(event_id, entry, request_id, now_iso())
+        except DecisionStale:
+            if attempt == RELEASE_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, min(RELEASE_BACKOFF_CAP_S, RELEASE_BACKOFF_S * 2**attempt)))
+    raise AssertionError("unreachable")

@@ -559,3 +559,27 @@ def test_a_release_is_refused_while_the_event_is_not_cancelled(store: Registrati
     with pytest.raises(errors.DecisionStale):
         store.release_for_cancellation("e", CancellationEntry(userId="a", kind="seat"), "cancel-r", AT)
     assert store.get_event("e").registeredCount == 1
+
+
+def test_a_release_that_loses_the_race_for_the_counter_tries_again(
+    store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registration import cancellation
+
+    _seed(store, capacity=1, users="a")
+    store.take_seat("e", "a", "r1", AT)
+    store.mark_cancelled("e", AT)
+    real = store.release_for_cancellation
+    lost = iter([True, True])
+
+    def contended(*args: Any, **kwargs: Any) -> bool:
+        if next(lost, False):
+            raise errors.DecisionStale("another release updated the counter first")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "release_for_cancellation", contended)
+    monkeypatch.setattr(cancellation, "RELEASE_BACKOFF_S", 0.0)
+
+    entries = store.remaining_registrations("e", 10)
+    assert cancellation.release_group(store, "e", entries, "cancel-r") == (1, 0)
+    assert store.get_event("e").registeredCount == 0
