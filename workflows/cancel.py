@@ -15,16 +15,15 @@ history is the child's, not this one's: 100,000 registrants make 100 turns of ab
 events each, far below a Standard execution's 25,000). The children are Standard and
 the groups are made by the task rather than an ItemBatcher: the local engine's
 interpreter (moto's) parses neither Express children nor ItemBatcher, and what runs
-here is what is deployed. A child of four transitions costs $0.0001 on AWS.
+here is what is deployed (`make bench` counts a cancellation's transitions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -82,24 +81,12 @@ class CancelWorkflow(Construct):
         )
         definition = next_batch.next(any_left)
 
-        self.log_group = logs.LogGroup(
-            self,
-            "StateMachineLogs",
-            log_group_name=common.state_machine_log_group_name(self, names.CANCEL_WORKFLOW),
-            retention=common.LOG_RETENTION,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
         # CDK's Distributed Map gives the role what running its children takes: start
         # them, describe and stop them, redrive a map run (its `DistributedMapPolicy`).
-        self.state_machine = sfn.StateMachine(
+        self.state_machine, self.log_group = common.standard_state_machine(
             self,
-            "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            state_machine_type=sfn.StateMachineType.STANDARD,
+            workflow=names.CANCEL_WORKFLOW,
+            definition=definition,
             comment=f"Workflow {names.CANCEL_WORKFLOW}: release every seat and waitlist place of a cancelled event",
             timeout=RUN_TIMEOUT,
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ERROR, include_execution_data=True
-            ),
         )

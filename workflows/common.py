@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -348,3 +349,56 @@ def express_state_machine(
         ),
     )
     return state_machine, log_group
+
+
+def standard_state_machine(
+    scope: Construct,
+    *,
+    workflow: str,
+    definition: sfn.IChainable,
+    comment: str,
+    timeout: Duration,
+    state_machine_name: str | None = None,
+) -> tuple[sfn.StateMachine, logs.LogGroup]:
+    """A Standard state machine (`StateMachine`) with its log group (`StateMachineLogs`).
+
+    Standard executions keep their full history in Step Functions; the log group holds
+    the failures (with data) for CloudWatch Logs Insights."""
+    log_group = logs.LogGroup(
+        scope,
+        "StateMachineLogs",
+        log_group_name=state_machine_log_group_name(scope, workflow),
+        retention=LOG_RETENTION,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    state_machine = sfn.StateMachine(
+        scope,
+        "StateMachine",
+        state_machine_name=state_machine_name,
+        definition_body=sfn.DefinitionBody.from_chainable(definition),
+        state_machine_type=sfn.StateMachineType.STANDARD,
+        comment=comment,
+        timeout=timeout,
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=True),
+    )
+    return state_machine, log_group
+
+
+FAILED_RUNS_PERIOD = Duration.minutes(15)
+
+
+def failed_runs_alarm(
+    scope: Construct, state_machine: sfn.StateMachine, description: str
+) -> cloudwatch.Alarm:
+    """`FailedRunsAlarm`: any failed execution of a Standard workflow in 15 minutes."""
+    return cloudwatch.Alarm(
+        scope,
+        "FailedRunsAlarm",
+        alarm_description=description,
+        metric=state_machine.metric_failed(period=FAILED_RUNS_PERIOD, statistic=cloudwatch.Stats.SUM),
+        threshold=0,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluation_periods=1,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+    )

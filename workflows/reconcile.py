@@ -40,10 +40,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -225,29 +224,15 @@ class ReconcileWorkflow(Construct):
             .otherwise(start.next(list_page))
         )
 
-        self.log_group = logs.LogGroup(
-            self,
-            "StateMachineLogs",
-            log_group_name=common.state_machine_log_group_name(self, names.RECONCILE_WORKFLOW),
-            retention=common.LOG_RETENTION,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
         stack = Stack.of(self)
         self.state_machine_name = f"{stack.stack_name}-{names.RECONCILE_STATE_MACHINE_SUFFIX}"
-        self.state_machine = sfn.StateMachine(
+        self.state_machine, self.log_group = common.standard_state_machine(
             self,
-            "StateMachine",
-            state_machine_name=self.state_machine_name,
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            state_machine_type=sfn.StateMachineType.STANDARD,
+            workflow=names.RECONCILE_WORKFLOW,
+            definition=definition,
             comment=f"Workflow {names.RECONCILE_WORKFLOW}: recount every event, repair drift, promote",
             timeout=RUN_TIMEOUT,
-            tracing_enabled=True,
-            # Standard executions keep their full history in Step Functions; the log
-            # group holds the failures (with data) for CloudWatch Logs Insights.
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ERROR, include_execution_data=True
-            ),
+            state_machine_name=self.state_machine_name,
         )
         # It starts its own next execution: named by ARN from the fixed name (a reference
         # to the state machine itself would make the role depend on it, a cycle).

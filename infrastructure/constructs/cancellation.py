@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -23,6 +21,7 @@ from infrastructure.constructs.task_functions import (
     leading_keys_condition,
     python_function,
 )
+from workflows import common
 from workflows.cancel import NEXT_TASK, RELEASE_TASK, CancelWorkflow
 from workflows.cancel import RELEASE_TASK_TIMEOUT as RELEASE_TIMEOUT
 
@@ -34,9 +33,6 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     NEXT_TASK: ("dynamodb:Query",),
     RELEASE_TASK: ("dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"),
 }
-
-
-ALARM_PERIOD = Duration.minutes(15)
 
 
 class Cancellation(Construct):
@@ -77,18 +73,11 @@ class Cancellation(Construct):
         }
         self.workflow = CancelWorkflow(self, "Workflow", functions=self.functions)
         self.state_machine: sfn.StateMachine = self.workflow.state_machine
-        self.failures_alarm = cloudwatch.Alarm(
+        self.failures_alarm = common.failed_runs_alarm(
             self,
-            "FailedRunsAlarm",
-            alarm_description=(
-                "A cancel run failed: the event is cancelled (nothing takes a seat of it) but still holds "
-                "seats or waitlist places; redrive the execution (cancel-<eventId>) once the cause is fixed"
-            ),
-            metric=self.state_machine.metric_failed(period=ALARM_PERIOD, statistic=cloudwatch.Stats.SUM),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            self.state_machine,
+            "A cancel run failed: the event is cancelled (nothing takes a seat of it) but still holds "
+            "seats or waitlist places; redrive the execution (cancel-<eventId>) once the cause is fixed",
         )
 
     @property

@@ -31,6 +31,7 @@ from infrastructure.constructs.task_functions import (
     TIMEOUT,
     python_function,
 )
+from workflows import common
 from workflows.reconcile import RECONCILE_TASK, ReconcileWorkflow
 
 # Reconciling one event reads every item of it (keys only for seats): give it room.
@@ -156,15 +157,8 @@ class Reconciliation(Construct):
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.failures_alarm = cloudwatch.Alarm(
-            self,
-            "FailedRunsAlarm",
-            alarm_description="A reconciliation run failed or left events unreconciled",
-            metric=self.state_machine.metric_failed(period=ALARM_PERIOD, statistic=cloudwatch.Stats.SUM),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        self.failures_alarm = common.failed_runs_alarm(
+            self, self.state_machine, "A reconciliation run failed or left events unreconciled"
         )
 
     @property

@@ -13,9 +13,8 @@ import contextlib
 import json
 import random
 import time
-from functools import cache
-from typing import Any
 
+from registration import step_functions
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.errors import DecisionStale
@@ -47,18 +46,11 @@ def execution_name(event_id: str) -> str:
     return f"{EXECUTION_PREFIX}{event_id}"
 
 
-@cache
-def _states_client(region: str) -> Any:
-    import boto3
-
-    return boto3.client("stepfunctions", region_name=region)
-
-
 def start_release(event_id: str, request_id: str) -> str:
     """Starts the cancel workflow for the event, once: a second start (a retried or
     repeated cancel) finds the first run and leaves it be. Its execution's name."""
     arn = Settings.read().workflow_arns[WORKFLOW]
-    client = _states_client(arn.split(":")[3])
+    client = step_functions.client_for(arn)
     name = execution_name(event_id)
     # Started before, by the first cancel of this event: that run releases the seats.
     with contextlib.suppress(client.exceptions.ExecutionAlreadyExists):

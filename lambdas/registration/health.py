@@ -7,22 +7,14 @@ its role), so a database that stopped or a state machine that is gone shows up a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any
 
-from registration import settings
+from registration import settings, step_functions
 from registration.data import RegistrationStore
 from registration.models import ComponentHealth, Health
 from registration.settings import Settings
 
 DOWN_STATUS = 503
-
-
-@cache
-def _states_client(region: str) -> Any:
-    import boto3
-
-    return boto3.client("stepfunctions", region_name=region)
 
 
 def _probe(check: Callable[[], ComponentHealth]) -> ComponentHealth:
@@ -42,8 +34,7 @@ def _database(store: RegistrationStore) -> ComponentHealth:
 def _workflow(arn: str | None, client: Any) -> ComponentHealth:
     if not arn:
         return ComponentHealth(status="down", detail="NotConfigured")
-    # arn:aws:states:REGION:ACCOUNT:stateMachine:NAME
-    described = (client or _states_client(arn.split(":")[3])).describe_state_machine(stateMachineArn=arn)
+    described = (client or step_functions.client_for(arn)).describe_state_machine(stateMachineArn=arn)
     status = str(described.get("status", "ACTIVE"))
     return (
         ComponentHealth(status="ok") if status == "ACTIVE" else ComponentHealth(status="down", detail=status)

@@ -168,3 +168,23 @@ def new_client() -> Any:
                 max_pool_connections=64,
             ),
         )
+
+
+def merge_patch_update(
+    changes: Mapping[str, Any],
+) -> tuple[list[str], list[str], dict[str, str], dict[str, Any]]:
+    """A merge patch's fields as an update expression's parts: (SET clauses, REMOVE
+    paths, attribute names, attribute values); a None value removes its field. Every
+    field goes by an alias (`#f0`...): some are reserved words (`location`, `name`)."""
+    sets: list[str] = []
+    removes: list[str] = []
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for number, (field, value) in enumerate(sorted(changes.items())):
+        names[f"#f{number}"] = field
+        if value is None:
+            removes.append(f"#f{number}")
+        else:
+            values[f":f{number}"] = value
+            sets.append(f"#f{number} = :f{number}")
+    return sets, removes, names, values

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from registration import domain_events, keys
+from registration.data.dynamo import merge_patch_update
 from registration.data.registrations import NOT_STARTED_AT, Registrations
 from registration.data.transactions import TxItem, counters_condition
 from registration.models import EventState, WaitlistHead
@@ -31,16 +32,9 @@ class EventChanges(Registrations):
         adds), only while the event is still exactly `seen`: its version, and, when its
         seats or its waitlist change, its counters (so that the heads are still the heads
         and the free seats still free); a stale one is `DecisionStale`. False when this request had already applied it."""
-        names: dict[str, str] = {"#version": "version"}
-        values: dict[str, Any] = {":next": seen.version + 1}
-        sets, removes = ["#version = :next"], []
-        for number, (field, value) in enumerate(sorted(changes.items())):
-            names[f"#f{number}"] = field
-            if value is None:
-                removes.append(f"#f{number}")
-            else:
-                values[f":f{number}"] = value
-                sets.append(f"#f{number} = :f{number}")
+        sets, removes, names, values = merge_patch_update(changes)
+        names["#version"], values[":next"] = "version", seen.version + 1
+        sets.append("#version = :next")
         if "startsAt" in changes:
             values[":listing"] = keys.event_listing_sk(seen.eventId, changes["startsAt"])
             sets.append("GSI1SK = :listing")

@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from registration import keys
-from registration.data.dynamo import deserialize, error_code, now_iso, serialize
+from registration.data.dynamo import deserialize, error_code, merge_patch_update, now_iso, serialize
 from registration.data.items import user_item
 from registration.data.pages import LISTING_USERS, Listings
 from registration.data.transactions import Transactions
@@ -46,12 +46,7 @@ class Users(Transactions, Listings):
 
     def change_user(self, user_id: str, changes: dict[str, Any]) -> User:
         """Sets the fields given (None removes one) on an existing user; the user as changed."""
-        names = {f"#f{n}": field for n, field in enumerate(sorted(changes))}
-        sets = [f"{alias} = :{alias[1:]}" for alias, field in names.items() if changes[field] is not None]
-        removes = [alias for alias, field in names.items() if changes[field] is None]
-        values = {
-            f":{alias[1:]}": changes[field] for alias, field in names.items() if changes[field] is not None
-        }
+        sets, removes, names, values = merge_patch_update(changes)
         update = " ".join(
             part
             for part in (sets and "SET " + ", ".join(sets), removes and "REMOVE " + ", ".join(removes))
