@@ -22,11 +22,13 @@ REGISTER_WORKFLOW = "register"
 UNREGISTER_WORKFLOW = "unregister"
 RECONCILE_WORKFLOW = "reconcile"
 CANCEL_WORKFLOW = "cancel"
+ERASE_WORKFLOW = "erase"
 WORKFLOW_OUTPUTS = {
     REGISTER_WORKFLOW: "RegisterStateMachineArn",
     UNREGISTER_WORKFLOW: "UnregisterStateMachineArn",
     RECONCILE_WORKFLOW: "ReconcileStateMachineArn",
     CANCEL_WORKFLOW: "CancelStateMachineArn",
+    ERASE_WORKFLOW: "EraseStateMachineArn",
 }
 TABLE_OUTPUT = "TableName"
 
@@ -71,6 +73,7 @@ LAMBDA_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/users"),
     ("GET", "/users/{userId}"),
     ("PATCH", "/users/{userId}"),
+    ("DELETE", "/users/{userId}"),
     ("GET", "/users/{userId}/registrations"),
     ("POST", "/events"),
     ("GET", "/events"),
@@ -121,6 +124,14 @@ CANCEL_HANDLERS = {
 }
 # Its executions are named `cancel-<eventId>`: one per event (Standard names are unique).
 CANCEL_EXECUTION_PREFIX = f"{CANCEL_WORKFLOW}-"
+
+# Erasing a user: the API function marks the user erased and starts ERASE_WORKFLOW, a
+# Standard workflow (`workflows.erase`) whose functions are these (construct id -> handler).
+ERASE_HANDLERS = {
+    "ReleaseUserRegistrations": "handlers.release_user_registrations.handler",
+    "ForgetUser": "handlers.forget_user.handler",
+}
+ENV_ERASURE_SETTLE = function_settings.ERASURE_SETTLE
 
 # Reconciliation: a Standard workflow (RECONCILE_WORKFLOW) started by an EventBridge
 # Scheduler schedule. Its functions: construct id -> handler.

@@ -52,6 +52,7 @@ from infrastructure.constructs.api_mappings import (
 )
 from infrastructure.constructs.table import GSI1_NAME
 from registration import keys, outcomes
+from workflows import erase
 
 JSON = "application/json"
 STAGE_NAME = "v1"
@@ -72,7 +73,6 @@ API_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "
 API_IDEMPOTENCY_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
 API_INDEX_ACTIONS = ("dynamodb:Query",)
 EVENT_CHANGE_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
-USER_LEADING_KEYS = [f"{keys.USER_PREFIX}*"]
 # `DELETE /webhooks/{id}` removes a subscription, confined to the subscriptions' keys.
 WEBHOOK_LEADING_KEYS = [f"{keys.WEBHOOK_PREFIX}*"]
 # The API function's updates and deletes, each confined by `dynamodb:LeadingKeys` to the
@@ -81,7 +81,7 @@ API_CONFINED_WRITES: tuple[tuple[tuple[str, ...], list[str]], ...] = (
     (API_IDEMPOTENCY_ACTIONS, task_functions.IDEMPOTENCY_LEADING_KEYS),
     (("dynamodb:DeleteItem",), WEBHOOK_LEADING_KEYS),
     (EVENT_CHANGE_ACTIONS, task_functions.EVENT_LEADING_KEYS),
-    (("dynamodb:UpdateItem",), USER_LEADING_KEYS),
+    (("dynamodb:UpdateItem",), task_functions.USER_LEADING_KEYS),
 )
 
 # --- access log -------------------------------------------------------------------------
@@ -255,15 +255,20 @@ class RegistrationApi(Construct):
                 resources=[machine.state_machine_arn for machine in checked.values()],
             )
         )
-        # `POST /events/{id}/cancel` starts the cancel workflow itself.
+        # `POST /events/{id}/cancel` and `DELETE /users/{id}` start their workflows themselves.
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["states:StartExecution"],
-                resources=[state_machines[names.CANCEL_WORKFLOW].state_machine_arn],
+                resources=[
+                    state_machines[workflow].state_machine_arn
+                    for workflow in (names.CANCEL_WORKFLOW, names.ERASE_WORKFLOW)
+                ],
             )
         )
         for workflow, machine in checked.items():
             function.add_environment(names.ENV_WORKFLOW_ARNS[workflow], machine.state_machine_arn)
+        # How long an erasure waits for the registrations that read its user before the mark.
+        function.add_environment(names.ENV_ERASURE_SETTLE, str(erase.SETTLE_SECONDS))
         return function
 
     # Workflow routes -----------------------------------------------------------------

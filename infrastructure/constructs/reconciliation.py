@@ -4,7 +4,9 @@ Each function has its own least-privilege role (as the registration tasks do, se
 `task_functions`). The schedule is an EventBridge Scheduler schedule whose role may
 start this state machine and nothing else; the state machine's own role may invoke its
 four functions and start itself (a long run continues in a fresh execution, see
-`workflows.reconcile`).
+`workflows.reconcile`). The ReconcileEvent function may also start the cancel workflow:
+a cancelled event that still holds registrations gets its cancel run from reconciliation
+when the API's start was lost.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 # Which of them read GSI1 instead of the table.
 INDEX_READERS = frozenset({"ListEventsPage"})
+# Which of them start the cancel workflow (for a cancelled event still holding registrations).
+CANCEL_STARTERS = frozenset({RECONCILE_TASK})
 
 SCHEDULE_EXPRESSION = re.compile(
     r"^(rate\(\s*[1-9]\d*\s+(minute|minutes|hour|hours|day|days)\s*\)|cron\(.+\)|at\(.+\))$"
@@ -87,6 +91,7 @@ class Reconciliation(Construct):
         *,
         table: dynamodb.ITable,
         powertools_layer: lambda_.ILayerVersion,
+        cancel_state_machine: sfn.IStateMachine,
         schedule_expression: str | None = None,
         schedule_enabled: bool = True,
     ) -> None:
@@ -99,6 +104,8 @@ class Reconciliation(Construct):
             task: self._function(task, handler, code=code, table=table, layer=powertools_layer)
             for task, handler in names.RECONCILE_HANDLERS.items()
         }
+        for task in CANCEL_STARTERS:
+            self._may_start_cancel_runs(self._functions[task], cancel_state_machine)
 
         self.workflow = ReconcileWorkflow(self, "Workflow", functions=self.functions)
         self.state_machine: sfn.StateMachine = self.workflow.state_machine
@@ -164,6 +171,20 @@ class Reconciliation(Construct):
     @property
     def functions(self) -> Mapping[str, lambda_.IFunction]:
         return dict(self._functions)
+
+    @staticmethod
+    def _may_start_cancel_runs(function: lambda_.Function, cancel_state_machine: sfn.IStateMachine) -> None:
+        """StartExecution on that one state machine (its executions are named per event, so
+        a start for an event whose run exists changes nothing), and its ARN where
+        `registration.settings` reads it."""
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:StartExecution"], resources=[cancel_state_machine.state_machine_arn]
+            )
+        )
+        function.add_environment(
+            names.ENV_WORKFLOW_ARNS[names.CANCEL_WORKFLOW], cancel_state_machine.state_machine_arn
+        )
 
     def _function(
         self,

@@ -96,6 +96,7 @@ LEADING_KEYS: dict[str, list[str]] = {
 # means reading who organizes the event (`registration.access`), and nothing more.
 EVENT_READS: dict[str, tuple[str, ...]] = {"ClaimRequest": ("dynamodb:GetItem",)}
 EVENT_LEADING_KEYS = [f"{keys.EVENT_PREFIX}*"]
+USER_LEADING_KEYS = [f"{keys.USER_PREFIX}*"]
 
 
 def leading_keys_condition(patterns: list[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from infrastructure import names
 from infrastructure.constructs.api import RegistrationApi
 from infrastructure.constructs.cancellation import Cancellation
 from infrastructure.constructs.domain_events import DomainEvents
+from infrastructure.constructs.erasure import Erasure
 from infrastructure.constructs.identity import Identity
 from infrastructure.constructs.monitoring import Monitoring
 from infrastructure.constructs.reconciliation import Reconciliation
@@ -48,11 +49,19 @@ class RegistrationStack(Stack):
         self.cancellation = Cancellation(
             self, "Cancellation", table=self.table, powertools_layer=self.task_functions.powertools_layer
         )
+        # Erased users' seats, places and records, released and deleted by a Standard workflow.
+        self.erasure = Erasure(
+            self, "Erasure", table=self.table, powertools_layer=self.task_functions.powertools_layer
+        )
         self.api = RegistrationApi(
             self,
             "HttpApi",
             table=self.table,
-            state_machines={**self.state_machines, names.CANCEL_WORKFLOW: self.cancellation.state_machine},
+            state_machines={
+                **self.state_machines,
+                names.CANCEL_WORKFLOW: self.cancellation.state_machine,
+                names.ERASE_WORKFLOW: self.erasure.state_machine,
+            },
             powertools_layer=self.task_functions.powertools_layer,
             user_pool=self.identity.user_pool,
         )
@@ -61,6 +70,8 @@ class RegistrationStack(Stack):
             "Reconciliation",
             table=self.table,
             powertools_layer=self.task_functions.powertools_layer,
+            # A cancelled event still holding registrations gets its cancel run from here.
+            cancel_state_machine=self.cancellation.state_machine,
         )
 
         # The table's stream, filtered to its domain events, onto the project's bus.
@@ -90,11 +101,13 @@ class RegistrationStack(Stack):
             standard_workflows={
                 names.RECONCILE_WORKFLOW: self.reconcile_state_machine,
                 names.CANCEL_WORKFLOW: self.cancellation.state_machine,
+                names.ERASE_WORKFLOW: self.erasure.state_machine,
             },
             functions={
                 **self.task_functions.functions,
                 **self.reconciliation.functions,
                 **self.cancellation.functions,
+                **self.erasure.functions,
                 names.API_FUNCTION_ID: self.api.function,
                 **self.webhooks.functions,
             },
@@ -103,6 +116,7 @@ class RegistrationStack(Stack):
                 names.API_FUNCTION_ID,
                 *self.reconciliation.functions,
                 *self.cancellation.functions,
+                *self.erasure.functions,
                 *self.webhooks.functions,
             ],
             table=self.table,
@@ -110,6 +124,7 @@ class RegistrationStack(Stack):
             existing_alarms=[
                 self.reconciliation.failures_alarm,
                 self.cancellation.failures_alarm,
+                self.erasure.failures_alarm,
                 self.reconciliation.repairs_alarm,
                 *self.domain_events.alarms,
                 *self.webhooks.alarms,
@@ -140,6 +155,12 @@ class RegistrationStack(Stack):
             names.WORKFLOW_OUTPUTS[names.CANCEL_WORKFLOW],
             value=self.cancellation.state_machine.state_machine_arn,
             description="ARN of the cancel Standard state machine (POST /events/{id}/cancel starts it)",
+        )
+        CfnOutput(
+            self,
+            names.WORKFLOW_OUTPUTS[names.ERASE_WORKFLOW],
+            value=self.erasure.state_machine.state_machine_arn,
+            description="ARN of the erase Standard state machine (DELETE /users/{id} starts it)",
         )
         CfnOutput(
             self,

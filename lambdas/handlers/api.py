@@ -33,6 +33,7 @@ from registration import (
     access,
     bounded_json,
     cancellation,
+    erasure,
     event_changes,
     exports,
     health,
@@ -48,6 +49,7 @@ from registration.models import (
     CancelledEvent,
     Completion,
     CreatedWebhook,
+    ErasureStarted,
     ErrorBody,
     Event,
     EventChange,
@@ -171,6 +173,9 @@ def _refuse_before_claim(event: dict[str, Any]) -> access.Caller:
     route = (str(event.get("httpMethod", "")).upper(), str(event.get("resource", "")))
     if route == ("POST", "/events"):
         _may_create_event(caller)
+    elif route == ("DELETE", "/users/{userId}"):
+        erased = str((event.get("pathParameters") or {}).get("userId") or "")
+        access.require_self_or_admin(caller, erased, f"erase user {erased}")
     elif route == ("POST", "/events/{eventId}/cancel"):
         event_id = str((event.get("pathParameters") or {}).get("eventId") or "")
         _may_manage(caller, event_id, "cancel event")
@@ -273,6 +278,31 @@ def change_user(userId: UserIdPath, patch: UserPatch) -> User:
     changed = get_store().change_user(userId, patch.changes())
     logger.info("user changed", extra={"userId": userId, "fields": sorted(patch.changes())})
     return changed
+
+
+@app.delete(
+    "/users/<userId>",
+    status_code=202,
+    summary="Erase a user",
+    description=(
+        "The user's name and email are removed at once, and from then on the user reads as one that "
+        "does not exist and nothing registers them. The erase workflow (a Standard execution named in "
+        "the answer) then releases every seat (the waitlist's head gets it) and waitlist place they "
+        "hold, each with `reason: user_erased`, deletes their idempotency records and, last, the user: "
+        "the id may then be created again. Erasing again answers the same run. For the user and admins."
+    ),
+    operation_id="eraseUser",
+    tags=["users"],
+    responses=_responses(
+        202, "The user, being erased, and the run erasing them", "UserNotFound", *IDEMPOTENCY_ERRORS
+    ),
+)
+def erase_user(userId: UserIdPath) -> ErasureStarted:
+    access.require_self_or_admin(_caller(), userId, f"erase user {userId}")
+    since = erasure.mark(get_store(), userId)
+    execution = erasure.start(userId, since, _request_id())
+    logger.info("user erasure started", extra={"userId": userId, "execution": execution})
+    return ErasureStarted(userId=userId, erasingSince=since, execution=execution)
 
 
 @app.get(

@@ -1,7 +1,8 @@
 """Reconciliation task: recount one event, repair its counters and waitlist, promote.
 
 Emits one metric per repair kind and per outcome, plus `ReconciliationRepairs` (the sum,
-which an alarm watches), and logs every repair with the event id, before and after.
+which an alarm watches), and logs every repair with the event id, before and after, and
+every cancel run it had to start for a cancelled event that still held registrations.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from registration import reconciliation
+from registration import cancellation, reconciliation
 from registration.data import get_store
 from registration.observability import logger, metrics, tracer
 from registration.reconciliation_models import EventReconciliation, ReconcileEventInput
@@ -52,6 +53,13 @@ def _emit(result: EventReconciliation) -> None:
     if result.overbooked:
         # More seats than capacity: counted truthfully, but only people can fix it.
         logger.error("event is overbooked", extra=details)
+    if result.cancelReleaseStarted:
+        # The API starts this run right after marking the event cancelled; when it stopped in
+        # between, this start is the only one (when the run exists, the start changed nothing).
+        logger.warning(
+            "cancelled event still held registrations; started its cancel run",
+            extra={**details, "execution": cancellation.execution_name(result.eventId)},
+        )
     if result.repairs:
         logger.warning("reconciliation repaired drift", extra=details)
     elif result.outcome == "busy":

@@ -42,9 +42,12 @@ BY_UNREGISTRATION: Final = "unregistration"
 BY_RECONCILIATION: Final = "reconciliation"
 BY_CAPACITY: Final = "capacity"
 PromotionReason = Literal["unregistration", "reconciliation", "capacity"]
-# Why a registration ended without its user leaving.
+# Why a registration ended without its user leaving: the event was cancelled, or the
+# user's account was erased.
 EVENT_CANCELLED: Final = "event_cancelled"
-Reason = PromotionReason | Literal["event_cancelled"]
+USER_ERASED: Final = "user_erased"
+EndReason = Literal["event_cancelled", "user_erased"]
+Reason = PromotionReason | EndReason
 
 EventType = Literal[
     "event.created",
@@ -71,7 +74,8 @@ class DomainEvent(BaseModel):
     # registration.waitlisted: the place joined (1 = the head).
     position: Annotated[int, Field(ge=1)] | None = None
     # registration.promoted: the place the user was promoted from, and why;
-    # registration.unregistered: why, when the user did not leave (the event was cancelled).
+    # registration.unregistered and registration.left_waitlist: why, when the user did not
+    # leave themselves (the event was cancelled, the user erased).
     fromPosition: Annotated[int, Field(ge=1)] | None = None
     reason: Reason | None = None
 

@@ -94,8 +94,8 @@ def change_event(
         _check(changed, event)
         at = now_iso()
         heads = []
-        if _free_seats(changed, at) and event.waitlistCount > 0:
-            wanted = min(_free_seats(changed, at), event.waitlistCount, PROMOTIONS_PER_TRANSACTION)
+        if schedule.free_seats(changed, at) and event.waitlistCount > 0:
+            wanted = min(schedule.free_seats(changed, at), event.waitlistCount, PROMOTIONS_PER_TRANSACTION)
             heads = store.waitlist_heads(event_id, wanted)
         try:
             store.change_event(event, changes, heads, request_id, at)
@@ -119,13 +119,6 @@ def _check(changed: EventState, current: EventState) -> None:
         )
 
 
-def _free_seats(event: EventState, at: str) -> int:
-    """Seats a head could take now: none once the event has started or is cancelled."""
-    if schedule.is_cancelled(event) or schedule.has_started(event, at):
-        return 0
-    return max(0, event.capacity - event.registeredCount)
-
-
 def _fill_free_seats(store: RegistrationStore, event_id: str, request_id: str, limit: int) -> list[str]:
     """Seats heads while seats are free and people wait, a batch a transaction, at most
     `limit`; the users seated."""
@@ -135,7 +128,10 @@ def _fill_free_seats(store: RegistrationStore, event_id: str, request_id: str, l
         event = store.get_event(event_id)
         at = now_iso()
         wanted = min(
-            _free_seats(event, at), event.waitlistCount, PROMOTIONS_PER_TRANSACTION, limit - len(promoted)
+            schedule.free_seats(event, at),
+            event.waitlistCount,
+            PROMOTIONS_PER_TRANSACTION,
+            limit - len(promoted),
         )
         if wanted <= 0:
             break

@@ -105,22 +105,30 @@ def reconciliation_run_key(at: str, run_id: str) -> Key:
 
 # --- idempotent requests -----------------------------------------------------------------
 #
-# | item                          | PK                     | SK      |
-# |-------------------------------|------------------------|---------|
-# | request (per Idempotency-Key) | IDEMPOTENCY#{key}      | REQUEST |
+# | item                          | PK                    | SK             |
+# |-------------------------------|-----------------------|----------------|
+# | request (per Idempotency-Key) | IDEMPOTENCY#{caller}  | REQUEST#{key}  |
 #
-# One partition per key, so a stampede of keyed requests spreads like the requests do.
-# Records expire (`expiresAt`, the table's TTL attribute) after a day.
+# A key belongs to the caller who sent it (`models.scoped_key`: `{key}#{caller}`), and its
+# record lives in that caller's partition: erasing a user finds all their records in one
+# query. A stampede of keyed requests comes from many callers, so it spreads over as many
+# partitions. Records expire (`expiresAt`, the table's TTL attribute) after a day.
 
 # A key no item has: `GET /health` reads it to see that the table answers.
 HEALTH_PROBE_KEY: Key = {"PK": "HEALTH", "SK": "PROBE"}
 
 IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"
-REQUEST = "REQUEST"
+REQUEST_PREFIX = "REQUEST#"
 
 
-def idempotency_key(key: str) -> Key:
-    return {"PK": f"{IDEMPOTENCY_PREFIX}{key}", "SK": REQUEST}
+def idempotency_pk(caller_id: str) -> str:
+    return f"{IDEMPOTENCY_PREFIX}{caller_id}"
+
+
+def idempotency_key(claim_key: str) -> Key:
+    """The record of a claim's key (`{key}#{caller}`; a key has no '#')."""
+    key, _, caller_id = claim_key.partition("#")
+    return {"PK": idempotency_pk(caller_id), "SK": f"{REQUEST_PREFIX}{key}"}
 
 
 # --- domain events -----------------------------------------------------------------------

@@ -321,6 +321,34 @@ class CancelledEvent(BaseModel):
     execution: str = Field(description="The cancel workflow's execution (`regctl executions show`)")
 
 
+class ErasureInput(_Input):
+    """The erase workflow's input, and its tasks'."""
+
+    userId: UserId
+    requestId: str = Field(min_length=1, max_length=200)
+    erasingSince: Timestamp
+    settleSeconds: Annotated[int, Field(ge=0, le=3600)]
+    late: bool = False
+
+
+class ErasureProgress(BaseModel):
+    """`ReleaseUserRegistrations`' answer: the events it looked at and the seats and places
+    it released; `more` while another turn may find something."""
+
+    found: int
+    released: int
+    more: bool
+
+
+class ErasureStarted(BaseModel):
+    """`DELETE /users/{id}`: the user, being erased, and the run doing it."""
+
+    userId: str
+    status: Literal["erasing"] = "erasing"
+    erasingSince: Timestamp
+    execution: str = Field(description="The erase workflow's execution (`regctl executions show`)")
+
+
 class EventChange(Event):
     """`PATCH /events/{id}`: the event as changed, and who the change seated."""
 

@@ -20,7 +20,13 @@ What is repaired, per event (the survey and the plan are `repair_plan.py`):
     (it proves no place).
 
 * A free seat while anyone waits, before the event starts: the head is promoted, one
-  transaction per seat, until the event is full or nobody waits.
+  transaction per seat, until the event is full or nobody waits. Never into a cancelled
+  event: its seats are being released, not filled.
+* A cancelled event that still holds seats or waitlist places once it is recounted: its
+  cancel run is started. The API starts that run right after marking the event cancelled;
+  this is the safety net for an API that stopped in between. The run's name is the
+  event's, so when the run exists (running, ended or failed, which its own alarm reports)
+  the start changes nothing.
 
 Why it cannot race a live registration: each repair is one transaction conditioned on
 the three counters being exactly what was read before the recount, and on each item it
@@ -51,7 +57,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from registration import schedule
+from registration import cancellation, schedule
 from registration.data import RegistrationStore
 from registration.data.dynamo import now_iso
 from registration.data.repairs import ReconciliationRecord
@@ -133,6 +139,7 @@ class _Progress:
     promoted: list[str] = field(default_factory=list)
     overbooked: bool = False
     actions: list[RepairAction] = field(default_factory=list)
+    cancel_release_started: bool = False
 
     def changed(self, before: Counters, after: Counters) -> None:
         self.before = self.before or before
@@ -153,6 +160,7 @@ class _Progress:
                 "promotions": len(self.promoted),
                 "overbooked": self.overbooked,
                 "actions": self.actions[:MAX_ACTIONS_IN_RESULT],
+                "cancelReleaseStarted": self.cancel_release_started,
             }
         )
 
@@ -195,15 +203,37 @@ def reconcile_event(
                 lost += 1
             continue  # recount: verifies the repair and decides on promotions
 
-        if seen.registeredCount < event.capacity and seen.waitlistCount > 0:
+        if _may_promote(event, seen):
             promoted = _promote(store, event, run, progress, max_promotions - len(progress.promoted))
             if promoted is None:
                 lost += 1
             elif len(progress.promoted) >= max_promotions:
                 return progress.result(event_id, "busy")
             continue  # recount once more: the queue may have changed meanwhile
+        _release_if_cancelled(event, seen, run, progress)
         return progress.result(event_id, "clean")
     return progress.result(event_id, "busy")
+
+
+def _may_promote(event: EventState, seen: Counters) -> bool:
+    """A seat is free while someone waits, and promoting into the event is still allowed.
+    Without the last part a cancelled or started event with a free seat would be recounted
+    until it counted as busy, with nothing to do."""
+    return (
+        seen.registeredCount < event.capacity
+        and seen.waitlistCount > 0
+        and not schedule.is_cancelled(event)
+        and not schedule.has_started(event, now_iso())
+    )
+
+
+def _release_if_cancelled(event: EventState, seen: Counters, run: Run, progress: _Progress) -> None:
+    """Starts the cancel run of a cancelled event that still holds anything. `seen` is the
+    recount a whole pass confirmed, so what it holds is real, not drift."""
+    if not schedule.is_cancelled(event) or (seen.registeredCount == 0 and seen.waitlistCount == 0):
+        return
+    cancellation.start_release(event.eventId, run.request_id)
+    progress.cancel_release_started = True
 
 
 def _counters(store: RegistrationStore, event_id: str) -> Counters | None:
@@ -261,11 +291,9 @@ def _promote(
     seen = Counters.of(event)
     promoted = 0
     while (
-        seen.registeredCount < event.capacity
-        and seen.waitlistCount > 0
+        seen.waitlistCount > 0
         and promoted < limit
-        and not schedule.is_cancelled(event)
-        and not schedule.has_started(event, now_iso())
+        and schedule.free_seats(event.model_copy(update=seen.model_dump()), now_iso()) > 0
     ):
         head = store.waitlist_head(event.eventId)
         if head is None:

@@ -103,6 +103,13 @@ class EventReconciliation(Record):
     promotions: int = 0
     overbooked: bool = False
     actions: list[RepairAction] = Field(default_factory=list, description="The first few waitlist repairs")
+    cancelReleaseStarted: bool = Field(
+        default=False,
+        description=(
+            "The event is cancelled yet still held seats or waitlist places, so its cancel run was "
+            "started (a no-op when that run exists already)"
+        ),
+    )
     error: str | None = None
 
     @property

@@ -7,7 +7,7 @@ so they compare as text, here and in the writes' conditions.
 from __future__ import annotations
 
 from registration.errors import EventCancelled, EventStarted, RegistrationClosed, RegistrationNotOpen
-from registration.models import Event
+from registration.models import Event, EventState
 
 
 def has_started(event: Event, now: str) -> bool:
@@ -16,6 +16,26 @@ def has_started(event: Event, now: str) -> bool:
 
 def is_cancelled(event: Event) -> bool:
     return event.cancelledAt is not None
+
+
+def free_seats(event: EventState, now: str) -> int:
+    """Seats the waitlist's heads may take at `now`: none once the event is cancelled or
+    has started (a seat freed then stays free), nor while it holds more seats than its
+    (lowered) capacity."""
+    if is_cancelled(event) or has_started(event, now):
+        return 0
+    return max(0, event.capacity - event.registeredCount)
+
+
+def seats_a_waiter(event: EventState, now: str) -> bool:
+    """A seat freed at `now` goes to the head of the waitlist (rather than staying free):
+    someone waits, and the seat is within capacity of an event still taking people."""
+    return (
+        event.waitlistCount > 0
+        and event.registeredCount <= event.capacity
+        and not is_cancelled(event)
+        and not has_started(event, now)
+    )
 
 
 def require_open(event: Event, now: str) -> None:

@@ -273,13 +273,7 @@ def check_registration(store: RegistrationStore, state: UnregisterState) -> Regi
         )
     # Once the event has started, a freed seat stays free: nobody is promoted into it. Nor
     # while the event holds more seats than its (lowered) capacity: this one is not free.
-    promotes = (
-        event.waitlistCount > 0
-        and event.registeredCount <= event.capacity
-        and not schedule.is_cancelled(event)
-        and not schedule.has_started(event, decided_at)
-    )
-    head = store.waitlist_head(event.eventId) if promotes else None
+    head = store.waitlist_head(event.eventId) if schedule.seats_a_waiter(event, decided_at) else None
     if head is not None:
         return RegistrationCheck(
             action=RegistrationAction.PROMOTE, attempt=attempt, event=event, decidedAt=decided_at, head=head

@@ -17,7 +17,12 @@ WORKFLOW_ARNS = {
     "register": "REGISTER_STATE_MACHINE_ARN",
     "unregister": "UNREGISTER_STATE_MACHINE_ARN",
     "cancel": "CANCEL_STATE_MACHINE_ARN",
+    "erase": "ERASE_STATE_MACHINE_ARN",
 }
+# The API function's: how long an erasure waits for registrations that read the user
+# before it was marked (longer than a register execution may run; the stack sets it).
+ERASURE_SETTLE = "ERASURE_SETTLE_S"
+DEFAULT_ERASURE_SETTLE_S = 30
 # The webhook functions' deliveries queue (the fan-out sends to it, the delivery function
 # changes the visibility of its messages).
 WEBHOOK_DELIVERY_QUEUE_URL = "WEBHOOK_DELIVERY_QUEUE_URL"
@@ -50,6 +55,7 @@ class Settings(BaseModel):
     region: str
     webhook_loopback_http: bool = False
     webhook_retry_schedule: tuple[int, ...] = ()
+    erasure_settle_s: int = DEFAULT_ERASURE_SETTLE_S
 
     @classmethod
     def read(cls, environment: Mapping[str, str] | None = None) -> Settings:
@@ -69,4 +75,5 @@ class Settings(BaseModel):
             webhook_retry_schedule=tuple(
                 int(wait) for wait in env.get(WEBHOOK_RETRY_SCHEDULE, "").split(",") if wait.strip()
             ),
+            erasure_settle_s=int(env.get(ERASURE_SETTLE) or DEFAULT_ERASURE_SETTLE_S),
         )

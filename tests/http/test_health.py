@@ -20,5 +20,6 @@ def test_health_reports_the_table_and_every_workflow(client: Client) -> None:
             "register": {"status": "ok", "detail": None},
             "unregister": {"status": "ok", "detail": None},
             "cancel": {"status": "ok", "detail": None},
+            "erase": {"status": "ok", "detail": None},
         },
     }

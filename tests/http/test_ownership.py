@@ -107,6 +107,12 @@ MATRIX: list[tuple[str, Request, dict[str, int], str | None]] = [
         None,
     ),
     (
+        "DELETE /users/{userId}",
+        lambda c, k: k.delete(f"/users/{c.target}"),
+        EXPECTED["DELETE /users/{userId}"],
+        None,
+    ),
+    (
         "GET /users/{userId}/registrations",
         lambda c, k: k.get(f"/users/{c.target}/registrations"),
         EXPECTED["GET /users/{userId}/registrations"],

@@ -702,18 +702,22 @@ def test_api_function_role_is_least_privilege(synthesized: Synthesized, api_func
     log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
     assert grants[f"${{{log_group_id}.Arn}}"] == {"logs:CreateLogStream", "logs:PutLogEvents"}
     assert grants["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    # `GET /health` describes the three workflows the API starts, and the API starts the
-    # cancel workflow itself (the other two API Gateway starts): nothing else of Step Functions.
+    # `GET /health` describes the four workflows the API starts, and the API starts the
+    # cancel and erase workflows itself (the other two API Gateway starts): nothing else of
+    # Step Functions.
     machines = {r for r, actions in grants.items() if any(a.startswith("states:") for a in actions)}
-    assert len(machines) == 3
-    cancel = f"${{{synthesized.output_ref(names.WORKFLOW_OUTPUTS[names.CANCEL_WORKFLOW])}}}"
+    assert len(machines) == 4
+    started_here = {
+        f"${{{synthesized.output_ref(names.WORKFLOW_OUTPUTS[workflow])}}}"
+        for workflow in (names.CANCEL_WORKFLOW, names.ERASE_WORKFLOW)
+    }
     for machine in machines:
         assert (
             synthesized.raw["Resources"][machine.strip("${}")]["Type"] == "AWS::StepFunctions::StateMachine"
         )
-        started = {"states:StartExecution"} if machine == cancel else set()
+        started = {"states:StartExecution"} if machine in started_here else set()
         assert grants[machine] == {"states:DescribeStateMachine", *started}, machine
-    assert len(grants) == 7
+    assert len(grants) == 8
     assert "ManagedPolicyArns" not in synthesized.raw["Resources"][role_id]["Properties"]
 
 
@@ -782,7 +786,7 @@ def api_only(context: dict[str, Any]) -> tuple[Any, api.RegistrationApi]:
         workflow: sfn.StateMachine.from_state_machine_arn(
             stack, workflow, f"arn:aws:states:us-east-1:123456789012:stateMachine:{workflow}"
         )
-        for workflow in {*names.WORKFLOW_ROUTES.values(), names.CANCEL_WORKFLOW}
+        for workflow in {*names.WORKFLOW_ROUTES.values(), names.CANCEL_WORKFLOW, names.ERASE_WORKFLOW}
     }
     layer = lambda_.LayerVersion.from_layer_version_arn(
         stack,

@@ -367,6 +367,7 @@ def test_no_function_or_custom_resource_serves_the_domain_events(synthesized: Sy
         *names.TASK_HANDLERS.values(),
         *names.RECONCILE_HANDLERS.values(),
         *names.CANCEL_HANDLERS.values(),
+        *names.ERASE_HANDLERS.values(),
         names.API_HANDLER,
         *names.WEBHOOK_HANDLERS.values(),
     }

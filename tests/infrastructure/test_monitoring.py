@@ -43,6 +43,7 @@ def _function_names(synthesized: Synthesized) -> dict[str, str]:
         **names.TASK_HANDLERS,
         **names.RECONCILE_HANDLERS,
         **names.CANCEL_HANDLERS,
+        **names.ERASE_HANDLERS,
         names.API_FUNCTION_ID: names.API_HANDLER,
         **names.WEBHOOK_HANDLERS,
     }
@@ -75,7 +76,7 @@ def test_faults_of_the_express_workflows_are_alarmed_not_refusals(synthesized: S
 
 
 def test_failed_standard_runs_and_repairs_keep_their_one_alarm(synthesized: Synthesized) -> None:
-    """One failed-runs alarm per Standard workflow (reconcile, cancel), one repairs alarm."""
+    """One failed-runs alarm per Standard workflow (reconcile, cancel, erase), one repairs alarm."""
     failed = [p for p in _alarms(synthesized).values() if "ExecutionsFailed" in _metric_names(p)]
     repairs = [
         p for p in _alarms(synthesized).values() if names.RECONCILIATION_REPAIRS_METRIC in _metric_names(p)
@@ -84,8 +85,9 @@ def test_failed_standard_runs_and_repairs_keep_their_one_alarm(synthesized: Synt
     assert machines == {
         synthesized.output_ref(names.WORKFLOW_OUTPUTS[names.RECONCILE_WORKFLOW]),
         synthesized.output_ref(names.WORKFLOW_OUTPUTS[names.CANCEL_WORKFLOW]),
+        synthesized.output_ref(names.WORKFLOW_OUTPUTS[names.ERASE_WORKFLOW]),
     }
-    assert len(failed) == 2 and len(repairs) == 1
+    assert len(failed) == 3 and len(repairs) == 1
 
 
 def test_every_state_machine_has_a_throttle_alarm(synthesized: Synthesized) -> None:
@@ -100,6 +102,7 @@ def test_lambda_throttles_everywhere_errors_where_no_refusals_are_raised(synthes
         len(names.TASK_HANDLERS)
         + len(names.RECONCILE_HANDLERS)
         + len(names.CANCEL_HANDLERS)
+        + len(names.ERASE_HANDLERS)
         + 1
         + len(names.WEBHOOK_HANDLERS)
     )
@@ -113,6 +116,7 @@ def test_lambda_throttles_everywhere_errors_where_no_refusals_are_raised(synthes
         names.API_FUNCTION_ID,
         *names.RECONCILE_HANDLERS,
         *names.CANCEL_HANDLERS,
+        *names.ERASE_HANDLERS,
         *names.WEBHOOK_HANDLERS,
     }
 

@@ -1,5 +1,6 @@
 """Reconciliation in the synthesized template: the Standard workflow, its functions, the
-schedule (rate, target, role) and the alarms."""
+schedule (rate, target, role), the alarms, and the one function that may start the cancel
+workflow."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import re
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from infrastructure import execution_names, names
 from infrastructure.constructs import reconciliation as construct
+from infrastructure.local import iam
+from infrastructure.local.iam_policies import Request
 from infrastructure.local.template import parse_template
 from registration import reconciliation as logic
 from tests.fixtures.workflows import pages_per_execution, worst_case_history
@@ -311,6 +315,7 @@ def test_function_runtime_layer_and_least_privilege(
     assert "ManagedPolicyArns" not in synthesized.raw["Resources"][role_id]["Properties"]
     table_arn = {"Fn::GetAtt": [table_id(synthesized), "Arn"]}
     granted: set[str] = set()
+    starts: list[dict[str, Any]] = []
     for statement in policy_statements(synthesized, role_id):
         actions = set(as_list(statement["Action"]))
         service = {a.split(":")[0] for a in actions}
@@ -321,12 +326,59 @@ def test_function_runtime_layer_and_least_privilege(
             else:
                 assert resource == table_arn
             granted |= actions
+        elif service == {"states"}:
+            starts.append(statement)
         else:
             assert service <= {"logs", "xray"}, statement
     # Which actions each role needs is measured by a run that makes every repair
     # (tests/integration/test_reconciliation_grants.py); here: a function that may not
     # touch the table is not told its name.
     assert (names.ENV_TABLE_NAME in env) == bool(granted)
+    # Only the task that reconciles an event may start anything (a cancel run, see below),
+    # and only it is told the cancel workflow's ARN.
+    assert bool(starts) == (task == workflow.RECONCILE_TASK)
+    assert (names.ENV_WORKFLOW_ARNS[names.CANCEL_WORKFLOW] in env) == bool(starts)
+    assert not set(env) & (
+        set(names.ENV_WORKFLOW_ARNS.values()) - {names.ENV_WORKFLOW_ARNS[names.CANCEL_WORKFLOW]}
+    )
+
+
+def _may_start(authorizer: iam.Authorizer, role_arn: str, state_machine_arn: str) -> bool:
+    """What IAM decides for StartExecution by this role on this state machine."""
+    try:
+        authorizer.check(
+            iam.Principal(role_arn, "check"),
+            [Request("states:StartExecution", state_machine_arn)],
+            "StartExecution",
+        )
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDeniedException"
+        return False
+    return True
+
+
+def test_the_reconcile_task_may_start_the_cancel_workflow_and_nothing_else(synthesized: Synthesized) -> None:
+    """A cancelled event still holding registrations gets its cancel run from reconciliation:
+    decided by the twin's IAM evaluation over every role and state machine of the template."""
+    local = parse_template(synthesized.raw)
+    authorizer = iam.Authorizer(local, table_name=names.LOCAL_TABLE_NAME)
+    cancel = local.workflows[names.CANCEL_WORKFLOW]
+    (reconcile_task,) = [
+        f for f in local.functions.values() if f.handler == names.RECONCILE_HANDLERS[workflow.RECONCILE_TASK]
+    ]
+    assert reconcile_task.role_arn is not None
+    machines = {spec.arn for spec in local.state_machines.values()}
+    assert len(machines) >= 4 and cancel.arn in machines
+
+    assert {arn for arn in machines if _may_start(authorizer, reconcile_task.role_arn, arn)} == {cancel.arn}
+    # It is told where that state machine is, as the API function is.
+    assert reconcile_task.environment[names.ENV_WORKFLOW_ARNS[names.CANCEL_WORKFLOW]] == cancel.arn
+
+    # Who else may start it: the API function (POST /events/{id}/cancel) and the cancel
+    # workflow's own role (its Distributed Map's child executions). No other role.
+    (api,) = [f for f in local.functions.values() if f.handler == names.API_HANDLER]
+    starters = {role.arn for role in local.roles.values() if _may_start(authorizer, role.arn, cancel.arn)}
+    assert starters == {reconcile_task.role_arn, api.role_arn, cancel.role_arn}
 
 
 # --- the schedule ------------------------------------------------------------------------
@@ -379,8 +431,18 @@ def test_the_rate_is_configurable() -> None:
         "Layer",
         "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-x86_64:1",
     )
+    from aws_cdk import aws_stepfunctions as sfn
+
+    cancel = sfn.StateMachine.from_state_machine_arn(
+        stack, "Cancel", "arn:aws:states:us-east-1:123456789012:stateMachine:cancel"
+    )
     construct.Reconciliation(
-        stack, "Reconciliation", table=table, powertools_layer=layer, schedule_expression="rate(30 minutes)"
+        stack,
+        "Reconciliation",
+        table=table,
+        powertools_layer=layer,
+        cancel_state_machine=cancel,
+        schedule_expression="rate(30 minutes)",
     )
     Template.from_stack(stack).has_resource_properties(SCHEDULE, {"ScheduleExpression": "rate(30 minutes)"})
 

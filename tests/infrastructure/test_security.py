@@ -260,9 +260,18 @@ def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthe
             assert statement["Resource"]["Fn::Join"][1][-1] == "/index/GSI1", (logical_id, statement)
             continue
         # A Query is confined by its partition key too: the cancel workflow's batch reads
-        # one event's seats and places, nothing else of the table.
-        queries_one_event = "Cancellation" in logical_id and statement["Condition"] == EVENTS_ONLY
-        allowed = KEYED_ITEM_ACTIONS | ({"dynamodb:Query"} if queries_one_event else set())
+        # one event's seats and places, nothing else of the table; the erase workflow's
+        # release reads a waitlist's head, its forgetting one user's idempotency records.
+        # A BatchGetItem names every item's key: the release reads a user's seat and place.
+        erases = "Erasure" in logical_id
+        queries_one_partition = (
+            "Cancellation" in logical_id and statement["Condition"] == EVENTS_ONLY
+        ) or erases
+        allowed = (
+            KEYED_ITEM_ACTIONS
+            | ({"dynamodb:Query"} if queries_one_partition else set())
+            | ({"dynamodb:BatchGetItem"} if erases and statement["Condition"] == EVENTS_ONLY else set())
+        )
         assert actions <= allowed, (logical_id, statement)
         if statement["Condition"] == WEBHOOK_ITEMS_ONLY:
             # The delivery function reads a subscription; `DELETE /webhooks/{id}` removes
@@ -278,21 +287,29 @@ def test_leading_keys_conditions_confine_single_item_actions(synthesized: Synthe
             changes = (
                 actions == {"dynamodb:UpdateItem", "dynamodb:DeleteItem"} and "HttpApiApiRole" in logical_id
             )
-            # The cancel workflow's functions read and release one event's entries.
+            # The cancel workflow's functions read and release one event's entries, the
+            # erase workflow's release a user's seat or place at one event.
             cancels = "Cancellation" in logical_id and actions <= CANCELLATION_ACTIONS
-            assert reads or changes or cancels, (logical_id, statement)
+            releases = "ErasureReleaseUserRegistrations" in logical_id
+            assert reads or changes or cancels or releases, (logical_id, statement)
         elif statement["Condition"] == USERS_ONLY:
-            # `PATCH /users/{id}`: the API function updates a user, never deletes one.
-            assert actions == {"dynamodb:UpdateItem"} and "HttpApiApiRole" in logical_id, (
+            # `PATCH /users/{id}` and the erasure's mark: the API function updates a user,
+            # never deletes one; only the erase workflow's last step does.
+            updates = actions == {"dynamodb:UpdateItem"} and "HttpApiApiRole" in logical_id
+            forgets = actions == {"dynamodb:DeleteItem"} and "ErasureForgetUser" in logical_id
+            assert updates or forgets, (logical_id, statement)
+        else:
+            assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
+            # Only the erase workflow's forgetting lists records (one caller's partition).
+            assert "dynamodb:Query" not in actions or "ErasureForgetUser" in logical_id, (
                 logical_id,
                 statement,
             )
-        else:
-            assert statement["Condition"] == IDEMPOTENCY_ONLY, (logical_id, statement)
     # ClaimRequest's (twice) and RecordOutcome's roles, the API function's updates and
     # deletes of idempotency records, of subscriptions and in events' partitions, its
-    # updates of users, the two webhook functions' and the two cancellation functions'.
-    assert len(confined) == 11, confined
+    # updates of users, the two webhook functions', the two cancellation functions' and
+    # the erasure functions' three (events; idempotency records and users).
+    assert len(confined) == 14, confined
 
 
 # Table encryption and point-in-time recovery (test_template.py), stage throttling and

@@ -17,7 +17,7 @@ import pytest
 
 from infrastructure import names
 from infrastructure.local.engine import LocalEngine
-from registration import keys
+from registration import cancellation, keys
 from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
 from tests.fixtures.drift import (
@@ -179,6 +179,40 @@ def test_orphaned_waitlist_items_are_repaired(
     assert outcome.ok and outcome.output is not None
     assert outcome.output["promoted"] == lost_membership
     assert_consistent(local_store, event)
+
+
+# --- a cancelled event whose cancel run never started ------------------------------------
+
+
+def _cancel_runs(engine: LocalEngine, event_id: str) -> list[dict[str, Any]]:
+    name = cancellation.execution_name(event_id)
+    return [e for e in engine.list_executions(names.CANCEL_WORKFLOW) if e["name"] == name]
+
+
+def test_a_cancelled_event_whose_cancel_run_never_started_is_released(
+    local_engine: LocalEngine, local_store: RegistrationStore, local_workflows: Workflows
+) -> None:
+    event = _event(local_store, capacity=2)
+    _register_all(local_workflows, event, _users(local_store, 4))  # two seated, two waiting
+    # What `POST /events/{id}/cancel` does before it starts the cancel run: the API stopped here.
+    cancellation.cancel(local_store, event)
+    assert _cancel_runs(local_engine, event) == []
+
+    # The reconcile function starts the run itself (its role may, or the twin refuses it).
+    result = _reconcile(local_engine, eventIds=[event])
+
+    assert (result.output["events"], result.output["clean"]) == (1, 1)
+    (run,) = _cancel_runs(local_engine, event)
+    released = local_engine.wait(run["executionArn"], timeout=RUN_TIMEOUT_S)
+    assert released.succeeded, (released.error, released.cause)
+    assert released.input == {"eventId": event, "requestId": f"reconcile:{result.name}"}
+    assert counters(local_store, event)[:2] == (0, 0)
+    assert seats(local_store, event) == [] and queue(local_store, event) == []
+    assert local_store.get_event(event).status == "cancelled"
+    # Nothing is held any more: the next run starts nothing.
+    again = _reconcile(local_engine, eventIds=[event])
+    assert again.output["clean"] == 1
+    assert [r["executionArn"] for r in _cancel_runs(local_engine, event)] == [run["executionArn"]]
 
 
 # --- a consistent table --------------------------------------------------------------------

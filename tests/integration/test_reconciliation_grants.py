@@ -1,5 +1,6 @@
 """Least privilege for reconciliation, measured: a run that makes every kind of repair
-uses every DynamoDB action its functions' roles grant, and needs no other.
+(and starts the cancel run a cancelled event never got) uses every action its functions'
+roles grant, and needs no other.
 
 The engine authorises each call against the synthesized roles, so a missing grant fails
 the run (AccessDenied); what the run's calls used is then compared with what each role
@@ -17,7 +18,7 @@ import pytest
 from infrastructure import names
 from infrastructure.local import iam
 from infrastructure.local.engine import LocalEngine
-from registration import keys
+from registration import cancellation, keys
 from registration.data import RegistrationStore
 from registration.models import NewEvent, NewUser
 from tests.fixtures.drift import assert_consistent, delete, put, set_fields, slot
@@ -65,6 +66,9 @@ def test_a_run_with_every_repair_uses_exactly_the_reconciliation_grants(
     delete(local_store, keys.queue_key(orphans, 2))  # a membership without its slot
     put(local_store, slot(orphans, 9, seated))  # a seat holder's stray slot
     set_fields(local_store, orphans, waitlistCount=1)
+    # Cancelled while it holds seats, and its cancel run never started (the API stopped).
+    cancelled, _ = _event_with(local_store, local_workflows, capacity=1, people=2)
+    cancellation.cancel(local_store, cancelled)
 
     before = Counter(authorizer.allowed)
     # The whole table, as the schedule runs it: ListEventsPage pages the events' index.
@@ -77,6 +81,12 @@ def test_a_run_with_every_repair_uses_exactly_the_reconciliation_grants(
     assert run.output["waitlistRepairs"] >= 2
     for event in (counted, grown, orphans):
         assert_consistent(local_store, event)
+    (release,) = [
+        e
+        for e in local_engine.list_executions(names.CANCEL_WORKFLOW)
+        if e["name"] == cancellation.execution_name(cancelled)
+    ]
+    assert local_engine.wait(release["executionArn"], timeout=60.0).succeeded
 
     used = _used(before, Counter(authorizer.allowed))
     roles = {

@@ -459,6 +459,7 @@ def test_health_is_ok_when_the_table_and_the_workflows_answer(
         "register": "ok",
         "unregister": "ok",
         "cancel": "ok",
+        "erase": "ok",
     }
 
 

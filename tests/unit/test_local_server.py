@@ -160,7 +160,7 @@ def test_unknown_routes_never_reach_the_handler(monkeypatch: pytest.MonkeyPatch)
     local_api = twin.LocalApi(engine)  # type: ignore[arg-type]
     monkeypatch.setattr(api, "handler", lambda event, context: pytest.fail("called"))
 
-    reply = local_api.handle(method="DELETE", target="/users/u1", headers=[], body=b"", request_id="r")
+    reply = local_api.handle(method="PUT", target="/users/u1", headers=[], body=b"", request_id="r")
 
     assert reply.status == 404
     assert b'"RouteNotFound"' in reply.body

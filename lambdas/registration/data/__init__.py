@@ -1,6 +1,6 @@
 """The data layer: the only package that talks to DynamoDB.
 
-One module per aggregate (`users`, `events`, `event_changes` and `cancellations`, `registrations` and `memberships` for seats
+One module per aggregate (`users`, `events`, `event_changes` and `cancellations`, `erasures`, `registrations` and `memberships` for seats
 and the waitlist, `idempotency_records`, `repairs` for reconciliation, `webhooks`) over the shared
 `dynamo` (client, codecs, errors, reads), `transactions` and `pages` (listings and their
 tokens). `RegistrationStore` is all of them over one table.
@@ -9,6 +9,7 @@ tokens). `RegistrationStore` is all of them over one table.
 from __future__ import annotations
 
 from registration.data.cancellations import Cancellations
+from registration.data.erasures import Erasures
 from registration.data.event_changes import EventChanges
 from registration.data.events import Events
 from registration.data.idempotency_records import IdempotencyRecords
@@ -20,7 +21,7 @@ from registration.settings import Settings
 
 
 class RegistrationStore(
-    Users, Events, EventChanges, Cancellations, Memberships, Repairs, IdempotencyRecords, Webhooks
+    Users, Events, EventChanges, Cancellations, Erasures, Memberships, Repairs, IdempotencyRecords, Webhooks
 ):
     """Users, events, seats, the waitlist, idempotency records, repairs and webhook
     subscriptions over one table."""

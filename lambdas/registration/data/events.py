@@ -16,6 +16,7 @@ from registration.data.pages import (
     Listings,
 )
 from registration.data.transactions import Transactions
+from registration.data.users import is_present
 from registration.errors import EventAlreadyExists, EventNotFound
 from registration.models import Completion, Event, EventState, NewEvent, Page, User
 
@@ -102,6 +103,6 @@ class Events(Transactions, Listings):
         user = found.get(keys.user_pk(user_id))
         event = found.get(keys.event_pk(event_id))
         return (
-            User.model_validate(user) if user else None,
+            User.model_validate(user) if is_present(user) else None,
             EventState.model_validate(event) if event else None,
         )

@@ -156,11 +156,21 @@ class Registrations(Transactions):
         )
 
     def release_seat(
-        self, event_id: str, user_id: str, request_id: str, at: str, completion: Completion | None = None
+        self,
+        event_id: str,
+        user_id: str,
+        request_id: str,
+        at: str,
+        completion: Completion | None = None,
+        *,
+        reason: domain_events.EndReason | None = None,
     ) -> bool:
         """Frees the user's seat; only while nobody waits (otherwise the seat is handed
-        over), or the event has started, or holds more seats than its capacity."""
-        left = domain_events.domain_event(domain_events.UNREGISTERED, event_id, request_id, at, user_id)
+        over), or the event has started, or holds more seats than its capacity. `reason`
+        says why, when the user did not leave themselves."""
+        left = domain_events.domain_event(
+            domain_events.UNREGISTERED, event_id, request_id, at, user_id, reason=reason
+        )
         return self._transact(
             [
                 TxItem(
@@ -202,9 +212,13 @@ class Registrations(Transactions):
         request_id: str,
         at: str,
         completion: Completion | None = None,
+        *,
+        reason: domain_events.EndReason | None = None,
     ) -> bool:
         """Removes the user's slot; everyone else keeps their order."""
-        left = domain_events.domain_event(domain_events.LEFT_WAITLIST, event_id, request_id, at, user_id)
+        left = domain_events.domain_event(
+            domain_events.LEFT_WAITLIST, event_id, request_id, at, user_id, reason=reason
+        )
         return self._transact(
             [
                 TxItem(
@@ -240,6 +254,8 @@ class Registrations(Transactions):
         request_id: str,
         at: str,
         completion: Completion | None = None,
+        *,
+        reason: domain_events.EndReason | None = None,
     ) -> bool:
         """The leaving user's seat goes to the head of the waitlist, in one transaction.
 
@@ -247,7 +263,9 @@ class Registrations(Transactions):
         The head's new seat carries the request id: a retry of a hand-over that had
         committed (its answer lost) recognises it there and answers as the first try did.
         """
-        left = domain_events.domain_event(domain_events.UNREGISTERED, event_id, request_id, at, user_id)
+        left = domain_events.domain_event(
+            domain_events.UNREGISTERED, event_id, request_id, at, user_id, reason=reason
+        )
         return self._transact(
             [
                 TxItem(

@@ -8,12 +8,17 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from registration import keys
-from registration.data.dynamo import deserialize, error_code, merge_patch_update, now_iso, serialize
+from registration.data.dynamo import Item, deserialize, error_code, merge_patch_update, now_iso, serialize
 from registration.data.items import user_item
 from registration.data.pages import LISTING_USERS, Listings
 from registration.data.transactions import Transactions
 from registration.errors import UserAlreadyExists, UserNotFound
 from registration.models import Completion, NewUser, Page, User
+
+
+def is_present(item: Item | None) -> bool:
+    """A user item that stands for a user: one being erased answers as none."""
+    return item is not None and "erasingSince" not in item
 
 
 class Users(Transactions, Listings):
@@ -40,7 +45,7 @@ class Users(Transactions, Listings):
 
     def get_user(self, user_id: str) -> User:
         item = self._get(keys.user_key(user_id))
-        if item is None:
+        if not is_present(item):
             raise UserNotFound(f"User {user_id} does not exist")
         return User.model_validate(item)
 
@@ -60,7 +65,7 @@ class Users(Transactions, Listings):
                 TableName=self.table_name,
                 Key=serialize(keys.user_key(user_id)),
                 UpdateExpression=update,
-                ConditionExpression="attribute_exists(PK)",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(erasingSince)",
                 ExpressionAttributeNames=names,
                 **({"ExpressionAttributeValues": serialize(values)} if values else {}),
                 ReturnValues="ALL_NEW",
