@@ -1,5 +1,6 @@
-"""Random sequences of create/register/unregister through the workflows and organizers'
-changes of capacity and waitlist (the API's `PATCH /events/{id}` logic), against a plain model.
+"""Random sequences of create/register/unregister through the workflows, organizers'
+changes of capacity and waitlist (the API's `PATCH /events/{id}` logic), cancellations and
+erasures of users (their workflows), against a plain model.
 
 After every step: requirement 6 (counts equal the registered users and never exceed
 capacity; the waitlist is in arrival order), each user's registrations as listed, and the
@@ -12,15 +13,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from infrastructure.local.engine import LocalEngine
-from registration import cancellation, event_changes
+from registration import cancellation, erasure, event_changes
 from registration.data import RegistrationStore
-from registration.errors import EventCancelled, WaitlistNotEmpty
-from registration.models import EventPatch, NewEvent, NewUser
+from registration.errors import EventCancelled, UserNotFound, WaitlistNotEmpty
+from registration.models import ErasureInput, EventPatch, NewEvent, NewUser
 from tests.fixtures.workflows import Outcome, Workflows
 
 # What a domain event says, as compared: (type, eventId, userId, requestId, data...).
@@ -50,6 +52,7 @@ class RegistrationMachine(RuleBasedStateMachine):
         self.engine.reset_table()
         self.model: dict[str, ModelEvent] = {}
         self.known_users: set[str] = set()
+        self.erased: set[str] = set()
         assert self.engine.pipes is not None
         self.pipes = self.engine.pipes
         self.pipes.drain()
@@ -87,7 +90,9 @@ class RegistrationMachine(RuleBasedStateMachine):
     def register(self, user: str, event: str) -> None:
         m = self.model[event]
         outcome = self.workflows.register(event, user)
-        if m.cancelled:
+        if user in self.erased:
+            assert outcome.error == "UserNotFound", outcome
+        elif m.cancelled:
             assert outcome.error == "EventCancelled", outcome
         elif user in m.registered:
             assert outcome.error == "AlreadyRegistered", outcome
@@ -225,6 +230,61 @@ class RegistrationMachine(RuleBasedStateMachine):
                 ]
             )
         m.cancelled, m.registered, m.waitlist = True, set(), []
+
+    @rule(user=users)
+    def erase(self, user: str) -> None:
+        """As `DELETE /users/{id}` does: the mark, then the erase workflow's run (nothing
+        registers meanwhile, so it need not settle). Every seat is handed to its waitlist's
+        head as a user leaving it would be; the erased id then answers as unknown."""
+        if user not in self.known_users:
+            return  # erased already (the bundle keeps the id)
+        request_id = f"erase-{uuid.uuid4().hex}"
+        since = erasure.mark(self.store, user)
+        run = ErasureInput(userId=user, requestId=request_id, erasingSince=since, settleSeconds=0)
+        result = self.engine.run(
+            "erase", run.model_dump(mode="json"), name=erasure.execution_name(user, since), timeout=60
+        )
+        assert result.succeeded, (result.status, result.error, result.cause)
+        changes: list[Change] = []
+        for event_id, m in self.model.items():
+            if user in m.registered:
+                m.registered.discard(user)
+                changes.append(
+                    {
+                        "type": "registration.unregistered",
+                        "eventId": event_id,
+                        "userId": user,
+                        "reason": "user_erased",
+                    }
+                )
+                if m.waitlist and len(m.registered) < m.capacity:
+                    promoted = m.waitlist.pop(0)
+                    m.registered.add(promoted)
+                    changes.append(
+                        {
+                            "type": "registration.promoted",
+                            "eventId": event_id,
+                            "userId": promoted,
+                            "fromPosition": 1,
+                            "reason": "unregistration",
+                        }
+                    )
+            elif user in m.waitlist:
+                m.waitlist.remove(user)
+                changes.append(
+                    {
+                        "type": "registration.left_waitlist",
+                        "eventId": event_id,
+                        "userId": user,
+                        "reason": "user_erased",
+                    }
+                )
+        if changes:
+            self.changes.append([{**change, "requestId": request_id} for change in changes])
+        self.known_users.discard(user)
+        self.erased.add(user)
+        with pytest.raises(UserNotFound):
+            self.store.get_user(user)
 
     @rule(event=events)
     def register_unknown_user(self, event: str) -> None:
