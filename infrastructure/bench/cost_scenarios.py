@@ -17,13 +17,22 @@ from infrastructure import names
 from infrastructure.bench.bulk_load import load_event, load_users, serialize
 from infrastructure.bench.local_stack import BenchError, dynamodb_client
 from infrastructure.bench.meter import CallRecord, Meter, calls_by_operation, total
-from infrastructure.bench.results import PROMOTED_BY_A_RAISE, CancelRun, Measure, Results, Settings, figures
+from infrastructure.bench.results import (
+    ERASED_REGISTRATIONS,
+    PROMOTED_BY_A_RAISE,
+    CancelRun,
+    ErasureRun,
+    Measure,
+    Results,
+    Settings,
+    figures,
+)
 from infrastructure.local.engine import LocalEngine
-from registration import cancellation, event_changes, keys
+from registration import cancellation, erasure, event_changes, keys
 from registration.data import RegistrationStore, get_store
 from registration.data.dynamo import now_iso
 from registration.data.items import seat_item
-from registration.models import EventPatch
+from registration.models import ErasureInput, EventPatch, NewEvent, NewUser
 
 # One measured run: the calls it made; Lambda invocations, state transitions, execution ms, Lambda ms.
 Run = tuple[list[CallRecord], tuple[int, int, float, float]]
@@ -167,6 +176,55 @@ class CostBench:
         if len(outcome.promoted) != PROMOTED_BY_A_RAISE:
             raise BenchError(f"raising {event_id}'s capacity promoted {outcome.promoted}")
         return records, (1, 0, took, took)
+
+    def erase_user(self, registrations: int = ERASED_REGISTRATIONS) -> ErasureRun:
+        """`DELETE /users/{id}` of a user seated at `registrations` events, someone waiting
+        at each: the mark, then the erase workflow's whole run (ten hand-overs, the
+        records and the user deleted). It does not wait for registrations in flight: the
+        wait is one transition, and nothing registers here meanwhile."""
+        user_id, waiter = f"bench-erased-{uuid.uuid4().hex[:8]}", f"bench-waiter-{uuid.uuid4().hex[:8]}"
+        for person in (user_id, waiter):
+            self.loader.create_user(NewUser(userId=person, name=f"Benchmark {person}"))
+        for n in range(registrations):
+            event = self.loader.create_event(
+                NewEvent(
+                    eventId=f"{user_id}-{n:02d}", title="Benchmark erasure", capacity=1, hasWaitlist=True
+                )
+            )
+            self.loader.take_seat(event.eventId, user_id, uuid.uuid4().hex, now_iso())
+            full = self.loader.get_event(event.eventId)
+            self.loader.join_waitlist(full, waiter, uuid.uuid4().hex, now_iso())
+        store = get_store()
+        began = time.perf_counter()
+        with self.meter.counting() as records:
+            since = erasure.mark(store, user_id)
+            run = ErasureInput(
+                userId=user_id, requestId=uuid.uuid4().hex, erasingSince=since, settleSeconds=0
+            )
+            result = self.engine.run(
+                names.ERASE_WORKFLOW,
+                run.model_dump(mode="json"),
+                name=erasure.execution_name(user_id, since),
+                timeout=600,
+            )
+        seconds = time.perf_counter() - began
+        seated = {r.eventId for r in self.loader.list_user_registrations(waiter, limit=100).items}
+        if (
+            not result.succeeded
+            or len(seated) != registrations
+            or self.loader.find_event(f"{user_id}-00") is None
+        ):
+            raise BenchError(
+                f"erasing {user_id}: {result.status} {result.error or ''}, {waiter} seated at {seated}"
+            )
+        invocations, transitions, _ = _history_figures(self.engine, result.execution_arn)
+        return ErasureRun(
+            registrations=registrations,
+            seconds=seconds,
+            usage=total(records),
+            transitions=transitions,
+            invocations=invocations,
+        )
 
     def cancel_at(self, size: int) -> CancelRun:
         """`POST /events/{id}/cancel` on an event of `size` registrants: the mark, then the
@@ -341,3 +399,5 @@ def measure_costs(
             for size in settings.sizes:
                 log(f"cost: cancelling an event of {size:,} registrants")
                 results.cancels.append(bench.cancel_at(size))
+            log(f"cost: erasing a user with {ERASED_REGISTRATIONS} registrations")
+            results.erasures.append(bench.erase_user())

@@ -381,6 +381,51 @@ def _cancels(results: Results) -> list[str]:
     ]
 
 
+def _erasures(results: Results) -> list[str]:
+    if not results.erasures:
+        return []
+    rows = []
+    for run in results.erasures:
+        u = run.usage
+        rows.append(
+            [
+                f"{run.registrations:,}",
+                f"{run.seconds:.1f}",
+                f"{run.transitions:,}",
+                f"{run.invocations:,}",
+                str(u.round_trips),
+                num(u.total_write_units),
+                num(u.total_write_units / (run.registrations or 1)),
+                num(u.read_units),
+            ]
+        )
+    return [
+        "## 6. Erasing a user",
+        "",
+        "`DELETE /users/{id}` of a user seated at each of "
+        f"{results.erasures[0].registrations} events with someone waiting at each (so every release "
+        "hands the seat over): the mark, then the erase workflow's whole run on the local engine, "
+        "metered like the operations above. The run's wait for registrations in flight at the mark "
+        "(30 s on AWS, one state transition) is left at zero here.",
+        "",
+        *table(
+            [
+                "registrations",
+                "took (s, this machine)",
+                "state transitions",
+                "Lambda invocations",
+                "round trips",
+                "write units",
+                "per registration",
+                "read units",
+            ],
+            rows,
+            "rrrrrrrr",
+        ),
+        "",
+    ]
+
+
 def _load(loads: Sequence[LoadResult], mode: str, concurrency: int) -> LoadResult | None:
     return next((r for r in loads if r.mode == mode and r.concurrency == concurrency), None)
 
@@ -394,6 +439,7 @@ def render(results: Results) -> str:
         *report_aws.section(results),
         *_domain_events(results),
         *_cancels(results),
+        *_erasures(results),
         *_method(results),
     ]
     return "\n".join(lines).rstrip() + "\n"

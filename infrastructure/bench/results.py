@@ -15,6 +15,8 @@ COMMAND = "make bench"
 
 # A measured capacity change adds this many seats to a full event with a longer waitlist.
 PROMOTED_BY_A_RAISE = 10
+# A measured erasure is of a user with this many seats, each with someone waiting for it.
+ERASED_REGISTRATIONS = 10
 # The operations, in report order: key -> label.
 OPERATIONS: dict[str, str] = {
     "register_seat": "register into a seat",
@@ -45,6 +47,20 @@ class CancelRun:
     seconds: float
     usage: Usage
     groups: int
+    transitions: int
+    invocations: int
+
+
+@dataclass(frozen=True)
+class ErasureRun:
+    """One erasure of a user holding a seat at each of `registrations` events, each with
+    someone waiting for it (so every release is a hand-over): the mark, then the erase
+    workflow's whole run, its wait for registrations in flight left out (it costs one
+    transition, and 30 s on AWS)."""
+
+    registrations: int
+    seconds: float
+    usage: Usage
     transitions: int
     invocations: int
 
@@ -109,6 +125,7 @@ class Results:
     started: datetime
     costs: list[Measure] = field(default_factory=list)
     cancels: list[CancelRun] = field(default_factory=list)
+    erasures: list[ErasureRun] = field(default_factory=list)
     loads: list[LoadResult] = field(default_factory=list)
     memory_peaks: dict[str, int] = field(default_factory=dict)
     memory_peak_total: int = 0
