@@ -79,6 +79,7 @@ SCENARIOS = {
     "mixedWorkload": "random register / unregister / leave waitlist, 4 events, 30 users",
     "capacityRaisedDuringStampede": "capacity 10 -> 40 while 105 more registrations arrive (15 before)",
     "cancelDuringUnregistrations": "an event of 60 (30 seated, 30 waiting) cancelled while all 60 leave",
+    "erasureDuringUnregistrations": "a user seated at 5 events erased while 10 others leave and 10 register",
 }
 
 

@@ -500,3 +500,72 @@ def test_a_cancellation_racing_unregistrations_releases_everyone_once(
         leftThemselves=sum(1 for a in leaving.values() if a.status == 200),
         releasedByTheCancel=sum(1 for a in leaving.values() if a.status == 404),
     )
+
+
+# --- a user erases themselves while the others come and go ------------------------------
+
+ERASE_EVENTS, ERASE_SEATS, ERASE_WAITING = 5, 3, 3
+
+
+def test_an_erasure_racing_unregistrations_and_registrations_keeps_every_event_fair(
+    client: Client, local_store: RegistrationStore, local_engine: LocalEngine, figures: dict[str, Any]
+) -> None:
+    """A user seated at 5 events (3 seats, 3 waiting at each) erases themselves while the
+    other seated people leave and newcomers register, 32 in flight: every event keeps its
+    invariants and its waitlist order, the erased user holds nothing and is gone, and each
+    seat they held went to the head of its waitlist of the moment."""
+    erased = _users(local_store, 1, "erased")[0]
+    events = [
+        client.event(capacity=ERASE_SEATS, has_waitlist=True, prefix="erase") for _ in range(ERASE_EVENTS)
+    ]
+    others: dict[str, list[str]] = {}
+    for event_id in events:
+        assert client.register(event_id, erased).status == 201
+        others[event_id] = _users(local_store, ERASE_SEATS - 1 + ERASE_WAITING, "stay")
+        for user_id in others[event_id]:
+            assert client.register(event_id, user_id).status == 201
+    newcomers = {event_id: _users(local_store, 2, "new") for event_id in events}
+    calls: list[tuple[str, Callable[[], Answer]]] = []
+    for event_id in events:
+        calls += [
+            (f"leave {u}", lambda e=event_id, u=u: client.unregister(e, u))  # type: ignore[misc]
+            for u in others[event_id][: ERASE_SEATS - 1]
+        ]
+        calls += [
+            (f"join {u}", lambda e=event_id, u=u: client.register(e, u))  # type: ignore[misc]
+            for u in newcomers[event_id]
+        ]
+    random.Random(7).shuffle(calls)
+    me = client.as_caller(erased)
+    calls.insert(len(calls) // 3, ("erase", lambda: me.delete(f"/users/{erased}")))
+
+    run = _run(calls)
+
+    _no_server_errors(run)
+    (erasing,) = [r.answer for r in run.results if r.label == "erase"]
+    assert erasing.status == 202, erasing.raw
+
+    def forgotten() -> None:
+        assert local_store._get({"PK": f"USER#{erased}", "SK": "METADATA"}) is None
+
+    eventually(forgotten, timeout=120)
+    for event_id in events:
+        partition = event_partition(local_engine.dynamodb_client(), local_engine.table_name, event_id)
+        assert invariant_violations(partition) == [], event_id
+        assert erased not in partition.seats and erased not in partition.memberships
+    assert local_store.list_user_registrations(erased).items == []
+    # Every freed seat (the erasure's hand-overs among them) went to the head of its
+    # waitlist: those waiting from the start are seated in their order, before any
+    # newcomer gets a seat, and those still waiting are ahead of every newcomer.
+    for event_id in events:
+        first_waiting = others[event_id][ERASE_SEATS - 1 :]
+        seated = {r.userId for r in local_store.list_registrations(event_id, limit=100).items}
+        waiting = [w.userId for w in local_store.list_waitlist(event_id, limit=100).items]
+        promoted = [u for u in first_waiting if u in seated]
+        assert promoted == first_waiting[: len(promoted)], (event_id, promoted)
+        if seated & set(newcomers[event_id]):
+            assert promoted == first_waiting, (event_id, seated)
+        still = [u for u in first_waiting if u not in seated]
+        assert waiting[: len(still)] == still, (event_id, waiting)
+
+    figures["erasureDuringUnregistrations"] = run.summary(events=len(events))
