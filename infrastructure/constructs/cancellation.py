@@ -14,12 +14,10 @@ from constructs import Construct
 
 from infrastructure import names
 from infrastructure.constructs.task_functions import (
-    ASSET_EXCLUDES,
     EVENT_LEADING_KEYS,
-    LAMBDA_ASSET_DIR,
     TIMEOUT,
     leading_keys_condition,
-    python_function,
+    workflow_functions,
 )
 from workflows import common
 from workflows.cancel import NEXT_TASK, RELEASE_TASK, CancelWorkflow
@@ -49,28 +47,21 @@ class Cancellation(Construct):
         super().__init__(scope, construct_id)
         if set(names.CANCEL_HANDLERS) != set(TABLE_ACTIONS):
             raise ValueError("cancellation handlers and table grants disagree")
-        code = lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES)
-        self._functions: dict[str, lambda_.Function] = {
-            task: python_function(
-                self,
-                task,
-                handler,
-                code=code,
-                layer=powertools_layer,
-                statements=[
-                    iam.PolicyStatement(
-                        actions=list(TABLE_ACTIONS[task]),
-                        resources=[table.table_arn],
-                        conditions=leading_keys_condition(EVENT_LEADING_KEYS),
-                    )
-                ],
-                table=table,
-                role_description=f"Runs the {task} cancellation task",
-                description=f"Cancellation task {task} ({handler})",
-                timeout=RELEASE_TIMEOUT if task == RELEASE_TASK else TIMEOUT,
-            )
-            for task, handler in names.CANCEL_HANDLERS.items()
-        }
+        self._functions = workflow_functions(
+            self,
+            names.CANCEL_HANDLERS,
+            kind="cancellation",
+            layer=powertools_layer,
+            table=table,
+            statements=lambda task: [
+                iam.PolicyStatement(
+                    actions=list(TABLE_ACTIONS[task]),
+                    resources=[table.table_arn],
+                    conditions=leading_keys_condition(EVENT_LEADING_KEYS),
+                )
+            ],
+            timeout=lambda task: RELEASE_TIMEOUT if task == RELEASE_TASK else TIMEOUT,
+        )
         self.workflow = CancelWorkflow(self, "Workflow", functions=self.functions)
         self.state_machine: sfn.StateMachine = self.workflow.state_machine
         self.failures_alarm = common.failed_runs_alarm(

@@ -17,13 +17,11 @@ from constructs import Construct
 from infrastructure import names
 from infrastructure.constructs.table import GSI1_NAME
 from infrastructure.constructs.task_functions import (
-    ASSET_EXCLUDES,
     EVENT_LEADING_KEYS,
     IDEMPOTENCY_LEADING_KEYS,
-    LAMBDA_ASSET_DIR,
     USER_LEADING_KEYS,
     leading_keys_condition,
-    python_function,
+    workflow_functions,
 )
 from workflows import common
 from workflows.erase import FORGET_TASK, RELEASE_TASK, TASK_TIMEOUT, EraseWorkflow
@@ -70,22 +68,15 @@ class Erasure(Construct):
         super().__init__(scope, construct_id)
         if set(names.ERASE_HANDLERS) != set(TABLE_GRANTS):
             raise ValueError("erasure handlers and table grants disagree")
-        code = lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES)
-        self._functions: dict[str, lambda_.Function] = {
-            task: python_function(
-                self,
-                task,
-                handler,
-                code=code,
-                layer=powertools_layer,
-                statements=self._statements(task, table),
-                table=table,
-                role_description=f"Runs the {task} erasure task",
-                description=f"Erasure task {task} ({handler})",
-                timeout=TASK_TIMEOUT,
-            )
-            for task, handler in names.ERASE_HANDLERS.items()
-        }
+        self._functions = workflow_functions(
+            self,
+            names.ERASE_HANDLERS,
+            kind="erasure",
+            layer=powertools_layer,
+            table=table,
+            statements=lambda task: self._statements(task, table),
+            timeout=lambda _task: TASK_TIMEOUT,
+        )
         self.workflow = EraseWorkflow(self, "Workflow", functions=self.functions)
         self.state_machine: sfn.StateMachine = self.workflow.state_machine
         self.failures_alarm = common.failed_runs_alarm(

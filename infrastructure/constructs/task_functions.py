@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +242,34 @@ def python_function(
         description=description,
         environment=environment,
     )
+
+
+def workflow_functions(
+    scope: Construct,
+    handlers: Mapping[str, str],
+    *,
+    kind: str,
+    layer: lambda_.ILayerVersion,
+    table: dynamodb.ITable,
+    statements: Callable[[str], Sequence[iam.PolicyStatement]],
+    timeout: Callable[[str], Duration],
+) -> dict[str, lambda_.Function]:
+    """A Standard workflow's functions (construct id -> handler), one `python_function`
+    each, from one code asset: `statements(task)` is what its role may do, `kind` what
+    its descriptions call it ("cancellation")."""
+    code = lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES)
+    return {
+        task: python_function(
+            scope,
+            task,
+            handler,
+            code=code,
+            layer=layer,
+            statements=statements(task),
+            table=table,
+            role_description=f"Runs the {task} {kind} task",
+            description=f"{kind.capitalize()} task {task} ({handler})",
+            timeout=timeout(task),
+        )
+        for task, handler in handlers.items()
+    }
