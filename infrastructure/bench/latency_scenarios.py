@@ -116,6 +116,8 @@ def measure_event_delivery(
         if not register(first):
             raise RuntimeError(f"the registration of {first} for the event-delivery figure failed")
         cursor = _await_event(backend, event_id, cursor, first, CATCH_UP_S)
+        # A new connection: the server closes one left idle that long.
+        register = http_register(url, event_id, token)()
         for user in measured:
             if not register(user):
                 raise RuntimeError(f"the registration of {user} for the event-delivery figure failed")
