@@ -82,8 +82,8 @@ def _subscribe(url: str, token: str, event_id: str, receiver: str) -> None:
         raise RuntimeError(f"the local server refused the webhook subscription: {answer.status}")
 
 
-# How long the bus's consumer may take to reach the first measured event (the pipe reads
-# the stream's backlog first).
+# How long the bus's consumer and the webhook receiver may take to reach the first event
+# (the pipes read the stream's backlog first).
 CATCH_UP_S = 1800.0
 
 
@@ -109,13 +109,15 @@ def measure_event_delivery(
         _subscribe(url, token, event_id, receiver.url)
         register = http_register(url, event_id, token)()
         _, cursor = backend.domain_events(None, event_id, wait=0)
-        # The server's pipe starts at the table stream's oldest record: after the cost
-        # part (a cancelled event of 100,000 is as many domain events) it has a backlog
-        # to read first. The first registration waits that out and is not measured.
+        # The server's pipes (to the bus, to the webhooks' queues) start at the table
+        # stream's oldest record: after the cost part (a cancelled event of 100,000 is as
+        # many domain events) they have a backlog to read first. The first registration
+        # waits that out on both paths and is not measured.
         first, *measured = users[: count + 1]
         if not register(first):
             raise RuntimeError(f"the registration of {first} for the event-delivery figure failed")
         cursor = _await_event(backend, event_id, cursor, first, CATCH_UP_S)
+        receiver.wait_for(first, CATCH_UP_S)
         # A new connection: the server closes one left idle that long.
         register = http_register(url, event_id, token)()
         for user in measured:
