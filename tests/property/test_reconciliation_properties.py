@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registration import keys, reconciliation, service
-from registration.access import Caller
+from registration import keys, reconciliation
 from registration.data import RegistrationStore
-from registration.models import NewEvent, NewUser, RegisterState
+from registration.models import NewEvent, NewUser
 from registration.reconciliation_models import EventReconciliation, ReconciliationTotals
 from tests.fixtures.drift import (
     assert_consistent,
@@ -29,6 +28,7 @@ from tests.fixtures.drift import (
     set_fields,
     slot,
 )
+from tests.fixtures.registrations import register
 from tests.fixtures.tables import moto_store, table_definition
 
 RUN = reconciliation.Run("property-run", "2026-01-01T00:00:00.000Z")
@@ -50,18 +50,6 @@ def _fresh_table(tables: RegistrationStore) -> Iterator[RegistrationStore]:
         yield RegistrationStore(name, tables.client)
     finally:
         tables.client.delete_table(TableName=name)
-
-
-def _register(store: RegistrationStore, event_id: str, user: str) -> None:
-    state = RegisterState(
-        eventId=event_id,
-        userId=user,
-        caller=Caller(userId=user),
-        requestId=uuid.uuid4().hex,
-        event=store.get_event(event_id),
-    )
-    decision = service.check_capacity(store, state)
-    service.write_registration(store, state.model_copy(update={"decision": decision}))
 
 
 def _places_that_survive(store: RegistrationStore, event_id: str) -> list[str]:
@@ -121,7 +109,7 @@ def _check(
     users = [f"{event_id}-u{n}" for n in range(10)]
     for user in users[:arrivals]:
         store.create_user(NewUser(userId=user, name="P"))
-        _register(store, event_id, user)
+        register(store, event_id, user)
     seated_before = set(seats(store, event_id))
 
     for drift in items:

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from registration import keys, reconciliation, repair_plan, service
-from registration.access import Caller
+from registration import keys, reconciliation, repair_plan
 from registration.data import RegistrationStore
-from registration.models import NewEvent, NewUser, RegisterState
+from registration.models import NewEvent
 from registration.reconciliation import Run
 from registration.reconciliation_models import Counters, EventReconciliation, ReconciliationTotals
 from tests.fixtures.drift import (
@@ -27,6 +26,7 @@ from tests.fixtures.drift import (
     set_fields,
     slot,
 )
+from tests.fixtures.registrations import register_new_users
 from tests.fixtures.tables import moto_store
 
 RUN = Run("run-1", "2026-01-01T00:00:00.000Z")
@@ -47,21 +47,6 @@ def _event(store: RegistrationStore, capacity: int, waitlist: bool = True, event
     ).eventId
 
 
-def _register(store: RegistrationStore, event_id: str, *users: str) -> None:
-    """As the register workflow would: decide, then write (users are created on the way)."""
-    for user in users:
-        store.create_user(NewUser(userId=user, name=f"User {user}"))
-        state = RegisterState(
-            eventId=event_id,
-            userId=user,
-            caller=Caller(userId=user),
-            requestId=uuid.uuid4().hex,
-            event=store.get_event(event_id),
-        )
-        decision = service.check_capacity(store, state)
-        service.write_registration(store, state.model_copy(update={"decision": decision}))
-
-
 def _reconcile(store: RegistrationStore, event_id: str = "e") -> EventReconciliation:
     return reconciliation.reconcile_event(store, event_id, RUN)
 
@@ -76,7 +61,7 @@ def _record(store: RegistrationStore, event_id: str = "e") -> dict[str, Any]:
 
 def test_a_consistent_event_is_left_untouched(store: RegistrationStore) -> None:
     _event(store, capacity=2)
-    _register(store, "e", "a", "b", "c", "d")
+    register_new_users(store, "e", "a", "b", "c", "d")
     before = dump(store)
     result = _reconcile(store)
     assert result.outcome == "clean"
@@ -94,7 +79,7 @@ def test_an_unknown_event_is_missing(store: RegistrationStore) -> None:
 @pytest.mark.parametrize("wrong", [0, 1, 7])
 def test_a_wrong_registered_count_is_set_to_the_number_of_seats(store: RegistrationStore, wrong: int) -> None:
     _event(store, capacity=3)
-    _register(store, "e", "a", "b")
+    register_new_users(store, "e", "a", "b")
     set_fields(store, "e", registeredCount=wrong)
     result = _reconcile(store)
     assert result.outcome == "repaired"
@@ -112,7 +97,7 @@ def test_a_wrong_registered_count_is_set_to_the_number_of_seats(store: Registrat
 
 def test_an_orphaned_waitlist_counter_is_cleared(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a")
+    register_new_users(store, "e", "a")
     set_fields(store, "e", waitlistCount=3)
     result = _reconcile(store)
     assert result.after == Counters(registeredCount=1, waitlistCount=0, waitlistSeq=0)
@@ -122,19 +107,19 @@ def test_an_orphaned_waitlist_counter_is_cleared(store: RegistrationStore) -> No
 
 def test_a_sequence_behind_the_queue_is_raised(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     set_fields(store, "e", waitlistSeq=1)
     result = _reconcile(store)
     assert result.after == Counters(registeredCount=1, waitlistCount=2, waitlistSeq=2)
     # The next arrival lands behind everyone again.
-    _register(store, "e", "d")
+    register_new_users(store, "e", "d")
     assert queue(store, "e") == ["b", "c", "d"]
     assert_consistent(store, "e")
 
 
 def test_overbooking_is_counted_truthfully_and_flagged(store: RegistrationStore) -> None:
     _event(store, capacity=2)
-    _register(store, "e", "a", "b")
+    register_new_users(store, "e", "a", "b")
     set_fields(store, "e", capacity=1, registeredCount=1)
     result = _reconcile(store)
     assert result.overbooked
@@ -148,7 +133,7 @@ def test_overbooking_is_counted_truthfully_and_flagged(store: RegistrationStore)
 
 def test_free_seats_go_to_the_head_of_the_waitlist_in_order(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c", "d")
+    register_new_users(store, "e", "a", "b", "c", "d")
     set_fields(store, "e", capacity=3)  # two seats appear while three people wait
     result = _reconcile(store)
     assert result.outcome == "repaired"
@@ -167,9 +152,9 @@ def test_free_seats_go_to_the_head_of_the_waitlist_in_order(store: RegistrationS
 
 def test_a_repaired_count_that_frees_a_seat_promotes(store: RegistrationStore) -> None:
     _event(store, capacity=2)
-    _register(store, "e", "a")
+    register_new_users(store, "e", "a")
     set_fields(store, "e", registeredCount=2)  # looks full: the next registrant waits
-    _register(store, "e", "b")
+    register_new_users(store, "e", "b")
     assert queue(store, "e") == ["b"]
     result = _reconcile(store)
     assert (result.countRepairs, result.promotions) == (1, 1)
@@ -183,7 +168,7 @@ def test_a_repaired_count_that_frees_a_seat_promotes(store: RegistrationStore) -
 
 def test_a_slot_without_its_membership_gets_it_back(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     delete(store, keys.waitlisted_key("e", "b"))
     result = _reconcile(store)
     assert result.waitlistRepairs == 1
@@ -198,7 +183,7 @@ def test_a_slot_without_its_membership_gets_it_back(store: RegistrationStore) ->
 
 def test_a_membership_without_its_slot_gets_its_place_back(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     delete(store, keys.queue_key("e", 1))
     set_fields(store, "e", waitlistCount=1)
     result = _reconcile(store)
@@ -211,7 +196,7 @@ def test_a_membership_without_its_slot_gets_its_place_back(store: RegistrationSt
 
 def test_a_membership_whose_place_is_taken_is_removed(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b")
+    register_new_users(store, "e", "a", "b")
     put(store, membership("e", "x", 1))  # claims b's place
     result = _reconcile(store)
     (action,) = result.actions
@@ -234,7 +219,7 @@ def test_two_memberships_claiming_one_free_place_give_it_to_one(store: Registrat
 
 def test_a_membership_pointing_elsewhere_is_repointed_to_its_slot(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     put(store, membership("e", "b", 9))
     result = _reconcile(store)
     (action,) = result.actions
@@ -247,7 +232,7 @@ def test_a_membership_pointing_elsewhere_is_repointed_to_its_slot(store: Registr
 
 def test_a_duplicate_place_is_removed_and_the_first_kept(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     put(store, slot("e", 3, "b"))
     set_fields(store, "e", waitlistSeq=3)
     result = _reconcile(store)
@@ -260,7 +245,7 @@ def test_a_duplicate_place_is_removed_and_the_first_kept(store: RegistrationStor
 
 def test_a_seat_holder_loses_their_waitlist_place(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b")
+    register_new_users(store, "e", "a", "b")
     put(store, slot("e", 2, "a"))
     put(store, membership("e", "a", 2))
     set_fields(store, "e", waitlistCount=2, waitlistSeq=2)
@@ -307,7 +292,7 @@ def test_a_live_registration_between_recount_and_repair_cancels_the_repair(
     store: RegistrationStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _event(store, capacity=3)
-    _register(store, "e", "a")
+    register_new_users(store, "e", "a")
     set_fields(store, "e", registeredCount=0)
     original = reconciliation.survey
     calls = 0
@@ -317,7 +302,7 @@ def test_a_live_registration_between_recount_and_repair_cancels_the_repair(
         calls += 1
         found = original(s, event_id)
         if calls == 2:  # after the confirming recount, before the repair
-            _register(store, "e", "b")
+            register_new_users(store, "e", "b")
         return found
 
     monkeypatch.setattr(reconciliation, "survey", survey_then_register)
@@ -351,7 +336,7 @@ def test_an_event_that_never_holds_still_is_left_busy(
 
 def test_a_second_run_finds_nothing_to_do(store: RegistrationStore) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     set_fields(store, "e", registeredCount=0, waitlistCount=5)
     assert _reconcile(store).outcome == "repaired"
     settled = dump(store)
@@ -448,7 +433,7 @@ def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(monkeypatch:
     monkeypatch.setenv("TABLE_NAME", table)
     with moto_store(table) as store:
         _event(store, capacity=2)
-        _register(store, "e", "a")
+        register_new_users(store, "e", "a")
         set_fields(store, "e", registeredCount=2)
         context = LambdaContext(LocalFunction("ReconcileEvent", "handlers.reconcile_event.handler"), "req-1")
         output = reconcile_event.handler(
@@ -470,7 +455,7 @@ def test_the_reconcile_task_emits_repairs_and_logs_before_and_after(monkeypatch:
 
 def test_seats_kept_above_a_lowered_capacity_are_not_overbooking(store: RegistrationStore) -> None:
     _event(store, capacity=3)
-    _register(store, "e", "a", "b", "c")
+    register_new_users(store, "e", "a", "b", "c")
     store.change_event(store.get_event("e"), {"capacity": 1}, [], "lower", "2026-01-01T00:00:00.000Z")
     result = _reconcile(store)
     assert not result.overbooked

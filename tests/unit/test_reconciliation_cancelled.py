@@ -16,13 +16,13 @@ from typing import Any
 import boto3
 import pytest
 
-from registration import cancellation, reconciliation, service, settings
-from registration.access import Caller
+from registration import cancellation, reconciliation, settings
 from registration.data import RegistrationStore
-from registration.models import NewEvent, NewUser, RegisterState
+from registration.models import NewEvent
 from registration.reconciliation import Run
 from registration.reconciliation_models import Counters, EventReconciliation
 from tests.fixtures.drift import counters, queue, seats, set_fields
+from tests.fixtures.registrations import register_new_users
 from tests.fixtures.tables import moto_store
 
 RUN = Run("run-1", "2026-01-01T00:00:00.000Z")
@@ -75,21 +75,6 @@ def _event(store: RegistrationStore, capacity: int, event_id: str = "e") -> str:
     ).eventId
 
 
-def _register(store: RegistrationStore, event_id: str, *users: str) -> None:
-    """As the register workflow would: decide, then write (users are created on the way)."""
-    for user in users:
-        store.create_user(NewUser(userId=user, name=f"User {user}"))
-        state = RegisterState(
-            eventId=event_id,
-            userId=user,
-            caller=Caller(userId=user),
-            requestId=uuid.uuid4().hex,
-            event=store.get_event(event_id),
-        )
-        decision = service.check_capacity(store, state)
-        service.write_registration(store, state.model_copy(update={"decision": decision}))
-
-
 def _cancel_without_its_run(store: RegistrationStore, event_id: str = "e") -> None:
     """What `POST /events/{id}/cancel` does before it starts the cancel run: the API
     stopped right after this."""
@@ -104,7 +89,7 @@ def test_a_cancelled_event_still_holding_registrations_gets_its_cancel_run_once(
     store: RegistrationStore, cancel_machine: str
 ) -> None:
     _event(store, capacity=1)
-    _register(store, "e", "a", "b", "c")  # a seated, b and c waiting
+    register_new_users(store, "e", "a", "b", "c")  # a seated, b and c waiting
     # A seat appears while people wait (raised by hand): an open event would promote b.
     set_fields(store, "e", capacity=3)
     _cancel_without_its_run(store)
@@ -134,7 +119,7 @@ def test_what_a_cancelled_event_holds_is_decided_after_the_recount(
 ) -> None:
     # Counters that say nothing is held while a seat is: repaired, then the run is started.
     _event(store, capacity=2, event_id="held")
-    _register(store, "held", "a")
+    register_new_users(store, "held", "a")
     _cancel_without_its_run(store, "held")
     set_fields(store, "held", registeredCount=0)
     # Counters that say something is held while nothing is: repaired, and nothing started.
@@ -163,13 +148,13 @@ def test_a_cancelled_event_with_nothing_left_and_an_open_event_start_nothing(
 ) -> None:
     # Cancelled, and everything released (as the cancel run's groups release it).
     _event(store, capacity=1, event_id="released")
-    _register(store, "released", "a", "b")
+    register_new_users(store, "released", "a", "b")
     _cancel_without_its_run(store, "released")
     entries = store.remaining_registrations("released", 10)
     assert cancellation.release_group(store, "released", entries, "cancel-r") == (2, 0)
     # Open, holding a seat and a waitlist place.
     _event(store, capacity=1, event_id="open")
-    _register(store, "open", "c", "d")
+    register_new_users(store, "open", "c", "d")
 
     results = [_reconcile(store, "released"), _reconcile(store, "open")]
 
@@ -193,7 +178,7 @@ def test_the_reconcile_task_logs_the_cancel_run_it_started(monkeypatch: pytest.M
     with moto_store(table) as store:
         cancel_machine = _cancel_machine(monkeypatch)
         _event(store, capacity=1)
-        _register(store, "e", "a", "b")
+        register_new_users(store, "e", "a", "b")
         _cancel_without_its_run(store)
         context = LambdaContext(LocalFunction("ReconcileEvent", "handlers.reconcile_event.handler"), "req-1")
 
